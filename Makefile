@@ -1,0 +1,39 @@
+# `make demo` and `make test` set up a fresh machine on their own: a venv kept
+# outside the clone (keyed by a hash of setup.cfg and pyproject.toml, so a
+# dependency change builds a new one) with every package, then this clone
+# installed into it in editable mode.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV_KEY := $(shell cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
+VENV ?= $(HOME)/.cache/mcuformer-tf/venv-$(VENV_KEY)
+BIN := $(VENV)/bin
+DEPS_STAMP := $(VENV)/.deps-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-all bench clean
+
+$(DEPS_STAMP):
+	$(PYTHON) -m venv $(VENV) || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/pip install --upgrade pip 'setuptools>=64' wheel
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+# Re-point the shared venv at this clone (cheap; no dependency is touched).
+install: $(DEPS_STAMP)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+
+demo: install
+	$(BIN)/mcuformer-tf demo --out runs/demo
+
+test: install
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Includes the slow tests (the demo's accuracy targets: about 6 minutes more).
+test-all: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python tools/bench_supernet_throughput.py
+
+clean:
+	rm -rf runs build *.egg-info .pytest_cache

@@ -1,0 +1,174 @@
+"""Image classification data for training and evaluating subnets, with no download.
+
+A data spec is one string:
+- `digits`: scikit-learn's bundled handwritten digits (1,797 real 8x8 scans),
+  upscaled bilinearly to the space's image size, grey copied to RGB, with a
+  fixed stratified 80/20 train/val split.
+- `imagefolder:PATH`: the ImageNet layout, PATH/train/<class>/*.jpg and
+  PATH/val/<class>/*.jpg (any format tf.image decodes).
+- `cifar10:PATH`: the CIFAR-10 python batches (data_batch_1..5, test_batch).
+
+Images reach the model as float32 in [0, 1], at the requested size.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from mcuformer_tf.errors import McuformerError
+
+SOURCES = ("digits", "imagefolder:PATH", "cifar10:PATH")
+CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+
+@dataclasses.dataclass
+class ImageData:
+    """Train and val splits of one source, each a tf.data.Dataset of (image, label)."""
+
+    name: str
+    num_classes: int
+    image_size: int
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    train_count: int
+    val_count: int
+    flip: bool = True
+
+    def train_batches(self, batch_size: int, seed: int) -> tf.data.Dataset:
+        """Shuffled, augmented (random shift, flips where they keep the class) training batches."""
+        size, pad = self.image_size, max(1, self.image_size // 16)
+
+        def augment(image, label):
+            image = tf.image.resize_with_crop_or_pad(image, size + 2 * pad, size + 2 * pad)
+            image = tf.image.random_crop(image, [size, size, 3], seed=seed)
+            if self.flip:
+                image = tf.image.random_flip_left_right(image, seed=seed)
+            return image, label
+
+        return (self.train.shuffle(min(self.train_count, 20_000), seed=seed,
+                                   reshuffle_each_iteration=False)
+                .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+                .batch(batch_size, drop_remainder=True)
+                .prefetch(tf.data.AUTOTUNE))
+
+    def val_batches(self, batch_size: int, image_size: int | None = None) -> tf.data.Dataset:
+        """Val batches, resized to `image_size` when a subnet takes another size."""
+        ds = self.val
+        if image_size and image_size != self.image_size:
+            ds = ds.map(lambda x, y: (tf.image.resize(x, [image_size, image_size]), y))
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    if images.shape[1] == size:
+        return images.astype(np.float32)
+    return tf.image.resize(images.astype(np.float32), [size, size], method="bilinear").numpy()
+
+
+def _from_arrays(name, x_train, y_train, x_val, y_val, num_classes, image_size, flip):
+    def dataset(x, y):
+        return tf.data.Dataset.from_tensor_slices((_resize(x, image_size), y.astype(np.int32)))
+
+    return ImageData(name, num_classes, image_size, dataset(x_train, y_train),
+                     dataset(x_val, y_val), len(y_train), len(y_val), flip)
+
+
+def load_digits(image_size: int) -> ImageData:
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sklearn_digits()
+    images = np.repeat((digits.images / 16.0)[..., None], 3, axis=-1)
+    x_train, x_val, y_train, y_val = train_test_split(
+        images, digits.target, test_size=0.2, stratify=digits.target, random_state=0)
+    return _from_arrays("digits", x_train, y_train, x_val, y_val, 10, image_size, flip=False)
+
+
+def _existing_dir(path: str, source: str) -> Path:
+    if not path:
+        raise McuformerError(f"data {source}: give a path, as {source}:PATH")
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise McuformerError(f"data {source}:{path}: no such directory")
+    return folder
+
+
+def load_cifar10(path: str, image_size: int) -> ImageData:
+    folder = _existing_dir(path, "cifar10")
+
+    def read(batch_name):
+        file = folder / batch_name
+        if not file.is_file():
+            raise McuformerError(f"data cifar10:{path}: missing {batch_name} (expected the "
+                                 "CIFAR-10 python batches data_batch_1..5 and test_batch)")
+        try:
+            with open(file, "rb") as handle:
+                batch = pickle.load(handle, encoding="bytes")
+            data = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32)
+            labels = np.asarray(batch[b"labels"], np.int32)
+        except Exception as err:  # any unpickling or shape failure means the same thing
+            raise McuformerError(f"data cifar10:{path}: {batch_name} is not a CIFAR-10 python "
+                                 f"batch ({type(err).__name__})") from None
+        return data.transpose(0, 2, 3, 1) / 255.0, labels
+
+    train = [read(name) for name in CIFAR10_TRAIN]
+    x_val, y_val = read("test_batch")
+    return _from_arrays("cifar10", np.concatenate([x for x, _ in train]),
+                        np.concatenate([y for _, y in train]), x_val, y_val, 10, image_size,
+                        flip=True)
+
+
+def _image_files(split_dir: Path, classes: list[str]):
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(str(f) for f in (split_dir / name).iterdir() if f.is_file())
+        files += found
+        labels += [label] * len(found)
+    return files, labels
+
+
+def load_imagefolder(path: str, image_size: int) -> ImageData:
+    folder = _existing_dir(path, "imagefolder")
+    splits = {}
+    for split in ("train", "val"):
+        if not (folder / split).is_dir():
+            raise McuformerError(f"data imagefolder:{path}: no {split}/ folder (expected "
+                                 "PATH/train/<class>/*.jpg and PATH/val/<class>/*.jpg)")
+        splits[split] = sorted(d.name for d in (folder / split).iterdir() if d.is_dir())
+    classes = splits["train"]
+    if not classes:
+        raise McuformerError(f"data imagefolder:{path}: train/ has no class folders")
+    if splits["val"] != classes:
+        raise McuformerError(f"data imagefolder:{path}: val/ and train/ have different class "
+                             "folders")
+
+    def decode(file, label):
+        image = tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
+        image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, [image_size, image_size])
+        return image, label
+
+    def dataset(split):
+        files, labels = _image_files(folder / split, classes)
+        if not files:
+            raise McuformerError(f"data imagefolder:{path}: {split}/ holds no image files")
+        ds = tf.data.Dataset.from_tensor_slices((files, np.asarray(labels, np.int32)))
+        return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE), len(files)
+
+    (train, n_train), (val, n_val) = dataset("train"), dataset("val")
+    return ImageData("imagefolder", len(classes), image_size, train, val, n_train, n_val)
+
+
+def load_data(spec: str, image_size: int) -> ImageData:
+    """Load a data spec (see the module docstring) at `image_size`."""
+    source, _, path = spec.partition(":")
+    if source == "digits" and not path:
+        return load_digits(image_size)
+    if source == "cifar10":
+        return load_cifar10(path, image_size)
+    if source == "imagefolder":
+        return load_imagefolder(path, image_size)
+    raise McuformerError(f"unknown data {spec!r} (use one of: {', '.join(SOURCES)})")

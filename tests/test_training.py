@@ -1,0 +1,78 @@
+"""Supernet training: the sandwich step, one trace, checkpoints, and resuming a killed run."""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mcuformer_tf.data import load_digits
+from mcuformer_tf.run_dir import RunDir
+from mcuformer_tf.training import SandwichTrainer, TrainSettings, train_supernet
+
+
+def test_sandwich_step_trains_every_subnet_with_one_trace(digits_space):
+    trainer = SandwichTrainer(digits_space, TrainSettings(epochs=1, batch_size=8, random_subnets=2),
+                              steps_per_epoch=10, strategy=tf.distribute.get_strategy())
+    images = tf.random.stateless_uniform([8, 32, 32, 3], seed=[1, 2])
+    labels = tf.constant([0, 1, 2, 3, 4, 5, 6, 7])
+    before = [v.numpy().copy() for v in trainer.supernet.trainable_variables]
+    rng = random.Random(0)
+    losses = [float(trainer.train_step(images, labels, trainer.subnets_for_step(rng)))
+              for _ in range(4)]
+    assert all(np.isfinite(losses))
+    assert trainer.train_step.experimental_get_tracing_count() == 1
+    assert int(trainer.optimizer.iterations.numpy()) == 4
+    changed = [not np.array_equal(b, v.numpy())
+               for b, v in zip(before, trainer.supernet.trainable_variables)]
+    assert all(changed)  # the largest subnet touches every weight of the supernet
+
+
+def test_a_finished_epoch_is_recorded_and_checkpointed(trained_run):
+    history = trained_run.history()
+    assert [entry["epoch"] for entry in history] == [1]
+    assert 0.0 <= history[0]["val_acc_largest"] <= 1.0
+    assert trained_run.latest_checkpoint().endswith("ckpt-1")
+
+
+def test_resume_continues_after_the_last_finished_epoch(trained_run, tmp_path):
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(trained_run.path, run.path)
+    lines = []
+    history = train_supernet(run.space(), load_digits(32), run,
+                             TrainSettings(epochs=2, batch_size=128), resume=True,
+                             log=lines.append)
+    assert lines[0] == f"resuming {run.path} after epoch 1"
+    assert [entry["epoch"] for entry in history] == [1, 2]
+    assert history[0] == trained_run.history()[0]
+    assert run.latest_checkpoint().endswith("ckpt-2")
+
+
+def test_a_killed_run_resumes_without_losing_finished_epochs(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "mcuformer_tf", "train", "--out", str(out), "--epochs", "3",
+               "--batch-size", "128", "--random-subnets", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (out / "history.json").exists() and time.time() < deadline:
+            time.sleep(0.5)
+        assert (out / "history.json").exists(), "the first epoch never finished"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finished = json.loads((out / "history.json").read_text())
+    assert len(finished) in (1, 2)
+    result = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resuming {out} after epoch {len(finished)}" in result.stdout
+    history = json.loads((out / "history.json").read_text())
+    assert [entry["epoch"] for entry in history] == [1, 2, 3]
+    assert history[:len(finished)] == finished
+    assert sorted(os.listdir(out / "checkpoints"))[-1].startswith("ckpt-3")
