@@ -28,7 +28,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-# Includes the slow tests (the demo's accuracy targets: about 6 minutes more).
+# Includes the slow tests (the demo's accuracy targets: about 8 minutes more).
 test-all: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

@@ -96,8 +96,8 @@ def _train_options(func):
     options = [
         click.option("--space", "space_name", default=None, help=SPACE_HELP + "  [default: digits]"),
         click.option("--data", "data_spec", default=None, help=DATA_HELP + "  [default: digits]"),
-        click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True),
-        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--epochs", type=click.IntRange(min=1), default=32, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True),
         click.option("--lr", type=float, default=2e-3, show_default=True,
                      help="Peak AdamW learning rate."),
         click.option("--random-subnets", type=click.IntRange(min=0), default=1, show_default=True,

@@ -75,6 +75,18 @@ def _field_error(field: str, message: str) -> McuformerError:
     return McuformerError(f"{field}: {message}")
 
 
+def _check_fields(data: Any, fields: Sequence[str], what: str) -> None:
+    """`data` must be a mapping with exactly `fields` as keys."""
+    if not isinstance(data, dict):
+        raise McuformerError(f"{what} must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise _field_error(unknown[0], f"unknown field (known: {', '.join(fields)})")
+    missing = [f for f in fields if f not in data]
+    if missing:
+        raise _field_error(missing[0], "missing")
+
+
 def _as_int(field: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
         raise _field_error(field, f"expected an integer, got {value!r}")
@@ -168,15 +180,7 @@ class SubnetConfig:
     @classmethod
     def from_dict(cls, data: Any) -> "SubnetConfig":
         """Build from a mapping; a scalar num_heads or mlp_ratio applies to every layer."""
-        if not isinstance(data, dict):
-            raise McuformerError(f"a subnet config must be a mapping, got {type(data).__name__}")
-        fields = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise _field_error(unknown[0], f"unknown field (known: {', '.join(fields)})")
-        missing = [f for f in fields if f not in data]
-        if missing:
-            raise _field_error(missing[0], "missing")
+        _check_fields(data, [f.name for f in dataclasses.fields(cls)], "a subnet config")
         depth = _as_int("depth", data["depth"])
 
         def per_layer(name, convert):
@@ -268,15 +272,7 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: Any) -> "SearchSpace":
-        if not isinstance(data, dict):
-            raise McuformerError(f"a search space must be a mapping, got {type(data).__name__}")
-        known = ("name", "num_classes") + cls.DIMENSIONS
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise _field_error(unknown[0], f"unknown field (known: {', '.join(known)})")
-        missing = [f for f in known if f not in data]
-        if missing:
-            raise _field_error(missing[0], "missing")
+        _check_fields(data, ("name", "num_classes") + cls.DIMENSIONS, "a search space")
         return cls(
             name=str(data["name"]),
             num_classes=_as_int("num_classes", data["num_classes"]),

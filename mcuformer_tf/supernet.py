@@ -107,10 +107,3 @@ class Supernet(keras.Model):
             x = tf.where(layer < enc["depth"], y, x)
         pooled = tf.reduce_mean(self.norm(x), axis=1)
         return tf.matmul(pooled, self.head_kernel[:embed]) + self.head_bias
-
-    def get_config(self):
-        return {"space": self.space.to_dict(), "name": self.name}
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return cls(SearchSpace.from_dict(config["space"]), name=config["name"])

@@ -3,7 +3,8 @@
 Each step trains the largest subnet on the labels, then the smallest and
 `random_subnets` random subnets on the same batch, each learning half from the
 labels and half from the largest subnet's predictions (in-place distillation,
-BigNAS); the summed gradients make one AdamW update. The step is one
+BigNAS). The largest subnet's loss and the students' mean loss weigh half
+each, and their gradients make one AdamW update. The step is one
 `tf.function` traced once: the subnets enter as fixed-shape int32 encodings
 (see `supernet.py`). It runs under any `tf.distribute` strategy.
 """
@@ -41,8 +42,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 @dataclasses.dataclass
 class TrainSettings:
-    epochs: int
-    batch_size: int = 64
+    epochs: int = 32
+    batch_size: int = 32
     learning_rate: float = 2e-3
     weight_decay: float = 0.05
     warmup_epochs: int = 2
@@ -101,12 +102,14 @@ class SandwichTrainer:
             logits = self.supernet(images, training=True, config=encodings[0])
             loss = tf.nn.compute_average_loss(self.hard_loss(onehot, logits), global_batch_size=batch)
             teacher = tf.stop_gradient(tf.nn.softmax(logits))
-            for encoding in encodings[1:]:
+            students = encodings[1:]
+            for encoding in students:
                 student = self.supernet(images, training=True, config=encoding)
                 per_example = 0.5 * self.hard_loss(onehot, student) + 0.5 * (
                     keras.losses.categorical_crossentropy(teacher, student, from_logits=True))
-                loss += tf.nn.compute_average_loss(per_example, global_batch_size=batch)
-            loss /= len(encodings)
+                loss += tf.nn.compute_average_loss(per_example, global_batch_size=batch) / len(
+                    students)
+            loss /= 2.0
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
@@ -144,6 +147,7 @@ def train_supernet(space: SearchSpace, data: ImageData, run: RunDir, settings: T
     if steps < 1:
         raise McuformerError(f"batch size {settings.batch_size} exceeds the {data.train_count} "
                              f"training images of {data.name}")
+    keras.utils.set_random_seed(settings.seed)  # weight init, augmentation: one seed, one run
     trainer = SandwichTrainer(space, settings, steps, make_strategy(strategy_name))
     if resume and run.latest_checkpoint():
         trainer.checkpoint.restore(run.latest_checkpoint()).assert_existing_objects_matched()

@@ -61,18 +61,19 @@ def test_unknown_strategy(tmp_path):
                           "unknown strategy 'tpu'")
 
 
+def write_config(path, **change):
+    config = {"image_size": 32, "patch_size": 8, "rank_ratio": 0.5, "embed_dim": 32, "depth": 2,
+              "num_heads": 1, "mlp_ratio": 2, "num_classes": 10, **change}
+    path.write_text(json.dumps(config))
+    return path
+
+
 def test_eval_errors(tmp_path, trained_run):
     assert_one_line_error(run_cli("eval", "--supernet", tmp_path), "is not a training run")
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"image_size": 32, "patch_size": 6, "rank_ratio": 0.5,
-                               "embed_dim": 32, "depth": 2, "num_heads": 1, "mlp_ratio": 2,
-                               "num_classes": 10}))
+    bad = write_config(tmp_path / "bad.json", patch_size=6)
     assert_one_line_error(run_cli("eval", "--supernet", trained_run.path, "--config", bad),
                           "patch_size: image_size 32 is not divisible by patch_size 6")
-    outside = tmp_path / "outside.json"
-    outside.write_text(json.dumps({"image_size": 32, "patch_size": 8, "rank_ratio": 0.5,
-                                   "embed_dim": 40, "depth": 2, "num_heads": 1, "mlp_ratio": 2,
-                                   "num_classes": 10}))
+    outside = write_config(tmp_path / "outside.json", embed_dim=40)
     assert_one_line_error(run_cli("eval", "--supernet", trained_run.path, "--config", outside),
                           "embed_dim: 40 is not in the space 'digits'")
     assert_one_line_error(run_cli("eval", "--supernet", trained_run.path, "--config",
