@@ -26,14 +26,15 @@ demo: install
 	$(BIN)/mcuformer-tf demo --out runs/demo
 
 test: install
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs -m "not slow" $(PYTEST_ARGS)
 
 # Includes the slow tests (the demo's accuracy targets: about 8 minutes more).
 test-all: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python tools/bench_supernet_throughput.py
+	$(BIN)/python tools/bench_block_arena.py
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache

@@ -34,6 +34,7 @@ class Commands(click.Group):
 
 
 SPACE_HELP = f"Search space: a preset ({', '.join(PRESETS)}) or a .yaml/.json file."
+DEMO_QAT_EPOCHS = 4
 DATA_HELP = "Data: digits (built in), imagefolder:PATH (ImageNet layout), cifar10:PATH."
 
 
@@ -159,6 +160,39 @@ def evaluate(run_path, config_specs):
     _evaluate(run_path, config_specs)
 
 
+def _export(run_path, config_spec, qat_epochs, output, seed):
+    from mcuformer_tf.data import load_data
+    from mcuformer_tf.export import export_subnet
+    from mcuformer_tf.run_dir import RunDir
+    from mcuformer_tf.training import load_supernet
+
+    run = RunDir(run_path)
+    space = run.space()
+    config = space.resolve_config(config_spec)
+    supernet = load_supernet(run)
+    data = load_data(run.spec()["data"], max(space.image_size))
+    click.echo(f"export {config.describe()}: {qat_epochs} QAT epochs")
+    result = export_subnet(supernet, config, data, output, qat_epochs, seed=seed)
+    click.echo(result.summary())
+    return result
+
+
+@main.command("export")
+@click.option("--supernet", "run_path", required=True,
+              type=click.Path(file_okay=False, path_type=Path), help="A training run directory.")
+@click.option("--config", "config_spec", default="largest", show_default=True,
+              help="A subnet config file (.json/.yaml), or largest / smallest.")
+@click.option("--qat-epochs", type=click.IntRange(min=0), default=DEMO_QAT_EPOCHS,
+              show_default=True,
+              help="Quantisation-aware fine-tuning epochs (0: calibrate only).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The int8 .tflite to write.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def export(run_path, config_spec, qat_epochs, output, seed):
+    """Extract a subnet, fine-tune it quantisation-aware and write an int8 .tflite for TFLM."""
+    _export(run_path, config_spec, qat_epochs, output, seed)
+
+
 @main.command()
 @_train_options
 @click.option("--out", default=Path("runs/demo"), show_default=True,
@@ -172,3 +206,111 @@ def demo(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, st
            strategy, resume=RunDir(out).exists())
     click.echo("== evaluate extracted subnets")
     _evaluate(out, ["largest", "smallest"])
+    click.echo("== export the largest subnet: quantisation-aware fine-tuning, int8 .tflite")
+    model = out / "model.tflite"
+    _export(out, "largest", DEMO_QAT_EPOCHS, model, seed)
+    context = click.get_current_context()
+    click.echo("== the smallest TFLM arena that runs it")
+    context.invoke(arena, model=model)
+    click.echo("== memory report")
+    context.invoke(report, model=model, png=out / "memory.png")
+
+
+def _checked_graph(model, allow_mcuf=False):
+    from mcuformer_tf.tflite_graph import read_model
+    from mcuformer_tf.tflm_runtime import check_stock_model
+
+    graph = read_model(model)
+    check_stock_model(graph, allow_mcuf=allow_mcuf)
+    return graph
+
+
+def _values(array, limit=16) -> str:
+    flat = array.reshape(-1)
+    text = " ".join(str(int(v)) for v in flat[:limit])
+    return text + (f" ... ({flat.size} values)" if flat.size > limit else "")
+
+
+def _run_outputs(model, graph, inputs, arena_size):
+    """(runtime name, outputs, LiteRT outputs or None): the TFLM wheel, or the host runner."""
+    import numpy as np
+
+    from mcuformer_tf.tflm_runtime import DEFAULT_ARENA, has_mcuf_ops, run_litert, run_tflm
+
+    raw = Path(model).read_bytes()
+    if not has_mcuf_ops(graph):
+        return "TFLM", run_tflm(raw, inputs, arena_size), run_litert(raw, inputs)
+    from mcuformer_tf.host_runner import host_runner_skip_reason, run_host
+
+    reason = host_runner_skip_reason()
+    if reason is not None:
+        raise McuformerError(f"{model} has MCUF custom ops, which run only in the host runner: "
+                             f"{reason}")
+    if len(inputs) != 1:
+        raise McuformerError(f"the host runner fills one input; {model} has {len(inputs)}")
+    blobs, _ = run_host(model, inputs[0].tobytes(), arena_size or DEFAULT_ARENA)
+    specs = [graph.tensors[i] for i in graph.outputs]
+    return ("TFLM host runner",
+            [np.frombuffer(b, t.dtype).reshape(t.shape) for b, t in zip(blobs, specs)], None)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input", "input_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The input as .npy or raw bytes (default: seeded random values).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--arena", "arena_size", type=click.IntRange(min=16), default=None,
+              help="TFLM arena bytes  [default: 64 MiB]")
+def run(model, input_file, seed, arena_size):
+    """Run a .tflite in stock TFLM beside the TFLite reference; print both and their difference."""
+    import numpy as np
+
+    from mcuformer_tf.tflm_runtime import model_inputs
+
+    graph = _checked_graph(model, allow_mcuf=True)
+    inputs = model_inputs(graph, seed, input_file)
+    runtime, outputs, reference = _run_outputs(model, graph, inputs, arena_size)
+    source = str(input_file) if input_file else f"random, seed {seed}"
+    for index, x in zip(graph.inputs, inputs):
+        click.echo(f"input {graph.tensors[index].name}: {x.dtype} {list(x.shape)} ({source})")
+    width = max(len(runtime), len("LiteRT"))
+    for k, (index, out) in enumerate(zip(graph.outputs, outputs)):
+        click.echo(f"output {graph.tensors[index].name}: {out.dtype} {list(out.shape)}")
+        click.echo(f"  {runtime:<{width}}  {_values(out)}   top-1 {int(np.argmax(out))}")
+        if reference is None:
+            click.echo(f"  {'LiteRT':<{width}}  (no TFLite reference for MCUF custom ops)")
+            continue
+        ref = reference[k]
+        diff = int(np.max(np.abs(out.astype(np.int64) - ref.astype(np.int64)), initial=0))
+        click.echo(f"  {'LiteRT':<{width}}  {_values(ref)}   top-1 {int(np.argmax(ref))}")
+        click.echo(f"  max difference {diff} LSB")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+def arena(model):
+    """The smallest arena with which stock TFLM allocates and runs MODEL (found by trial)."""
+    from mcuformer_tf.arena_search import find_arena
+
+    _checked_graph(model)
+    size = find_arena(model)
+    click.echo(f"arena {size.arena:,} bytes ({size.arena / 1024:.1f} KiB): persistent "
+               f"{size.persistent:,} + non-persistent {size.non_persistent:,} "
+               f"(TFLM reports {size.used:,} used)")
+    click.echo(f"with {size.failing:,} bytes: {size.failure}  [{size.trials} trials]")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw the arena plan over operator order into this PNG.")
+def report(model, png):
+    """Memory report: the TFLM arena plan per operator, its peak, and flash by content."""
+    from mcuformer_tf.memory_report import format_report, memory_report, plot_arena
+
+    _checked_graph(model, allow_mcuf=True)
+    result = memory_report(model)
+    click.echo(format_report(result))
+    if png:
+        plot_arena(result, png)
+        click.echo(f"arena plot -> {png}")

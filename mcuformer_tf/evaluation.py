@@ -10,6 +10,7 @@ from mcuformer_tf.search_space import SubnetConfig
 from mcuformer_tf.supernet import Supernet
 
 EVAL_BATCH = 256
+TFLM_EVAL_ARENA = 16 << 20  # generous: evaluation is not where the arena is tuned
 
 
 def accuracy(predict, batches: tf.data.Dataset) -> float:
@@ -32,3 +33,30 @@ def subnet_accuracy(supernet: Supernet, config: SubnetConfig, data: ImageData) -
     """Val accuracy of `config` extracted from the supernet, as a standalone tf_keras model."""
     model = extract_subnet(supernet, config)
     return accuracy(traced_predict(model), data.val_batches(EVAL_BATCH, config.image_size))
+
+
+def quantize_input(images: np.ndarray, quantization) -> np.ndarray:
+    """Float images on an int8 input tensor's grid, as a firmware would feed them."""
+    scale, zero_point = float(quantization.scale[0]), int(quantization.zero_point[0])
+    return np.clip(np.round(images / scale) + zero_point, -128, 127).astype(np.int8)
+
+
+def tflm_accuracy(model_bytes: bytes, batches: tf.data.Dataset) -> float:
+    """Val accuracy of an int8 .tflite run image by image in the stock TFLM wheel."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    from mcuformer_tf.tflite_graph import read_model
+
+    graph = read_model(model_bytes)
+    quantization = graph.tensor(graph.inputs[0]).quantization
+    interpreter = runtime.Interpreter.from_bytes(model_bytes, arena_size=TFLM_EVAL_ARENA)
+
+    def predict(images):
+        logits = []
+        for image in quantize_input(images.numpy(), quantization):
+            interpreter.set_input(image[None], 0)
+            interpreter.invoke()
+            logits.append(interpreter.get_output(0)[0])
+        return np.stack(logits)
+
+    return accuracy(predict, batches)

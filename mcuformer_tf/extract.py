@@ -1,11 +1,13 @@
 """Subnet extraction: a plain tf_keras model with the weights a subnet inherits from the supernet.
 
 The extracted model is made of standard layers (Conv2D patch embedding,
-Reshape, Dense, LayerNormalization, Add, GlobalAveragePooling1D) plus the three
-small serialisable layers of `subnet_layers`. Each low-rank linear layer
+Reshape, Dense, Softmax, Add, GlobalAveragePooling1D) plus the small
+serialisable layers of `subnet_layers`. Each low-rank linear layer
 becomes two Dense layers, `<name>_a` (in -> rank, no bias, the diagonal S
 folded in) and `<name>_b` (rank -> out), or one dense `<name>` where
-rank * (in + out) >= in * out, its kernel the product A S B.
+rank * (in + out) >= in * out, its kernel the product A S B. The attention's
+query scale (1/8) is folded into the query columns of qkv, exactly, since it is
+a power of two.
 """
 from __future__ import annotations
 
@@ -14,25 +16,25 @@ import tf_keras as keras
 
 from mcuformer_tf import vit_ops
 from mcuformer_tf.search_space import SubnetConfig
-from mcuformer_tf.subnet_layers import PositionEmbedding, QuickGELU, SelfAttention
+from mcuformer_tf.subnet_layers import (AttentionContext, AttentionScores, LayerNorm,
+                                        PositionEmbedding, QuickGELU, SplitHeads)
 from mcuformer_tf.supernet import LINEAR_NAMES, Supernet
 
 
-def _layer_norm(name):
-    return keras.layers.LayerNormalization(epsilon=vit_ops.LAYER_NORM_EPSILON, name=name)
-
-
-def _linear(x, weights, name, shape):
-    """Apply one low-rank linear layer as Dense layers; record their weights in `weights`."""
-    a, b, bias = weights
+def _linear(x, name, shape):
+    """One low-rank linear layer as Dense layers: `name`, or `name`_a then `name`_b."""
     if shape.dense:
-        weights_of = {name: [a @ b, bias]}
-        x = keras.layers.Dense(shape.out_dim, name=name)(x)
-    else:
-        weights_of = {f"{name}_a": [a], f"{name}_b": [b, bias]}
-        x = keras.layers.Dense(shape.rank, use_bias=False, name=f"{name}_a")(x)
-        x = keras.layers.Dense(shape.out_dim, name=f"{name}_b")(x)
-    return x, weights_of
+        return keras.layers.Dense(shape.out_dim, name=name)(x)
+    x = keras.layers.Dense(shape.rank, use_bias=False, name=f"{name}_a")(x)
+    return keras.layers.Dense(shape.out_dim, name=f"{name}_b")(x)
+
+
+def _linear_weights(factors, name, shape) -> dict:
+    """The weights of `_linear`'s layers from the factors (A S, B, bias), keyed by layer name."""
+    a, b, bias = factors
+    if shape.dense:
+        return {name: [a @ b, bias]}
+    return {f"{name}_a": [a], f"{name}_b": [b, bias]}
 
 
 def _subnet_weights(supernet: Supernet, config: SubnetConfig):
@@ -56,7 +58,41 @@ def _subnet_weights(supernet: Supernet, config: SubnetConfig):
             units = shape.out_dim // getattr(block, name).groups
             factors[(layer, name)] = tuple(
                 t.numpy() for t in getattr(block, name).factors(shape.in_dim, units, shape.rank))
+        factors[(layer, "qkv")] = _scale_queries(*factors[(layer, "qkv")], shapes["qkv"].out_dim // 3)
     return weights, factors
+
+
+def _scale_queries(a, b, bias, width):
+    """qkv factors with the attention's query scale (1/8, exact) folded into the query outputs."""
+    scale = np.ones(b.shape[1], np.float32)
+    scale[:width] = vit_ops.QUERY_SCALE
+    return a, b * scale, bias * scale
+
+
+def transformer_block(x, config: SubnetConfig, layer: int, linear):
+    """Block `layer` of `config` on tokens x as tf_keras layers named `block<layer>_*`.
+
+    `linear(y, name)` applies the block's linear layer `name` (qkv, proj, fc1, fc2).
+    """
+    prefix = f"block{layer}_"
+    q, k, v = SplitHeads(config.num_heads[layer], name=prefix + "heads")(
+        linear(LayerNorm(name=prefix + "ln1")(x), "qkv"))
+    scores = AttentionScores(name=prefix + "scores")([q, k])
+    probabilities = keras.layers.Softmax(name=prefix + "softmax")(scores)
+    y = AttentionContext(name=prefix + "context")([probabilities, v])
+    x = keras.layers.Add(name=prefix + "attn_residual")([x, linear(y, "proj")])
+    y = QuickGELU(name=prefix + "gelu")(linear(LayerNorm(name=prefix + "ln2")(x), "fc1"))
+    return keras.layers.Add(name=prefix + "mlp_residual")([x, linear(y, "fc2")])
+
+
+def block_model(config: SubnetConfig, layer: int = 0) -> keras.Model:
+    """Block `layer` of `config` alone, tokens in and out, with fresh weights (for memory studies)."""
+    tokens = keras.Input((config.num_tokens, config.embed_dim), name="tokens")
+
+    def linear(y, name):
+        return _linear(y, f"block{layer}_{name}", config.linear_shapes(layer)[name])
+
+    return keras.Model(tokens, transformer_block(tokens, config, layer, linear), name="block")
 
 
 def extract_subnet(supernet: Supernet, config: SubnetConfig) -> keras.Model:
@@ -68,19 +104,13 @@ def extract_subnet(supernet: Supernet, config: SubnetConfig) -> keras.Model:
     x = keras.layers.Reshape((config.num_tokens, config.embed_dim), name="tokens")(x)
     x = PositionEmbedding(name="pos_embed")(x)
     for layer in range(config.depth):
-        prefix, shapes = f"block{layer}_", config.linear_shapes(layer)
+        def linear(y, name, layer=layer):
+            shape, full_name = config.linear_shapes(layer)[name], f"block{layer}_{name}"
+            weights.update(_linear_weights(factors[(layer, name)], full_name, shape))
+            return _linear(y, full_name, shape)
 
-        def linear(y, name):
-            y, new = _linear(y, factors[(layer, name)], prefix + name, shapes[name])
-            weights.update(new)
-            return y
-
-        y = linear(_layer_norm(prefix + "ln1")(x), "qkv")
-        y = SelfAttention(config.num_heads[layer], name=prefix + "attn")(y)
-        x = keras.layers.Add(name=prefix + "attn_residual")([x, linear(y, "proj")])
-        y = QuickGELU(name=prefix + "gelu")(linear(_layer_norm(prefix + "ln2")(x), "fc1"))
-        x = keras.layers.Add(name=prefix + "mlp_residual")([x, linear(y, "fc2")])
-    x = keras.layers.GlobalAveragePooling1D(name="pool")(_layer_norm("norm")(x))
+        x = transformer_block(x, config, layer, linear)
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(LayerNorm(name="norm")(x))
     logits = keras.layers.Dense(config.num_classes, name="head")(x)
     model = keras.Model(images, logits, name="subnet")
     for layer in model.layers:

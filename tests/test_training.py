@@ -9,7 +9,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from mcuformer_tf.data import load_digits
@@ -34,24 +33,24 @@ def test_sandwich_step_trains_every_subnet_with_one_trace(digits_space):
     assert all(changed)  # the largest subnet touches every weight of the supernet
 
 
-def test_a_finished_epoch_is_recorded_and_checkpointed(trained_run):
+def test_a_finished_epoch_is_recorded_and_checkpointed(trained_run, trained_epochs):
     history = trained_run.history()
-    assert [entry["epoch"] for entry in history] == [1]
+    assert [entry["epoch"] for entry in history] == list(range(1, trained_epochs + 1))
     assert 0.0 <= history[0]["val_acc_largest"] <= 1.0
-    assert trained_run.latest_checkpoint().endswith("ckpt-1")
+    assert trained_run.latest_checkpoint().endswith(f"ckpt-{trained_epochs}")
 
 
-def test_resume_continues_after_the_last_finished_epoch(trained_run, tmp_path):
+def test_resume_continues_after_the_last_finished_epoch(trained_run, trained_epochs, tmp_path):
     run = RunDir(tmp_path / "run")
     shutil.copytree(trained_run.path, run.path)
     lines = []
     history = train_supernet(run.space(), load_digits(32), run,
-                             TrainSettings(epochs=2, batch_size=128), resume=True,
+                             TrainSettings(epochs=trained_epochs + 1, batch_size=128), resume=True,
                              log=lines.append)
-    assert lines[0] == f"resuming {run.path} after epoch 1"
-    assert [entry["epoch"] for entry in history] == [1, 2]
-    assert history[0] == trained_run.history()[0]
-    assert run.latest_checkpoint().endswith("ckpt-2")
+    assert lines[0] == f"resuming {run.path} after epoch {trained_epochs}"
+    assert [entry["epoch"] for entry in history] == list(range(1, trained_epochs + 2))
+    assert history[:trained_epochs] == trained_run.history()
+    assert run.latest_checkpoint().endswith(f"ckpt-{trained_epochs + 1}")
 
 
 def test_a_killed_run_resumes_without_losing_finished_epochs(tmp_path):
