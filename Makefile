@@ -35,6 +35,7 @@ test-all: install
 bench: install
 	$(BIN)/python tools/bench_supernet_throughput.py
 	$(BIN)/python tools/bench_block_arena.py
+	$(BIN)/python tools/bench_fused_arena.py
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache

@@ -214,6 +214,9 @@ def demo(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, st
     context.invoke(arena, model=model)
     click.echo("== memory report")
     context.invoke(report, model=model, png=out / "memory.png")
+    click.echo("== compile: fused MCUF operators and an offline arena plan")
+    fused = out / "fused.tflite"
+    context.invoke(compile_command, model=model, output=fused)
 
 
 def _checked_graph(model, allow_mcuf=False):
@@ -304,13 +307,61 @@ def arena(model):
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw the arena plan over operator order into this PNG.")
-def report(model, png):
-    """Memory report: the TFLM arena plan per operator, its peak, and flash by content."""
-    from mcuformer_tf.memory_report import format_report, memory_report, plot_arena
+@click.option("--compare", type=click.Path(dir_okay=False, path_type=Path),
+              help="Another .tflite (the unfused model) whose plan goes beside MODEL's.")
+def report(model, png, compare):
+    """Memory report: the TFLM arena plan per operator, its peak, and flash by content.
+
+    A compiled model's plan is its offline plan, which TFLM follows."""
+    from mcuformer_tf.memory_report import (format_comparison, format_report, memory_report,
+                                            plot_arena)
 
     _checked_graph(model, allow_mcuf=True)
     result = memory_report(model)
+    others = []
+    if compare:
+        _checked_graph(compare, allow_mcuf=True)
+        others.append(memory_report(compare))
     click.echo(format_report(result))
+    for other in others:
+        click.echo(format_comparison(result, other))
     if png:
-        plot_arena(result, png)
+        spans = None
+        if others:
+            from mcuformer_tf.compiler import ir
+            from mcuformer_tf.compiler.unfuse import builtin_counts
+
+            spans = [builtin_counts(ir.read(path.read_bytes())) for path in (model, compare)]
+        plot_arena(result, png, *others, spans=spans)
         click.echo(f"arena plot -> {png}")
+
+
+@main.command("compile")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The fused .tflite to write.")
+def compile_command(model, output):
+    """Fuse MODEL's ViT blocks into MCUF custom ops and plan its arena offline (TFLM metadata)."""
+    from mcuformer_tf.compiler.pipeline import compile_model
+    from mcuformer_tf.memory_report import memory_report
+    from mcuformer_tf.tflm_runtime import has_mcuf_ops
+
+    if has_mcuf_ops(_checked_graph(model, allow_mcuf=True)):
+        raise McuformerError(f"{model} already holds MCUF operators: compile the unfused int8 "
+                             "model that export writes")
+    raw = model.read_bytes()
+    compiled = compile_model(raw)
+    output.write_bytes(compiled.model_bytes)
+    fusion = compiled.fusion
+    click.echo(f"fused {len(fusion.fused)} of {len(compiled.blocks)} blocks:")
+    for block, code in fusion.fused:
+        click.echo(f"  {block.kind:<12}{len(block.ops):>4} operators -> {code}")
+    for block, reason in fusion.kept:
+        click.echo(f"  {block.kind:<12}{len(block.ops):>4} operators stay builtin: {reason}")
+    unfused, fused = memory_report(raw).peak, compiled.plan.size
+    click.echo(f"arena (non-persistent): unfused {unfused:,} B (TFLM's own plan) -> fused "
+               f"{fused:,} B (offline plan): {fused / unfused:.2f} of it, "
+               f"{unfused / fused:.2f}x smaller")
+    click.echo(f"flash (the .tflite): unfused {len(raw):,} B -> fused "
+               f"{len(compiled.model_bytes):,} B")
+    click.echo(f"-> {output}")

@@ -71,12 +71,20 @@ def _mirror_pad(graph, op):
     return [4 * len(graph.tensors[op.inputs[0]].shape)] * 2
 
 
+def _mcuf(graph, op):
+    """One buffer: the kernel's *_get_buffer_size for the subgraph the operator stands for."""
+    from mcuformer_tf.compiler.unfuse import kernel
+
+    return [kernel(graph, op).buffer_size()]
+
+
 # Scratch requests in Prepare, in request order (tensorflow/lite/micro/kernels: reduce_common.cc,
-# transpose_conv.cc, add_n.cc, mirror_pad.cc). The other requests are for int4 filters (which
-# read_model does not accept) and UNMODELLED_SCRATCH.
+# transpose_conv.cc, add_n.cc, mirror_pad.cc; our glue for the MCUF ops). The other requests are
+# for int4 filters (which read_model does not accept) and UNMODELLED_SCRATCH.
 SCRATCH = {"MEAN": _mean_or_sum, "SUM": _mean_or_sum, "REDUCE_MAX": _min_max_all,
            "REDUCE_MIN": _min_max_all, "REDUCE_ALL": _min_max_all,
-           "TRANSPOSE_CONV": _transpose_conv, "ADD_N": _add_n, "MIRROR_PAD": _mirror_pad}
+           "TRANSPOSE_CONV": _transpose_conv, "ADD_N": _add_n, "MIRROR_PAD": _mirror_pad,
+           "MCUF_PATCH_EMBED": _mcuf, "MCUF_ATTENTION": _mcuf, "MCUF_MLP": _mcuf}
 
 
 @dataclass
@@ -100,7 +108,7 @@ class OperatorMemory:
     index: int
     opcode: str
     live: list  # tensor indices alive while the operator runs
-    live_bytes: int  # their planned (aligned) bytes
+    live_bytes: int  # the arena bytes they cover (planned, aligned; shared bytes once)
     scratch: int  # the operator's own scratch, planned bytes
     top: int  # the highest arena byte in use while it runs
 
@@ -245,6 +253,15 @@ def flash_split(graph, raw: bytes) -> Flash:
                  **totals)
 
 
+def _covered(buffers) -> int:
+    """Arena bytes the buffers cover, a byte several share (in-place tensors) once."""
+    total, end = 0, 0
+    for b in sorted(buffers, key=lambda b: b.offset):
+        total += max(0, b.offset + b.size - max(b.offset, end))
+        end = max(end, b.offset + b.size)
+    return total
+
+
 def memory_report(source) -> MemoryReport:
     """The report for a .tflite (a path or its bytes)."""
     graph = read_model(source)
@@ -257,13 +274,13 @@ def memory_report(source) -> MemoryReport:
         alive = [b for b in buffers if b.alive_at(scope)]
         tensors = [b for b in alive if b.tensor is not None]
         operators.append(OperatorMemory(
-            op.index, op.opcode, [b.tensor for b in tensors], sum(b.size for b in tensors),
+            op.index, op.opcode, [b.tensor for b in tensors], _covered(tensors),
             sum(b.size for b in alive if b.operator == op.index),
             max((b.offset + b.size for b in alive), default=0)))
     demand = [m.live_bytes + m.scratch for m in operators]
     peak_operator = int(np.argmax(demand)) if demand else None
-    unmodelled = [op.index for op in graph.operators
-                  if op.opcode in UNMODELLED_SCRATCH or op.is_custom]
+    unmodelled = [op.index for op in graph.operators if op.opcode in UNMODELLED_SCRATCH
+                  or (op.is_custom and op.opcode not in SCRATCH)]
     name = Path(source).name if isinstance(source, (str, Path)) else "model"
     return MemoryReport(name, graph, buffers, operators, peak, peak_operator,
                         max(demand, default=0), flash_split(graph, raw), unmodelled)
@@ -307,16 +324,25 @@ def format_report(report: MemoryReport) -> str:
     return "\n".join(lines)
 
 
-def plot_arena(report: MemoryReport, path) -> None:
-    """A PNG of the planned arena over operator order: each buffer a rectangle, the peak marked."""
-    import matplotlib
+def format_comparison(report: MemoryReport, other: MemoryReport) -> str:
+    """Two models' plans side by side (a fused model and its unfused one), with their ratios."""
+    rows = [("operators", len(report.graph.operators), len(other.graph.operators)),
+            ("tensors", len(report.graph.tensors), len(other.graph.tensors)),
+            ("non-persistent arena (B)", report.peak, other.peak),
+            ("most bytes alive (B)", report.most_alive, other.most_alive),
+            ("flash, the .tflite (B)", report.flash.total, other.flash.total)]
+    width = max(len(report.name), len(other.name), 10) + 2
+    lines = [f"{'':<26}{report.name:>{width}}{other.name:>{width}}{'ratio':>8}"]
+    for label, first, second in rows:
+        ratio = f"{first / second:>8.2f}" if second else ""
+        lines.append(f"{label:<26}{first:>{width},}{second:>{width},}{ratio}")
+    return "\n".join(lines)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _draw_arena(ax, report: MemoryReport, top: float) -> None:
     from matplotlib.patches import Rectangle
 
     n = max(len(report.operators), 1)
-    fig, ax = plt.subplots(figsize=(min(4 + n / 8, 30), 6))
     for b in report.buffers:
         start, stop = max(b.first, 0) - 1.5, max(b.last, 0) - 0.5
         colour = "tab:blue" if b.tensor is not None else "tab:orange"
@@ -333,11 +359,49 @@ def plot_arena(report: MemoryReport, path) -> None:
     ax.add_patch(Rectangle((0, 0), 0, 0, facecolor="tab:blue", label="tensor"))
     ax.add_patch(Rectangle((0, 0), 0, 0, facecolor="tab:orange", label="scratch"))
     ax.set_xlim(-1.5, n - 0.5)
-    ax.set_ylim(0, report.peak / 1024 * 1.12 or 1)
+    ax.set_ylim(0, top / 1024 * 1.12 or 1)
     ax.set_xlabel("operator")
     ax.set_ylabel("arena offset (KiB)")
     ax.set_title(f"{report.name}: TFLM non-persistent arena plan")
     ax.legend(loc="upper right", fontsize=8)
+
+
+def _draw_tops(ax, reports, spans) -> None:
+    """Each plan's arena top over the unfused model's operators: an operator standing for n
+    builtins (an MCUF operator) spans n of them, so the curves line up block by block."""
+    for report, span in zip(reports, spans):
+        ends = np.cumsum(span)
+        ax.step(np.concatenate([[0], ends]), [m.top / 1024 for m in report.operators]
+                + [report.operators[-1].top / 1024], where="post", linewidth=1.2,
+                label=f"{report.name}: peak {report.peak / 1024:.1f} KiB")
+    ax.set_xlim(0, max(int(np.sum(span)) for span in spans))
+    ax.set_ylim(0, max(r.peak for r in reports) / 1024 * 1.12 or 1)
+    ax.set_xlabel("operator of the unfused model (a fused operator spans the builtins it replaced)")
+    ax.set_ylabel("arena in use (KiB)")
+    ax.set_title("non-persistent arena over operator order")
+    ax.legend(loc="upper right", fontsize=8)
+
+
+def plot_arena(report: MemoryReport, path, *others: MemoryReport, spans=None) -> None:
+    """A PNG of the planned arena over operator order: each buffer a rectangle, the peak marked;
+    with `others`, their plans beside it on the same offset scale, and above them one plot of
+    every plan's arena top, aligned by `spans` (per report, the builtins each operator stands for,
+    `compiler.unfuse.builtin_counts`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reports = [report, *others]
+    widths = [min(4 + max(len(r.operators), 1) / 8, 30) for r in reports]
+    rows = 2 if others and spans else 1
+    fig = plt.figure(figsize=(sum(widths), 6 * rows))
+    grid = fig.add_gridspec(rows, len(reports), width_ratios=widths)
+    if rows == 2:
+        _draw_tops(fig.add_subplot(grid[0, :]), reports, spans)
+    top = max(r.peak for r in reports)
+    for column, each in enumerate(reports):
+        _draw_arena(fig.add_subplot(grid[rows - 1, column]), each, top)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -44,29 +44,73 @@ def trained_run(tmp_path_factory):
     return run
 
 
-@pytest.fixture(scope="session")
-def digits_int8_models(trained_run):
-    """10 random digits subnets of the trained supernet as int8 .tflite (ranges calibrated, no QAT
-    epochs).
-
-    A list of (SubnetConfig, model bytes); configs are `space.sample(random.Random(seed))`, seeds 0-9.
-    """
+def _export_int8_subnets(run_path, seeds):
+    """[(seed, model bytes)]: the export pipeline without QAT epochs, one subnet per seed."""
     import random
 
     from mcuformer_tf.convert import to_int8_tflite
     from mcuformer_tf.data import load_digits
     from mcuformer_tf.extract import extract_subnet
     from mcuformer_tf.qat import calibration_images, quantization_aware_subnet
+    from mcuformer_tf.run_dir import RunDir
     from mcuformer_tf.training import load_supernet
 
-    space, supernet, data = trained_run.space(), load_supernet(trained_run), load_digits(32)
+    run = RunDir(run_path)
+    space, supernet, data = run.space(), load_supernet(run), load_digits(32)
     models = []
-    for seed in range(10):
+    for seed in seeds:
         config = space.sample(random.Random(seed))
         qat_model = quantization_aware_subnet(extract_subnet(supernet, config), data, epochs=0)
         images = calibration_images(data, config.image_size, count=64)
-        models.append((config, to_int8_tflite(qat_model, images)))
+        models.append((seed, to_int8_tflite(qat_model, images)))
     return models
+
+
+@pytest.fixture(scope="session")
+def digits_int8_models(trained_run):
+    """10 random digits subnets of the trained supernet as int8 .tflite (ranges calibrated, no QAT
+    epochs).
+
+    A list of (SubnetConfig, model bytes); configs are `space.sample(random.Random(seed))`, seeds 0-9.
+    Two processes share the conversions (the converter is single-threaded and slow).
+    """
+    import multiprocessing
+    import random
+    from concurrent.futures import ProcessPoolExecutor
+
+    space = trained_run.space()
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        halves = pool.map(_export_int8_subnets, [str(trained_run.path)] * 2,
+                          [range(0, 10, 2), range(1, 10, 2)])
+        by_seed = dict(model for half in halves for model in half)
+    return [(space.sample(random.Random(seed)), by_seed[seed]) for seed in range(10)]
+
+
+def _int8_tflite_factory(space, folder, perturbation: float = 0.0):
+    """SubnetConfig -> path of its int8 .tflite, from one fresh supernet whose weights are moved
+    by normal noise of std `perturbation`; each config converted once."""
+    import numpy as np
+
+    from mcuformer_tf.convert import to_int8_tflite
+    from mcuformer_tf.extract import extract_subnet
+    from mcuformer_tf.supernet import Supernet
+
+    supernet = Supernet(space)
+    supernet(np.zeros((1, 32, 32, 3), np.float32))
+    rng = np.random.default_rng(0)
+    for variable in supernet.trainable_weights if perturbation else ():
+        variable.assign(variable + rng.normal(0, perturbation, variable.shape).astype(
+            variable.dtype.as_numpy_dtype))
+    images = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 3)).astype(np.float32)
+    paths = {}
+
+    def tflite_of(config):
+        if config not in paths:
+            paths[config] = folder / f"model{len(paths)}.tflite"
+            paths[config].write_bytes(to_int8_tflite(extract_subnet(supernet, config), images))
+        return paths[config]
+
+    return tflite_of
 
 
 @pytest.fixture(scope="session")
@@ -76,21 +120,11 @@ def fresh_int8_tflite(digits_space, tmp_path_factory):
     For tests of shapes and memory, where trained weights do not matter; each config is
     converted once per session.
     """
-    import numpy as np
+    return _int8_tflite_factory(digits_space, tmp_path_factory.mktemp("fresh_int8"))
 
-    from mcuformer_tf.convert import to_int8_tflite
-    from mcuformer_tf.extract import extract_subnet
-    from mcuformer_tf.supernet import Supernet
 
-    supernet = Supernet(digits_space)
-    supernet(np.zeros((1, 32, 32, 3), np.float32))
-    images = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 3)).astype(np.float32)
-    folder, paths = tmp_path_factory.mktemp("fresh_int8"), {}
-
-    def tflite_of(config):
-        if config not in paths:
-            paths[config] = folder / f"model{len(paths)}.tflite"
-            paths[config].write_bytes(to_int8_tflite(extract_subnet(supernet, config), images))
-        return paths[config]
-
-    return tflite_of
+@pytest.fixture(scope="session")
+def perturbed_int8_tflite(digits_space, tmp_path_factory):
+    """As fresh_int8_tflite, every weight moved by noise (std 0.05) first, so the converter keeps
+    the LayerNorm gamma and beta and the biases it folds away where they are still 1 and 0."""
+    return _int8_tflite_factory(digits_space, tmp_path_factory.mktemp("perturbed_int8"), 0.05)

@@ -6,22 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from mcuformer_tf.cli import main
-
-
-def run_cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, fragment):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert fragment in lines[0], lines[0]
-    assert result.stdout == ""
-    assert result.exception is None or isinstance(result.exception, SystemExit)
+from cli_runner import assert_one_line_error, run_cli
 
 
 def _with_logistic_as(raw, builtin=None, custom=None):
@@ -62,7 +48,8 @@ def files(digits_space, tmp_path_factory):
                 "truncated": raw[:len(raw) // 2], "float": float_model,
                 "gelu": _with_logistic_as(raw, builtin="GELU"),
                 "custom": _with_logistic_as(raw, custom="MyOp"),
-                "mcuf": _with_logistic_as(raw, custom="MCUF_MLP")}
+                "mcuf": _with_logistic_as(raw, custom="MCUF_FUTURE"),
+                "bad_mlp": _with_logistic_as(raw, custom="MCUF_MLP")}
     paths = {name: folder / f"{name}.tflite" for name in contents}
     for name, data in contents.items():
         paths[name].write_bytes(data)
@@ -116,10 +103,14 @@ def test_report_prints_the_plan_and_draws_it(files, tmp_path):
 def test_report_of_a_fused_model_says_what_it_does_not_model(files):
     from mcuformer_tf.tflite_graph import read_model
 
-    count = sum(op.opcode == "MCUF_MLP" for op in read_model(files["mcuf"]).operators)
+    count = sum(op.opcode == "MCUF_FUTURE" for op in read_model(files["mcuf"]).operators)
     result = run_cli("report", files["mcuf"])
     assert result.exit_code == 0, result.output
-    assert count > 0 and f"scratch not modelled for {count} operators (MCUF_MLP)" in result.stdout
+    assert count > 0 and f"scratch not modelled for {count} operators (MCUF_FUTURE)" in \
+        result.stdout
+    # an MCUF_MLP (whose scratch is modelled) with no options is refused, naming it
+    assert_one_line_error(run_cli("report", files["bad_mlp"]), "(MCUF_MLP): its custom options "
+                                                               "are not an MCUF map")
 
 
 ERRORS = {
@@ -141,13 +132,13 @@ def test_every_error_is_one_line_and_exit_code_2(files, command, name):
 def test_a_fused_model_needs_the_host_runner(files):
     from mcuformer_tf.host_runner import host_runner_skip_reason
 
-    assert_one_line_error(run_cli("arena", files["mcuf"]),
+    assert_one_line_error(run_cli("arena", files["bad_mlp"]),
                           "custom op MCUF_MLP: stock TFLM has no kernel for it; fused models run "
                           "in the host runner (see docs/tflm-host-runner.md)")
     reason = host_runner_skip_reason()
     if reason is None:
         pytest.skip("the host runner is available here: `run` would use it")
-    assert_one_line_error(run_cli("run", files["mcuf"]),
+    assert_one_line_error(run_cli("run", files["bad_mlp"]),
                           f"has MCUF custom ops, which run only in the host runner: {reason}")
 
 

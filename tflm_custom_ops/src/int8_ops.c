@@ -1,0 +1,463 @@
+/* Per-row int8 primitives equal to stock TFLM's int8 kernels (see
+ * mcuf/int8_ops.h), with the gemmlowp fixed-point functions they need.
+ *
+ * As in fixedpoint.c, int32 arithmetic that TFLM lets wrap is done in
+ * uint32_t and converted back, so UBSan stays quiet and the bits are TFLM's.
+ */
+#include "mcuf/int8_ops.h"
+
+#include <stddef.h>
+
+#include "mcuf/fixedpoint.h"
+
+#define INT8_LOW (-128)
+#define INT8_HIGH 127
+
+/* --- int32 helpers --------------------------------------------------------- */
+
+static int32_t wrapping_add(int32_t a, int32_t b) {
+    return (int32_t)((uint32_t)a + (uint32_t)b);
+}
+
+static int32_t wrapping_sub(int32_t a, int32_t b) {
+    return (int32_t)((uint32_t)a - (uint32_t)b);
+}
+
+static int32_t wrapping_shift_left(int32_t x, int exponent) {
+    return (int32_t)((uint32_t)x << exponent);
+}
+
+static int8_t clamp_int8(int32_t x, int32_t low, int32_t high) {
+    return (int8_t)(x < low ? low : (x > high ? high : x));
+}
+
+static int32_t srdhm(int32_t a, int32_t b) {
+    return mcuf_saturating_rounding_doubling_high_mul(a, b);
+}
+
+/* tflite::CountLeadingZeros(uint32_t) (kernels/internal/common.h). */
+static int count_leading_zeros(uint32_t x) {
+    int zeros = 0;
+    if (x == 0) {
+        return 32;
+    }
+    while ((x & 0x80000000u) == 0) {
+        x <<= 1;
+        ++zeros;
+    }
+    return zeros;
+}
+
+/* gemmlowp SaturatingRoundingMultiplyByPOT<exponent> for 0 <= exponent < 31. */
+static int32_t saturating_shift_left(int32_t x, int exponent) {
+    const int32_t threshold = (int32_t)(((uint32_t)1 << (31 - exponent)) - 1);
+    if (x > threshold) {
+        return INT32_MAX;
+    }
+    if (x < -threshold) {
+        return INT32_MIN;
+    }
+    return wrapping_shift_left(x, exponent);
+}
+
+/* gemmlowp Rescale<dst_bits>(FixedPoint<int32_t, src_bits>). */
+static int32_t rescale(int32_t x, int src_bits, int dst_bits) {
+    const int exponent = src_bits - dst_bits;
+    return exponent >= 0 ? saturating_shift_left(x, exponent)
+                         : mcuf_rounding_divide_by_pot(x, -exponent);
+}
+
+/* tflite::MultiplyByQuantizedMultiplierSmallerThanOneExp (common.h). */
+static int32_t multiply_smaller_than_one(int32_t x, int32_t multiplier,
+                                         int32_t shift) {
+    return mcuf_rounding_divide_by_pot(srdhm(x, multiplier), (int)-shift);
+}
+
+/* tflite::MultiplyByQuantizedMultiplierGreaterThanOne (common.h). */
+static int32_t multiply_greater_than_one(int32_t x, int32_t multiplier,
+                                         int32_t left_shift) {
+    return srdhm(wrapping_shift_left(x, (int)left_shift), multiplier);
+}
+
+/* --- gemmlowp fixedpoint.h, FixedPoint<int32_t, k> as raw int32 ------------ */
+
+#define ONE_Q0 INT32_MAX /* FixedPoint<int32_t, 0>::One() */
+
+/* exp_on_interval_between_negative_one_quarter_and_0_excl (Q0.31). */
+static int32_t exp_on_interval(int32_t a) {
+    const int32_t constant_term = 1895147668;     /* exp(-1/8) */
+    const int32_t constant_1_over_3 = 715827883;
+    const int32_t x = wrapping_add(a, 1 << 28);   /* a + 1/8 */
+    const int32_t x2 = srdhm(x, x);
+    const int32_t x3 = srdhm(x2, x);
+    const int32_t x4 = srdhm(x2, x2);
+    const int32_t x4_over_4 = mcuf_rounding_divide_by_pot(x4, 2);
+    const int32_t poly = mcuf_rounding_divide_by_pot(
+        wrapping_add(srdhm(wrapping_add(x4_over_4, x3), constant_1_over_3),
+                     x2),
+        1);
+    return wrapping_add(constant_term,
+                        srdhm(constant_term, wrapping_add(x, poly)));
+}
+
+/* exp_on_negative_values: exp(a) in Q0.31 for a <= 0 in Q(integer_bits). */
+static int32_t exp_on_negative_values(int32_t a, int integer_bits) {
+    static const struct {
+        int exponent;
+        int32_t multiplier; /* exp(-2^exponent) in Q0.31 */
+    } barrel[] = {{-2, 1672461947}, {-1, 1302514674}, {0, 790015084},
+                  {1, 290630308},   {2, 39332535},    {3, 720401},
+                  {4, 242}};
+    const int fractional_bits = 31 - integer_bits;
+    const int32_t one_quarter = (int32_t)1 << (fractional_bits - 2);
+    const int32_t a_mod_quarter_minus_one_quarter =
+        wrapping_sub(a & (one_quarter - 1), one_quarter);
+    const int32_t remainder = wrapping_sub(a_mod_quarter_minus_one_quarter, a);
+    int32_t result =
+        exp_on_interval(rescale(a_mod_quarter_minus_one_quarter, integer_bits, 0));
+    unsigned i;
+    for (i = 0; i < sizeof barrel / sizeof barrel[0]; ++i) {
+        if (integer_bits > barrel[i].exponent &&
+            ((uint32_t)remainder &
+             ((uint32_t)1 << (fractional_bits + barrel[i].exponent))) != 0) {
+            result = srdhm(result, barrel[i].multiplier);
+        }
+    }
+    if (integer_bits > 5 && a < -((int32_t)1 << (36 - integer_bits))) {
+        result = 0;
+    }
+    return a == 0 ? ONE_Q0 : result;
+}
+
+/* one_over_one_plus_x_for_x_in_0_1: Newton-Raphson, three steps, Q0.31. */
+static int32_t one_over_one_plus_x(int32_t a) {
+    const int64_t sum = (int64_t)a + ONE_Q0;
+    const int32_t half_denominator =
+        (int32_t)((sum + (sum >= 0 ? 1 : -1)) / 2); /* RoundingHalfSum */
+    int32_t x = wrapping_add(1515870810, srdhm(half_denominator, -1010580540));
+    int i;
+    for (i = 0; i < 3; ++i) {
+        const int32_t one_minus_half_denominator_times_x =
+            wrapping_sub((int32_t)1 << 29, srdhm(half_denominator, x));
+        x = wrapping_add(
+            x, rescale(srdhm(x, one_minus_half_denominator_times_x), 4, 2));
+    }
+    return rescale(x, 1, 0); /* Rescale<0>(ExactMulByPot<-1>(x)) */
+}
+
+/* logistic: 1 / (1 + exp(-a)) in Q0.31, a in Q(integer_bits). */
+static int32_t fixedpoint_logistic(int32_t a, int integer_bits) {
+    const int32_t abs_input = a > 0 ? a : wrapping_sub(0, a);
+    const int32_t result_if_positive = one_over_one_plus_x(
+        exp_on_negative_values(wrapping_sub(0, abs_input), integer_bits));
+    if (a == 0) {
+        return 1 << 30;
+    }
+    return a > 0 ? result_if_positive
+                 : wrapping_sub(ONE_Q0, result_if_positive);
+}
+
+/* tflite::GetReciprocal (common.h): 1/x in Q0.31 and its exponent. */
+static int32_t get_reciprocal(int32_t x, int x_integer_digits,
+                              int *num_bits_over_unit) {
+    const int headroom_plus_one = count_leading_zeros((uint32_t)x);
+    const uint32_t shifted = (uint32_t)((uint64_t)(uint32_t)x << headroom_plus_one);
+    *num_bits_over_unit = x_integer_digits - headroom_plus_one;
+    return one_over_one_plus_x((int32_t)(shifted - ((uint32_t)1 << 31)));
+}
+
+/* tflite::GetInvSqrtQuantizedMultiplierExp (common.h), reverse_shift -1. */
+static void inv_sqrt_multiplier_exp(int32_t input, int32_t *multiplier,
+                                    int *shift) {
+    const int32_t half_three = (1 << 28) + (1 << 27); /* 1.5 in Q3.28 */
+    int32_t half_input;
+    int32_t x = 1 << 28; /* FixedPoint<int32_t, 3>::One() */
+    int left_shift_bit_pairs;
+    int output_shift = 11;
+    int i;
+    if (input <= 1) {
+        *multiplier = INT32_MAX;
+        *shift = 0;
+        return;
+    }
+    while (input >= (1 << 29)) {
+        input /= 4;
+        ++output_shift;
+    }
+    left_shift_bit_pairs = (count_leading_zeros((uint32_t)input) - 1) / 2 - 1;
+    output_shift -= left_shift_bit_pairs;
+    input <<= 2 * left_shift_bit_pairs;
+    half_input = mcuf_rounding_divide_by_pot(input >> 1, 1);
+    for (i = 0; i < 5; ++i) {
+        const int32_t x3 = rescale(srdhm(srdhm(x, x), x), 9, 3);
+        x = rescale(wrapping_sub(srdhm(half_three, x), srdhm(half_input, x3)),
+                    6, 3);
+    }
+    x = srdhm(x, 1518500250); /* sqrt(2) / 2 */
+    if (output_shift < 0) {
+        x = wrapping_shift_left(x, -output_shift);
+        output_shift = 0;
+    }
+    *multiplier = x;
+    *shift = -output_shift;
+}
+
+/* --- FULLY_CONNECTED ------------------------------------------------------- */
+
+void mcuf_fully_connected_row(const mcuf_fc_params *params,
+                              const int8_t *input, int32_t input_depth,
+                              const int8_t *weights, const int32_t *bias,
+                              int32_t output_depth, int8_t *output) {
+    int32_t o;
+    for (o = 0; o < output_depth; ++o) {
+        const int8_t *row = weights + (int64_t)o * input_depth;
+        uint32_t acc = 0;
+        int32_t k;
+        int32_t multiplier = params->multiplier;
+        int32_t shift = params->shift;
+        for (k = 0; k < input_depth; ++k) {
+            acc += (uint32_t)((row[k] + params->weights_offset) *
+                              (input[k] + params->input_offset));
+        }
+        if (bias != NULL) {
+            acc += (uint32_t)bias[o];
+        }
+        if (params->multipliers != NULL) {
+            multiplier = params->multipliers[o];
+            shift = params->shifts[o];
+        }
+        output[o] = clamp_int8(
+            wrapping_add(mcuf_multiply_by_quantized_multiplier(
+                             (int32_t)acc, multiplier, (int)shift),
+                         params->output_offset),
+            params->activation_min, params->activation_max);
+    }
+}
+
+/* --- ADD, SUB, MUL ----------------------------------------------------------- */
+
+/* The rescaled inputs of AddFunc (reference/integer_ops/add.h). */
+static void add_scaled_inputs(const mcuf_add_params *p, int8_t input1,
+                              int8_t input2, int32_t *scaled1,
+                              int32_t *scaled2) {
+    const int32_t shifted1 =
+        wrapping_shift_left(input1 + p->input1_offset, (int)p->left_shift);
+    const int32_t shifted2 =
+        wrapping_shift_left(input2 + p->input2_offset, (int)p->left_shift);
+    *scaled1 = multiply_smaller_than_one(shifted1, p->input1_multiplier,
+                                         p->input1_shift);
+    *scaled2 = multiply_smaller_than_one(shifted2, p->input2_multiplier,
+                                         p->input2_shift);
+}
+
+static int8_t add_output(const mcuf_add_params *p, int32_t raw) {
+    return clamp_int8(
+        wrapping_add(multiply_smaller_than_one(raw, p->output_multiplier,
+                                               p->output_shift),
+                     p->output_offset),
+        p->activation_min, p->activation_max);
+}
+
+int8_t mcuf_add(const mcuf_add_params *params, int8_t input1, int8_t input2) {
+    int32_t scaled1, scaled2;
+    add_scaled_inputs(params, input1, input2, &scaled1, &scaled2);
+    return add_output(params, wrapping_add(scaled1, scaled2));
+}
+
+int8_t mcuf_sub(const mcuf_add_params *params, int8_t input1, int8_t input2) {
+    int32_t scaled1, scaled2;
+    add_scaled_inputs(params, input1, input2, &scaled1, &scaled2);
+    return add_output(params, wrapping_sub(scaled1, scaled2));
+}
+
+int8_t mcuf_mul(const mcuf_mul_params *params, int8_t input1, int8_t input2) {
+    const int32_t product =
+        (input1 + params->input1_offset) * (input2 + params->input2_offset);
+    return clamp_int8(
+        wrapping_add(mcuf_multiply_by_quantized_multiplier(
+                         product, params->output_multiplier,
+                         (int)params->output_shift),
+                     params->output_offset),
+        params->activation_min, params->activation_max);
+}
+
+void mcuf_add_row(const mcuf_add_params *params,
+                  const int8_t *input1, int32_t input1_step,
+                  const int8_t *input2, int32_t input2_step,
+                  int8_t *output, int32_t size) {
+    int32_t i;
+    for (i = 0; i < size; ++i) {
+        output[i] = mcuf_add(params, input1[i * input1_step],
+                             input2[i * input2_step]);
+    }
+}
+
+void mcuf_sub_row(const mcuf_add_params *params,
+                  const int8_t *input1, int32_t input1_step,
+                  const int8_t *input2, int32_t input2_step,
+                  int8_t *output, int32_t size) {
+    int32_t i;
+    for (i = 0; i < size; ++i) {
+        output[i] = mcuf_sub(params, input1[i * input1_step],
+                             input2[i * input2_step]);
+    }
+}
+
+void mcuf_mul_row(const mcuf_mul_params *params,
+                  const int8_t *input1, int32_t input1_step,
+                  const int8_t *input2, int32_t input2_step,
+                  int8_t *output, int32_t size) {
+    int32_t i;
+    for (i = 0; i < size; ++i) {
+        output[i] = mcuf_mul(params, input1[i * input1_step],
+                             input2[i * input2_step]);
+    }
+}
+
+/* --- MEAN, RSQRT, LOGISTIC ----------------------------------------------------- */
+
+int8_t mcuf_mean_row(const mcuf_mean_params *params, const int8_t *input,
+                     int32_t size) {
+    /* QuantizedMeanOrSum folds 1/size into the multiplier: shift =
+     * floor(log2(size)), at most 32 and 31 + output_shift. */
+    int fold = 31 - count_leading_zeros((uint32_t)size);
+    uint32_t sum = 0;
+    int32_t multiplier;
+    int32_t i;
+    if (fold > 31 + params->shift) {
+        fold = 31 + params->shift;
+    }
+    multiplier = (int32_t)(((int64_t)params->multiplier << fold) / size);
+    for (i = 0; i < size; ++i) {
+        sum += (uint32_t)input[i];
+    }
+    sum -= (uint32_t)params->input_zero_point * (uint32_t)size;
+    return clamp_int8(
+        wrapping_add(mcuf_multiply_by_quantized_multiplier(
+                         (int32_t)sum, multiplier, (int)params->shift - fold),
+                     params->output_zero_point),
+        INT8_LOW, INT8_HIGH);
+}
+
+mcuf_status mcuf_rsqrt(const mcuf_rsqrt_params *params, int8_t input,
+                       int8_t *output) {
+    const int32_t kShift = 20; /* RsqrtEvalQuantized's kShift */
+    const int32_t value = input - params->input_zero_point;
+    int32_t inv_sqrt_multiplier;
+    int inv_sqrt_shift;
+    int32_t data;
+    if (value < 0) {
+        return MCUF_ERR_ARGUMENT;
+    }
+    if (value == 0) {
+        *output = INT8_HIGH;
+        return MCUF_OK;
+    }
+    inv_sqrt_multiplier_exp(value, &inv_sqrt_multiplier, &inv_sqrt_shift);
+    data = mcuf_multiply_by_quantized_multiplier(1, inv_sqrt_multiplier,
+                                                 inv_sqrt_shift + kShift);
+    *output = clamp_int8(
+        wrapping_add(mcuf_multiply_by_quantized_multiplier(
+                         data, params->multiplier,
+                         (int)(params->shift - kShift)),
+                     params->output_zero_point),
+        INT8_LOW, INT8_HIGH);
+    return MCUF_OK;
+}
+
+int8_t mcuf_logistic(const mcuf_logistic_params *params, int8_t input) {
+    const int input_integer_bits = 4;
+    const int output_integer_bits = 8;
+    const int32_t centred = input - params->input_zero_point;
+    int32_t output_in_q0;
+    if (centred <= -params->input_range_radius) {
+        return INT8_LOW;
+    }
+    if (centred >= params->input_range_radius) {
+        return INT8_HIGH;
+    }
+    output_in_q0 = fixedpoint_logistic(
+        mcuf_multiply_by_quantized_multiplier(centred, params->input_multiplier,
+                                              (int)params->input_left_shift),
+        input_integer_bits);
+    return clamp_int8(mcuf_rounding_divide_by_pot(output_in_q0,
+                                                  31 - output_integer_bits) +
+                          INT8_LOW,
+                      INT8_LOW, INT8_HIGH);
+}
+
+/* --- SOFTMAX, BATCH_MATMUL ------------------------------------------------------ */
+
+#define SOFTMAX_SCALED_DIFF_INTEGER_BITS 5
+#define SOFTMAX_ACCUMULATION_INTEGER_BITS 12
+
+/* exp(input - row max) in Q0.31, as reference/softmax.h computes it. */
+static int32_t softmax_exp(const mcuf_softmax_params *p, int32_t diff) {
+    return exp_on_negative_values(
+        multiply_greater_than_one(diff, p->input_multiplier,
+                                  p->input_left_shift),
+        SOFTMAX_SCALED_DIFF_INTEGER_BITS);
+}
+
+mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
+                             const int8_t *input, int32_t size,
+                             int8_t *output) {
+    int8_t max_in_row = INT8_LOW;
+    uint32_t sum_of_exps = 0;
+    int num_bits_over_unit;
+    int32_t shifted_scale;
+    int exponent;
+    int32_t c;
+    for (c = 0; c < size; ++c) {
+        max_in_row = input[c] > max_in_row ? input[c] : max_in_row;
+    }
+    for (c = 0; c < size; ++c) {
+        const int32_t diff = input[c] - max_in_row;
+        if (diff >= params->diff_min) {
+            sum_of_exps += (uint32_t)rescale(softmax_exp(params, diff), 0,
+                                             SOFTMAX_ACCUMULATION_INTEGER_BITS);
+        }
+    }
+    shifted_scale = get_reciprocal((int32_t)sum_of_exps,
+                                   SOFTMAX_ACCUMULATION_INTEGER_BITS,
+                                   &num_bits_over_unit);
+    exponent = num_bits_over_unit + 31 - 8;
+    if (exponent < 0 || exponent > 31) {
+        return MCUF_ERR_ARGUMENT;
+    }
+    for (c = 0; c < size; ++c) {
+        const int32_t diff = input[c] - max_in_row;
+        if (diff >= params->diff_min) {
+            const int32_t unsaturated = mcuf_rounding_divide_by_pot(
+                srdhm(shifted_scale, softmax_exp(params, diff)), exponent);
+            output[c] = clamp_int8(unsaturated + INT8_LOW, INT8_LOW, INT8_HIGH);
+        } else {
+            output[c] = INT8_LOW;
+        }
+    }
+    return MCUF_OK;
+}
+
+void mcuf_batch_matmul_row(const mcuf_batch_matmul_params *params,
+                           const int8_t *lhs_row, int32_t depth,
+                           const int8_t *rhs, int32_t columns,
+                           int8_t *output) {
+    const int64_t column_step = params->rhs_transposed ? depth : 1;
+    const int64_t depth_step = params->rhs_transposed ? 1 : columns;
+    int32_t n;
+    for (n = 0; n < columns; ++n) {
+        uint32_t total = 0;
+        int32_t k;
+        for (k = 0; k < depth; ++k) {
+            total += (uint32_t)((lhs_row[k] + params->lhs_offset) *
+                                (rhs[n * column_step + k * depth_step] +
+                                 params->rhs_offset));
+        }
+        output[n] = clamp_int8(
+            wrapping_add(mcuf_multiply_by_quantized_multiplier(
+                             (int32_t)total, params->multiplier,
+                             (int)params->shift),
+                         params->output_offset),
+            INT8_LOW, INT8_HIGH);
+    }
+}
