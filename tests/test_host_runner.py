@@ -243,3 +243,57 @@ def test_tflm_makefile_takes_our_sources_through_external_dir(runner):
          "list_library_sources"], cwd=os.environ["TFLM_ROOT"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{SOURCES}/src/fixedpoint.c" in result.stdout.split()
+
+
+# --- the MCUF glue: fused models in the host runner ---------------------------------------------
+
+GLUED_KINDS = ("mlp", "attention", "patch_embed")  # kinds whose TFLM glue mcuf_ops.cc registers
+
+
+def _compile_fusing(model_bytes: bytes, kinds: tuple):
+    """compile_model with only the blocks of `kinds` fused (the others stay builtin)."""
+    from mcuformer_tf.compiler import match, pipeline
+
+    def match_kinds(compilation):
+        compilation.blocks = [block for block in match.match(compilation.model) if block.kind in kinds]
+
+    return pipeline.compile_model(model_bytes, (match_kinds, pipeline.fuse_pass, pipeline.plan_pass))
+
+
+@pytest.mark.parametrize("weights", ["fresh_int8_tflite", "perturbed_int8_tflite"])
+@pytest.mark.parametrize("kinds", [(kind,) for kind in GLUED_KINDS] + [None], ids=[*GLUED_KINDS, "all"])
+def test_host_runner_runs_fused_blocks_bit_exact(runner, request, tmp_path, kinds, weights):
+    """Through the glue, the fused model's output bytes == the wheel's on the unfused model == the
+    arena executor's on the fused model, on random inputs of a few digits subnets; perturbed
+    weights keep the LayerNorm gamma and beta and the biases a fresh supernet's converter drops."""
+    import random
+
+    from mcuformer_tf import tflm_runtime
+    from mcuformer_tf.compiler import arena_executor
+    from mcuformer_tf.compiler.pipeline import compile_model
+    from mcuformer_tf.compiler.subgraphs import FUSED
+    from mcuformer_tf.tflite_graph import read_model
+
+    int8_tflite = request.getfixturevalue(weights)
+    space = request.getfixturevalue("digits_space")
+    configs = [space.smallest(), *(space.sample(random.Random(seed)) for seed in (1, 2))]
+    for index, config in enumerate(configs):
+        unfused = int8_tflite(config).read_bytes()
+        compiled = compile_model(unfused) if kinds is None else _compile_fusing(unfused, kinds)
+        codes = {code for _, code in compiled.fusion.fused}
+        assert codes == {FUSED[kind].code for kind in kinds or GLUED_KINDS}, (config.describe(),
+                                                                            compiled.fusion.kept)
+        path = tmp_path / f"fused{index}.tflite"
+        path.write_bytes(compiled.model_bytes)
+        graph = read_model(unfused)
+        shape = graph.tensor(graph.inputs[0]).shape
+        used = []
+        for seed in range(2):
+            image = np.random.default_rng(seed).integers(-128, 128, shape, dtype=np.int8)
+            expected = tflm_runtime.run_tflm(unfused, image)[0].tobytes()
+            assert arena_executor.run_planned(compiled.model_bytes, image)[0].tobytes() == expected
+            outputs, arena_used = host_runner.run_host(path, image.tobytes(), 1 << 22)
+            assert outputs == [expected], config.describe()
+            used.append(arena_used)
+        assert used[0] == used[1]
+        print(f"{kinds or 'all'} {config.describe()}: arena_used_bytes {used[0]}")

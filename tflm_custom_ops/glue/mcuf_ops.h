@@ -19,6 +19,11 @@ struct McufCustomOp {
   const TFLMRegistration* (*registration)();
 };
 
+// The registrations, one per glue/<kind>_op.cc.
+const TFLMRegistration* Register_MCUF_MLP();
+const TFLMRegistration* Register_MCUF_ATTENTION();
+const TFLMRegistration* Register_MCUF_PATCH_EMBED();
+
 // The MCUF ops this library implements (glue/mcuf_ops.cc); *count receives
 // how many.
 const McufCustomOp* mcuf_custom_ops(size_t* count);

@@ -1,0 +1,163 @@
+"""The memory model against real exports, TFLM (the wheel) and the compiler's plan.
+
+Exact, to the byte: the unfused graph's planned buffers (hence TFLM's non-persistent head),
+its tensor/operator/constant counts, and the fused plan (`compile_model(...).plan.size`).
+Fitted: the persistent tail and the flash, held to the bounds the module states.
+"""
+import random
+import time
+
+import numpy as np
+import pytest
+
+from mcuformer_tf import memory_model, memory_report
+from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.search_space import SearchSpace
+from mcuformer_tf.tflite_graph import read_model
+
+CONFIGS = 50
+FAST_CONFIGS = 4  # checked in `make test`; the rest of the 50 in `make test-all` (slow)
+PERSISTENT_TOLERANCE = 1536  # bytes; the fit's worst over the measured exports is 1152 (deit)
+FLASH_TOLERANCE = 2048  # bytes; worst seen 1246 (digits)
+
+
+def _fast_then_slow(count, fast):
+    """Parameters 0..count-1, those from `fast` on marked slow (each converts a model)."""
+    return [index if index < fast else pytest.param(index, marks=pytest.mark.slow)
+            for index in range(count)]
+
+
+def _configs(preset, count=CONFIGS, seed=0):
+    space = SearchSpace.load(preset)
+    rng = random.Random(seed)
+    return [space.sample(rng) for _ in range(count)]
+
+
+def _real_counts(graph, raw):
+    ops = graph.operators
+    flash = memory_report.flash_split(graph, raw)
+    return memory_model.GraphCounts(
+        tensors=len(graph.tensors), operators=len(ops),
+        operands=sum(sum(i >= 0 for i in op.inputs) + len(op.outputs) for op in ops),
+        channels=sum(graph.tensors[op.inputs[1]].shape[0] for op in ops
+                     if op.opcode in ("FULLY_CONNECTED", "CONV_2D")),
+        transposed=sum(graph.tensors[op.inputs[1]].nbytes for op in ops
+                       if op.opcode == "BATCH_MATMUL" and not op.options["adj_y"]),
+        weights=flash.weights, biases=flash.biases, other_constants=flash.other_constants,
+        quantized=sum(t.quantization.scale.size for t in graph.tensors
+                      if t.quantization is not None))
+
+
+def _shape(buffers):
+    return [(b.size, b.first, b.last) for b in buffers]
+
+
+def _check_export(config, path, trained):
+    from mcuformer_tf.compiler.pipeline import compile_model
+
+    raw = path.read_bytes()
+    graph = read_model(raw)
+    assert _shape(memory_model.unfused_net(config, trained).buffers()) == _shape(
+        memory_report.planned_buffers(graph))
+    assert memory_model.unfused_non_persistent(config, trained) == \
+        memory_report.memory_report(path).peak
+    assert memory_model.graph_counts(config, trained) == _real_counts(graph, raw)
+    assert memory_model.fused_non_persistent(config, trained) == compile_model(raw).plan.size
+
+
+@pytest.mark.parametrize("index", _fast_then_slow(CONFIGS, FAST_CONFIGS))
+def test_digits_fresh_exports_match(fresh_int8_tflite, index):
+    config = _configs("digits")[index]
+    _check_export(config, fresh_int8_tflite(config), trained=False)
+
+
+@pytest.mark.parametrize("index", _fast_then_slow(10, FAST_CONFIGS // 2))
+def test_digits_trained_form_exports_match(perturbed_int8_tflite, index):
+    """Perturbed weights keep LayerNorm gamma/beta (unless folded into a dense FC) and biases."""
+    config = _configs("digits", seed=1)[index]
+    _check_export(config, perturbed_int8_tflite(config), trained=True)
+
+
+@pytest.fixture(scope="module")
+def deit_tflite(tmp_path_factory):
+    """deit-tiny-mcu SubnetConfig -> its int8 .tflite from a perturbed fresh supernet."""
+    from mcuformer_tf.convert import to_int8_tflite
+    from mcuformer_tf.extract import extract_subnet
+    from mcuformer_tf.supernet import Supernet
+
+    space = SearchSpace.load("deit-tiny-mcu")
+    supernet = Supernet(space)
+    size = max(space.image_size)
+    supernet(np.zeros((1, size, size, 3), np.float32))
+    rng = np.random.default_rng(0)
+    for variable in supernet.trainable_weights:
+        variable.assign(variable + rng.normal(0, 0.05, variable.shape).astype(
+            variable.dtype.as_numpy_dtype))
+    folder = tmp_path_factory.mktemp("deit")
+
+    def tflite_of(config):
+        images = np.random.default_rng(0).uniform(
+            0, 1, (4, config.image_size, config.image_size, 3)).astype(np.float32)
+        path = folder / f"{abs(hash(config))}.tflite"
+        path.write_bytes(to_int8_tflite(extract_subnet(supernet, config), images))
+        return path
+
+    return tflite_of
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(2))
+def test_deit_exports_match(deit_tflite, index):
+    """About 30 s a conversion; the other configs are checked by the planner math below."""
+    config = _configs("deit-tiny-mcu")[index]
+    _check_export(config, deit_tflite(config), trained=True)
+
+
+@pytest.mark.parametrize("preset", ["digits", "deit-tiny-mcu"])
+@pytest.mark.parametrize("trained", [True, False])
+def test_fast_paths_equal_the_whole_plans(preset, trained):
+    """The cached segment-by-segment plan and the distinct-scratch fused plan equal the plans of
+    the whole buffer lists, for 50 random configs of each preset."""
+    for config in _configs(preset, seed=2):
+        assert memory_model.unfused_non_persistent(config, trained) == \
+            memory_model.unfused_non_persistent_exact(config, trained)
+        assert memory_model.fused_non_persistent(config, trained) == \
+            memory_model.fused_non_persistent_exact(config, trained)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(3))
+def test_persistent_and_flash_within_the_fit(perturbed_int8_tflite, index):
+    """The wheel's arena (arena_search: head exact, tail and file size within the fit)."""
+    from mcuformer_tf.arena_search import find_arena
+
+    config = _configs("digits", seed=3)[index]
+    path = perturbed_int8_tflite(config)
+    measured = find_arena(path)
+    estimate = memory_model.memory_of(config).unfused
+    assert estimate.non_persistent == measured.non_persistent
+    assert abs(estimate.persistent - measured.persistent) <= PERSISTENT_TOLERANCE
+    assert abs(estimate.arena - measured.used) <= PERSISTENT_TOLERANCE
+    assert abs(estimate.flash - path.stat().st_size) <= FLASH_TOLERANCE
+
+
+def test_memory_of_shape_and_errors():
+    config = _configs("digits", 1)[0]
+    estimate = memory_model.memory_of(config)
+    assert estimate.unfused.arena == estimate.unfused.persistent + estimate.unfused.non_persistent
+    assert estimate.fused.persistent is None and estimate.fused.arena is None
+    assert 0 < estimate.fused.non_persistent < estimate.unfused.non_persistent
+    assert estimate.unfused.flash > config.parameter_count()
+    with pytest.raises(McuformerError, match="SubnetConfig"):
+        memory_model.memory_of({"embed_dim": 64})
+
+
+@pytest.mark.parametrize("preset", ["digits", "deit-tiny-mcu"])
+def test_speed_is_reported(preset):
+    """Configs per second over 2,000 fresh random configs (printed; no assertion on time)."""
+    configs = _configs(preset, 2000, seed=4)
+    start = time.perf_counter()
+    estimates = [memory_model.memory_of(config) for config in configs]
+    rate = len(configs) / (time.perf_counter() - start)
+    print(f"{preset}: {rate:,.0f} configs/s")
+    assert len(estimates) == len(configs)

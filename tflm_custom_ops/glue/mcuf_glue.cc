@@ -1,0 +1,372 @@
+// Shared TFLM glue of the MCUF ops (see mcuf_glue.h).
+//
+// Follows TFLM's builtin kernels (tensorflow/lite/micro/kernels/
+// fully_connected_common.cc, softmax_common.cc): tensors are read in Prepare
+// through MicroContext::AllocateTempInputTensor and freed again; errors are
+// MicroPrintf lines naming the operator and the tensor's role.
+#include "mcuf_glue.h"
+
+#include <cstdio>
+#include <cstring>
+
+#include "tensorflow/lite/kernels/kernel_util.h"
+#include "tensorflow/lite/micro/kernels/kernel_util.h"
+#include "tensorflow/lite/micro/micro_log.h"
+
+namespace mcuf_glue {
+namespace {
+
+// A temporary TfLiteTensor of operator input `index`, freed on scope exit.
+class TempInput {
+ public:
+  TempInput(TfLiteContext* context, const TfLiteNode* node, int index)
+      : micro_context_(tflite::GetMicroContext(context)),
+        tensor_(micro_context_->AllocateTempInputTensor(node, index)) {}
+  ~TempInput() {
+    if (tensor_ != nullptr) micro_context_->DeallocateTempTfLiteTensor(tensor_);
+  }
+  TempInput(const TempInput&) = delete;
+  TempInput& operator=(const TempInput&) = delete;
+  TfLiteTensor* get() const { return tensor_; }
+
+ private:
+  tflite::MicroContext* micro_context_;
+  TfLiteTensor* tensor_;
+};
+
+const TfLiteAffineQuantization* Affine(const TfLiteTensor* tensor) {
+  if (tensor->quantization.type != kTfLiteAffineQuantization) return nullptr;
+  const auto* affine =
+      static_cast<const TfLiteAffineQuantization*>(tensor->quantization.params);
+  if (affine == nullptr || affine->scale == nullptr ||
+      affine->zero_point == nullptr || affine->scale->size < 1 ||
+      affine->zero_point->size < 1) {
+    return nullptr;
+  }
+  return affine;
+}
+
+int Elements(const TfLiteTensor* tensor) {
+  int count = 1;
+  for (int i = 0; i < tensor->dims->size; ++i) count *= tensor->dims->data[i];
+  return count;
+}
+
+}  // namespace
+
+TfLiteStatus ReadOptions(TfLiteContext* context, const TfLiteNode* node,
+                         const char* op, Options* options) {
+  (void)context;
+  if (node->custom_initial_data == nullptr ||
+      node->custom_initial_data_size == 0) {
+    MicroPrintf("%s: no custom options (a flexbuffer map is expected)", op);
+    return kTfLiteError;
+  }
+  const flexbuffers::Reference root = flexbuffers::GetRoot(
+      static_cast<const uint8_t*>(node->custom_initial_data),
+      node->custom_initial_data_size);
+  if (!root.IsMap()) {
+    MicroPrintf("%s: custom options are not a flexbuffer map", op);
+    return kTfLiteError;
+  }
+  options->root = root.AsMap();
+  const flexbuffers::Reference scale = options->root["scale"];
+  const flexbuffers::Reference zero_point = options->root["zero_point"];
+  if (!scale.IsMap() || !zero_point.IsMap()) {
+    MicroPrintf("%s: custom options lack the 'scale' and 'zero_point' maps", op);
+    return kTfLiteError;
+  }
+  options->scale = scale.AsMap();
+  options->zero_point = zero_point.AsMap();
+  return kTfLiteOk;
+}
+
+bool Has(const Options& options, const char* role) {
+  return !options.scale[role].IsNull();
+}
+
+TfLiteStatus RoleQuant(TfLiteContext* context, const Options& options,
+                       const char* op, const char* role, mcuf_quant* quant) {
+  (void)context;
+  if (role == nullptr) {
+    MicroPrintf("%s: custom options lack an intermediate tensor the block needs", op);
+    return kTfLiteError;
+  }
+  const flexbuffers::Reference scale = options.scale[role];
+  const flexbuffers::Reference zero_point = options.zero_point[role];
+  if (scale.IsNull() || zero_point.IsNull()) {
+    MicroPrintf("%s: custom options have no scale and zero point for tensor '%s'",
+                op, role);
+    return kTfLiteError;
+  }
+  // fuse.py stores the float32 scale as a flexbuffer float: exact as a double.
+  quant->scale = static_cast<float>(scale.AsDouble());
+  quant->zero_point = zero_point.AsInt32();
+  if (!(quant->scale > 0.0f) || quant->zero_point < -128 ||
+      quant->zero_point > 127) {
+    MicroPrintf("%s: tensor '%s' has scale %f, zero point %d: not int8 "
+                "quantisation", op, role, static_cast<double>(quant->scale),
+                static_cast<int>(quant->zero_point));
+    return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
+
+const char* FirstRole(const Options& options, const char* const* roles) {
+  for (; *roles != nullptr; ++roles) {
+    if (Has(options, *roles)) return *roles;
+  }
+  return nullptr;
+}
+
+bool Present(const TfLiteNode* node, int index) {
+  return index >= 0 && index < node->inputs->size &&
+         node->inputs->data[index] >= 0;
+}
+
+TfLiteStatus InputQuant(TfLiteContext* context, TfLiteNode* node,
+                        const char* op, int index, const char* role,
+                        mcuf_quant* quant) {
+  TempInput tensor(context, node, index);
+  if (tensor.get() == nullptr) {
+    MicroPrintf("%s: input %d ('%s') is missing", op, index, role);
+    return kTfLiteError;
+  }
+  const TfLiteAffineQuantization* affine = Affine(tensor.get());
+  if (affine == nullptr) {
+    MicroPrintf("%s: input %d ('%s') has no affine quantisation", op, index,
+                role);
+    return kTfLiteError;
+  }
+  quant->scale = affine->scale->data[0];
+  quant->zero_point = affine->zero_point->data[0];
+  return kTfLiteOk;
+}
+
+TfLiteStatus CheckInput(TfLiteContext* context, TfLiteNode* node,
+                        const char* op, int index, const char* role,
+                        TfLiteType type, int elements, bool constant) {
+  TempInput tensor(context, node, index);
+  if (tensor.get() == nullptr) {
+    MicroPrintf("%s: input %d ('%s') is missing", op, index, role);
+    return kTfLiteError;
+  }
+  if (tensor.get()->type != type) {
+    MicroPrintf("%s: input %d ('%s') is %s, %s expected", op, index, role,
+                TfLiteTypeGetName(tensor.get()->type), TfLiteTypeGetName(type));
+    return kTfLiteError;
+  }
+  if (elements >= 0 && Elements(tensor.get()) != elements) {
+    MicroPrintf("%s: input %d ('%s') has %d elements, %d expected", op, index,
+                role, Elements(tensor.get()), elements);
+    return kTfLiteError;
+  }
+  if (constant && !tflite::IsConstantTensor(tensor.get())) {
+    MicroPrintf("%s: input %d ('%s') must be a constant", op, index, role);
+    return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
+
+TfLiteStatus PrepareFcLayer(TfLiteContext* context, TfLiteNode* node,
+                            const char* op, const char* role, int weights_index,
+                            int bias_index, int input_depth, mcuf_quant input,
+                            mcuf_quant output, mcuf_fc_layer* layer) {
+  TempInput weights(context, node, weights_index);
+  TfLiteTensor* w = weights.get();
+  if (w == nullptr || w->type != kTfLiteInt8 || w->dims->size != 2 ||
+      w->dims->data[1] != input_depth || !tflite::IsConstantTensor(w)) {
+    MicroPrintf("%s: input %d ('%s' weights) must be a constant int8 "
+                "[outputs][%d] tensor", op, weights_index, role, input_depth);
+    return kTfLiteError;
+  }
+  const TfLiteAffineQuantization* affine = Affine(w);
+  if (affine == nullptr) {
+    MicroPrintf("%s: input %d ('%s' weights) has no affine quantisation", op,
+                weights_index, role);
+    return kTfLiteError;
+  }
+  const int outputs = w->dims->data[0];
+  if (Present(node, bias_index)) {
+    TF_LITE_ENSURE_OK(context, CheckInput(context, node, op, bias_index, role,
+                                          kTfLiteInt32, outputs, true));
+  }
+  // fully_connected_common.cc: per channel when the filter has several scales
+  // (as TFLM's converter writes per-channel weights).
+  const int scales = affine->scale->size;
+  bool uniform = true;
+  for (int i = 1; i < scales; ++i) {
+    uniform = uniform && affine->scale->data[i] == affine->scale->data[0];
+  }
+  const bool per_channel = scales > 1;
+  int32_t one_multiplier = 0, one_shift = 0;
+  int32_t* multipliers = &one_multiplier;
+  int32_t* shifts = &one_shift;
+  int channels = 1;
+  if (per_channel && !uniform) {
+    channels = outputs;
+    multipliers = static_cast<int32_t*>(
+        context->AllocatePersistentBuffer(context, 2 * sizeof(int32_t) * outputs));
+    if (multipliers == nullptr) return kTfLiteError;
+    shifts = multipliers + outputs;
+  }
+  if (mcuf_prepare_fully_connected(
+          input, affine->scale->data, uniform ? 1 : scales,
+          affine->zero_point->data[0], per_channel ? 1 : 0, output, channels,
+          multipliers, shifts, &layer->params) != MCUF_OK) {
+    MicroPrintf("%s: FULLY_CONNECTED '%s': TFLM cannot derive its multipliers "
+                "(scales out of range)", op, role);
+    return kTfLiteError;
+  }
+  layer->weights = nullptr;
+  layer->bias = nullptr;
+  layer->input_depth = input_depth;
+  layer->output_depth = outputs;
+  return kTfLiteOk;
+}
+
+TfLiteStatus PrepareLinear(TfLiteContext* context, TfLiteNode* node,
+                           const char* op, const Options& options,
+                           const char* name, int down_index, int weights_index,
+                           int bias_index, int input_depth, mcuf_quant input,
+                           mcuf_linear* linear, int* output_depth) {
+  char down_role[32];
+  char out_role[32];
+  std::snprintf(down_role, sizeof down_role, "%s_down_out", name);
+  std::snprintf(out_role, sizeof out_role, "%s_out", name);
+  mcuf_quant out;
+  TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, out_role, &out));
+  linear->num_layers = 0;
+  if (Has(options, down_role)) {
+    if (!Present(node, down_index)) {
+      MicroPrintf("%s: '%s' is low-rank but input %d ('%s_down_weight') is "
+                  "missing", op, name, down_index, name);
+      return kTfLiteError;
+    }
+    mcuf_quant rank;
+    TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, down_role, &rank));
+    TF_LITE_ENSURE_OK(context, PrepareFcLayer(context, node, op, down_role,
+                                              down_index, -1, input_depth,
+                                              input, rank, &linear->layers[0]));
+    input = rank;
+    input_depth = linear->layers[0].output_depth;
+    linear->num_layers = 1;
+  }
+  TF_LITE_ENSURE_OK(context, PrepareFcLayer(context, node, op, out_role,
+                                            weights_index, bias_index,
+                                            input_depth, input, out,
+                                            &linear->layers[linear->num_layers]));
+  *output_depth = linear->layers[linear->num_layers].output_depth;
+  linear->num_layers += 1;
+  return kTfLiteOk;
+}
+
+const void* InputData(TfLiteContext* context, TfLiteNode* node, int index) {
+  if (!Present(node, index)) return nullptr;
+  const TfLiteEvalTensor* tensor = tflite::micro::GetEvalInput(context, node, index);
+  return tensor == nullptr ? nullptr : tensor->data.data;
+}
+
+void BindLinear(TfLiteContext* context, TfLiteNode* node,
+                const LinearInputs& inputs, mcuf_linear* linear) {
+  int layer = 0;
+  if (linear->num_layers == 2) {
+    linear->layers[0].weights =
+        static_cast<const int8_t*>(InputData(context, node, inputs.down));
+    linear->layers[0].bias = nullptr;
+    layer = 1;
+  }
+  linear->layers[layer].weights =
+      static_cast<const int8_t*>(InputData(context, node, inputs.weights));
+  linear->layers[layer].bias =
+      static_cast<const int32_t*>(InputData(context, node, inputs.bias));
+}
+
+namespace {
+
+TfLiteStatus Failed(const char* op, const char* builtin, const char* role) {
+  MicroPrintf("%s: %s writing '%s': TFLM cannot derive its multipliers "
+              "(scales out of range)", op, builtin, role);
+  return kTfLiteError;
+}
+
+}  // namespace
+
+TfLiteStatus PrepareLayerNorm(TfLiteContext* context, TfLiteNode* node,
+                              const char* op, const Options& options,
+                              mcuf_quant x, int depth, int eps_index,
+                              int gamma_index, int beta_index,
+                              mcuf_layer_norm* ln, const char** out_role) {
+  mcuf_quant mean, centred, squared, variance, variance_eps, rstd, normalized;
+  TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, "ln_mean", &mean));
+  TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, "ln_centered", &centred));
+  TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, "ln_squared", &squared));
+  TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, "ln_variance", &variance));
+  TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, "ln_variance_eps", &variance_eps));
+  TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, "ln_rstd", &rstd));
+  TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, "ln_normalized", &normalized));
+  mcuf_quant eps;
+  TF_LITE_ENSURE_OK(context, CheckInput(context, node, op, eps_index, "ln_eps",
+                                        kTfLiteInt8, 1, true));
+  TF_LITE_ENSURE_OK(context, InputQuant(context, node, op, eps_index, "ln_eps", &eps));
+  std::memset(ln, 0, sizeof *ln);
+  if (mcuf_prepare_mean(x, mean, &ln->mean) != MCUF_OK) return Failed(op, "MEAN", "ln_mean");
+  if (mcuf_prepare_add(x, mean, centred, &ln->centre) != MCUF_OK) {
+    return Failed(op, "SUB", "ln_centered");
+  }
+  if (mcuf_prepare_mul(centred, centred, squared, &ln->square) != MCUF_OK) {
+    return Failed(op, "MUL", "ln_squared");
+  }
+  if (mcuf_prepare_mean(squared, variance, &ln->variance) != MCUF_OK) {
+    return Failed(op, "MEAN", "ln_variance");
+  }
+  // ADD and MUL are prepared in (token stream, constant) order: their
+  // multipliers do not depend on the operand order but for that swap.
+  if (mcuf_prepare_add(variance, eps, variance_eps, &ln->add_epsilon) != MCUF_OK) {
+    return Failed(op, "ADD", "ln_variance_eps");
+  }
+  if (mcuf_prepare_rsqrt(variance_eps, rstd, &ln->rsqrt) != MCUF_OK) {
+    return Failed(op, "RSQRT", "ln_rstd");
+  }
+  if (mcuf_prepare_mul(centred, rstd, normalized, &ln->normalize) != MCUF_OK) {
+    return Failed(op, "MUL", "ln_normalized");
+  }
+  const char* last = "ln_normalized";
+  mcuf_quant current = normalized;
+  if (Has(options, "ln_scaled")) {
+    mcuf_quant gamma, scaled;
+    TF_LITE_ENSURE_OK(context, CheckInput(context, node, op, gamma_index,
+                                          "ln_gamma", kTfLiteInt8, depth, true));
+    TF_LITE_ENSURE_OK(context, InputQuant(context, node, op, gamma_index, "ln_gamma", &gamma));
+    TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, "ln_scaled", &scaled));
+    if (mcuf_prepare_mul(current, gamma, scaled, &ln->scale) != MCUF_OK) {
+      return Failed(op, "MUL", "ln_scaled");
+    }
+    last = "ln_scaled";
+    current = scaled;
+  }
+  if (Has(options, "ln_out")) {
+    mcuf_quant beta, out;
+    TF_LITE_ENSURE_OK(context, CheckInput(context, node, op, beta_index,
+                                          "ln_beta", kTfLiteInt8, depth, true));
+    TF_LITE_ENSURE_OK(context, InputQuant(context, node, op, beta_index, "ln_beta", &beta));
+    TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, "ln_out", &out));
+    if (mcuf_prepare_add(current, beta, out, &ln->offset) != MCUF_OK) {
+      return Failed(op, "ADD", "ln_out");
+    }
+    last = "ln_out";
+  }
+  *out_role = last;
+  return kTfLiteOk;
+}
+
+void BindLayerNorm(TfLiteContext* context, TfLiteNode* node, int eps_index,
+                   int gamma_index, int beta_index, mcuf_layer_norm* ln) {
+  ln->epsilon = static_cast<const int8_t*>(InputData(context, node, eps_index));
+  ln->gamma = gamma_index < 0 ? nullptr
+                              : static_cast<const int8_t*>(InputData(context, node, gamma_index));
+  ln->beta = beta_index < 0 ? nullptr
+                            : static_cast<const int8_t*>(InputData(context, node, beta_index));
+}
+
+}  // namespace mcuf_glue

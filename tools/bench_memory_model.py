@@ -1,0 +1,40 @@
+"""Configs per second of the memory model (`mcuformer_tf.memory_model.memory_of`).
+
+For each preset, N random configs (fresh ones: the per-block caches start cold, as in a
+tuner's first generation), then the same N again (caches warm); prints both rates and the
+whole-graph planners' rate for comparison (what the cached paths replace).
+
+    python tools/bench_memory_model.py [--configs 5000]
+"""
+import argparse
+import random
+import time
+
+from mcuformer_tf import memory_model
+from mcuformer_tf.search_space import PRESETS, SearchSpace
+
+
+def rate(function, configs) -> float:
+    start = time.perf_counter()
+    for config in configs:
+        function(config)
+    return len(configs) / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", type=int, default=5000)
+    args = parser.parse_args()
+    for preset in PRESETS:
+        space, rng = SearchSpace.load(preset), random.Random(0)
+        configs = [space.sample(rng) for _ in range(args.configs)]
+        cold = rate(memory_model.memory_of, configs)
+        warm = rate(memory_model.memory_of, configs)
+        whole = rate(lambda c: (memory_model.unfused_non_persistent_exact(c),
+                                memory_model.fused_non_persistent_exact(c)), configs[:50])
+        print(f"{preset:>14}: memory_of {cold:>8,.0f} configs/s cold, {warm:>8,.0f} warm; "
+              f"whole-graph plans {whole:>6,.0f} configs/s ({warm / whole:.0f}x slower than warm)")
+
+
+if __name__ == "__main__":
+    main()
