@@ -145,7 +145,12 @@ def _tensor(model, raw: bytes, index: int, t) -> Tensor:
     q = t.quantization
     if q is not None and q.scale is not None and len(q.scale) > 0:
         scale = np.asarray(q.scale, np.float32)
+        if not np.all(np.isfinite(scale) & (scale > 0)):
+            raise McuformerError(f"tensor {index} ({name}) has a scale that is not a positive number")
         zero_point = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0] * scale.size, np.int64)
+        if zero_point.size != scale.size:
+            raise McuformerError(f"tensor {index} ({name}) has {scale.size} scales but "
+                                 f"{zero_point.size} zero points")
         quantization = Quantization(scale, zero_point, int(q.quantizedDimension))
     data = _buffer_data(model, raw, t.buffer)
     array = None

@@ -47,6 +47,23 @@ class _Constants:
         return self.tensors[key]
 
 
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _well_typed(fields: dict) -> bool:
+    """Each field's values of the type `fuse` writes: scales positive numbers, zero points,
+    dims and shape entries integers, `has` booleans, `reads` lists of roles."""
+    return (all(isinstance(v, float) and np.isfinite(v) and v > 0 for v in fields["scale"].values())
+            and all(_integer(v) for v in fields["zero_point"].values())
+            and all(_integer(v) and v >= 0 for v in fields["dims"].values())
+            and all(isinstance(v, list) and all(_integer(d) and d > 0 for d in v)
+                    for v in fields["shape"].values())
+            and all(isinstance(v, bool) for v in fields["has"].values())
+            and all(isinstance(v, list) and all(r is None or isinstance(r, str) for r in v)
+                    for v in fields["reads"].values()))
+
+
 def _decode(op: ir.Op, label: str) -> dict:
     try:
         options = flexbuffers.Loads(op.custom_options)
@@ -54,6 +71,8 @@ def _decode(op: ir.Op, label: str) -> dict:
     except Exception as err:  # flexbuffers reports malformed bytes by any exception
         raise McuformerError(f"{label}: its custom options are not an MCUF map "
                              f"({type(err).__name__}: {err})") from None
+    if not _well_typed(fields):
+        raise McuformerError(f"{label}: its custom options hold a value of the wrong type")
     written = set(fields["scale"])
     if set(fields["zero_point"]) != written or set(fields["shape"]) != written:
         raise McuformerError(f"{label}: its custom options give scale, zero point and shape "
