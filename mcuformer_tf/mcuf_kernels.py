@@ -349,10 +349,12 @@ _RSQRT_FAILURE = ("a token's LayerNorm variance is below RSQRT's input zero poin
 
 
 @dataclass
-class MlpKernel:
-    """One MLP subgraph as MCUF_MLP parameters, with the constant arrays they point to."""
+class _TokenKernel:
+    """A block kernel that overwrites its tokens [N, D] in place, with the constant arrays its
+    parameters point to; `_SIZE` names its C *_get_buffer_size function."""
 
-    params: MlpParams
+    _SIZE = ""
+    params: ctypes.Structure
     input_tensor: int  # the block input x (tokens [N, D])
     output_tensor: int  # the residual ADD's output
     num_tokens: int
@@ -360,43 +362,41 @@ class MlpKernel:
     _arrays: list = field(default_factory=list, repr=False)
 
     def buffer_size(self, sanitize: bool = False) -> int:
-        """mcuf_mlp_get_buffer_size: bytes of scratch one call needs."""
-        return load(sanitize).mcuf_mlp_get_buffer_size(ctypes.byref(self.params))
+        """Bytes of scratch one call needs."""
+        return getattr(load(sanitize), self._SIZE)(ctypes.byref(self.params))
+
+    def _buffers(self, tokens, scratch, sanitize):
+        return (_int8_buffer("tokens", tokens, writable=True),
+                _scratch(scratch, self.buffer_size(sanitize)))
+
+
+class MlpKernel(_TokenKernel):
+    """One MLP subgraph as MCUF_MLP parameters (scratch: hidden + embed bytes)."""
+
+    _SIZE = "mcuf_mlp_get_buffer_size"
 
     def run(self, tokens: np.ndarray, scratch: np.ndarray | None = None, sanitize: bool = False) -> None:
         """Runs MCUF_MLP on int8 tokens [N, D] (any shape of N·D elements), overwriting them."""
-        tokens = _int8_buffer("tokens", tokens, writable=True)
+        tokens, scratch = self._buffers(tokens, scratch, sanitize)
         if tokens.size % self.depth:
             raise McuformerError(f"tokens: a multiple of {self.depth} elements is required, got {tokens.size}")
-        scratch = _scratch(scratch, self.buffer_size(sanitize))
         status = load(sanitize).mcuf_mlp(ctypes.byref(self.params), _p8(tokens), tokens.size // self.depth,
                                          _p8(scratch))
         if status != _MCUF_OK:
             raise McuformerError(f"MCUF_MLP: {_RSQRT_FAILURE}")
 
 
-@dataclass
-class AttentionKernel:
-    """One attention subgraph as MCUF_ATTENTION parameters, with the constant arrays they point to."""
+class AttentionKernel(_TokenKernel):
+    """One attention subgraph as MCUF_ATTENTION parameters (scratch: K, V and one row's)."""
 
-    params: AttentionParams
-    input_tensor: int  # the block input x (tokens [N, D])
-    output_tensor: int  # the residual ADD's output
-    num_tokens: int
-    depth: int
-    _arrays: list = field(default_factory=list, repr=False)
-
-    def buffer_size(self, sanitize: bool = False) -> int:
-        """mcuf_attention_get_buffer_size: bytes of scratch one call needs (K, V and one row's)."""
-        return load(sanitize).mcuf_attention_get_buffer_size(ctypes.byref(self.params))
+    _SIZE = "mcuf_attention_get_buffer_size"
 
     def run(self, tokens: np.ndarray, scratch: np.ndarray | None = None, sanitize: bool = False) -> None:
         """Runs MCUF_ATTENTION on int8 tokens [N, D] (any shape of N·D elements), overwriting them."""
-        tokens = _int8_buffer("tokens", tokens, writable=True)
+        tokens, scratch = self._buffers(tokens, scratch, sanitize)
         if tokens.size != self.num_tokens * self.depth:
             raise McuformerError(f"tokens: {self.num_tokens}x{self.depth} elements are required, got "
                                  f"{tokens.size}")
-        scratch = _scratch(scratch, self.buffer_size(sanitize))
         if load(sanitize).mcuf_attention(ctypes.byref(self.params), _p8(tokens), _p8(scratch)) != _MCUF_OK:
             raise McuformerError(f"MCUF_ATTENTION: {_RSQRT_FAILURE}, or a softmax row's sum of exponentials "
                                  f"reaches 512, where TFLM's TFLITE_CHECK fails")
