@@ -93,14 +93,9 @@ def _int8_tflite_factory(space, folder, perturbation: float = 0.0):
 
     from mcuformer_tf.convert import to_int8_tflite
     from mcuformer_tf.extract import extract_subnet
-    from mcuformer_tf.supernet import Supernet
+    from supernets import perturbed_supernet
 
-    supernet = Supernet(space)
-    supernet(np.zeros((1, 32, 32, 3), np.float32))
-    rng = np.random.default_rng(0)
-    for variable in supernet.trainable_weights if perturbation else ():
-        variable.assign(variable + rng.normal(0, perturbation, variable.shape).astype(
-            variable.dtype.as_numpy_dtype))
+    supernet = perturbed_supernet(space, perturbation)
     images = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 3)).astype(np.float32)
     paths = {}
 

@@ -48,6 +48,7 @@ class Arena:
         self.memory = np.concatenate([GUARD, np.zeros(self.size, np.int8), GUARD])
         self.offsets = {b.tensor: b.offset for b in buffers if b.tensor is not None}
         self.scratch = {}  # operator -> its scratch buffers' (offset, size)
+        self.kernels = {}  # MCUF operator -> its C kernel, prepared on first use
         for b in buffers:
             if b.operator is not None:
                 self.scratch.setdefault(b.operator, []).append((b.offset, b.size))
@@ -107,7 +108,9 @@ class Arena:
             self.tensor(index)[...] = np.reshape(result, self.graph.tensor(index).shape)
 
     def _run_mcuf(self, op) -> None:
-        fused = kernel(self.graph, op)
+        if op.index not in self.kernels:
+            self.kernels[op.index] = kernel(self.graph, op)
+        fused = self.kernels[op.index]
         (offset, size), = self.scratch[op.index]
         scratch = self.region(offset, size)
         x, y = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])

@@ -15,7 +15,6 @@
 #include "mcuf_ops.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/micro_log.h"
-#include "tensorflow/lite/micro/micro_utils.h"
 
 namespace {
 
@@ -34,36 +33,10 @@ struct OpData {
   int scratch_index;
 };
 
-void* Init(TfLiteContext* context, const char* buffer, size_t length) {
-  (void)buffer;
-  (void)length;
-  return context->AllocatePersistentBuffer(context, sizeof(OpData));
-}
-
-TfLiteStatus OutputQuant(TfLiteContext* context, TfLiteNode* node, mcuf_quant* quant) {
-  tflite::MicroContext* micro_context = tflite::GetMicroContext(context);
-  TfLiteTensor* out = micro_context->AllocateTempOutputTensor(node, 0);
-  if (out == nullptr) return kTfLiteError;
-  const auto* affine = static_cast<const TfLiteAffineQuantization*>(out->quantization.params);
-  const bool ok = out->quantization.type == kTfLiteAffineQuantization && affine != nullptr &&
-                  affine->scale->size >= 1;
-  if (ok) *quant = {affine->scale->data[0], affine->zero_point->data[0]};
-  micro_context->DeallocateTempTfLiteTensor(out);
-  if (!ok) {
-    MicroPrintf("%s: output 0 ('output') has no affine quantisation", kOp);
-    return kTfLiteError;
-  }
-  return kTfLiteOk;
-}
-
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   OpData* data = static_cast<OpData*>(node->user_data);
   mcuf_attention_params* p = &data->params;
-  if (node->inputs->size != kInputCount || node->outputs->size != 1) {
-    MicroPrintf("%s: %d inputs and %d outputs, %d and 1 expected", kOp,
-                node->inputs->size, node->outputs->size, kInputCount);
-    return kTfLiteError;
-  }
+  TF_LITE_ENSURE_OK(context, mcuf_glue::CheckArity(node, kOp, kInputCount));
   mcuf_glue::Options options;
   TF_LITE_ENSURE_OK(context, mcuf_glue::ReadOptions(context, node, kOp, &options));
   const flexbuffers::Reference dims = options.root["dims"];
@@ -73,42 +46,24 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   }
   const int heads = dims.AsMap()["heads"].AsInt32();
   const int head_dim = dims.AsMap()["head_dim"].AsInt32();
-
-  tflite::MicroContext* micro_context = tflite::GetMicroContext(context);
-  TfLiteTensor* input = micro_context->AllocateTempInputTensor(node, kTokens);
-  TfLiteTensor* output = micro_context->AllocateTempOutputTensor(node, 0);
-  TF_LITE_ENSURE(context, input != nullptr && output != nullptr);
-  const bool types_ok = input->type == kTfLiteInt8 && output->type == kTfLiteInt8 &&
-                        input->dims->size >= 1 && input->bytes == output->bytes;
-  const int depth = input->dims->size >= 1 ? input->dims->data[input->dims->size - 1] : 0;
-  const int tokens = depth > 0 ? static_cast<int>(input->bytes) / depth : 0;
-  micro_context->DeallocateTempTfLiteTensor(input);
-  micro_context->DeallocateTempTfLiteTensor(output);
-  if (!types_ok || depth < 1 || tokens < 1 || heads < 1 || head_dim < 1) {
-    MicroPrintf("%s: input 0 ('input') and output 0 ('output') must be int8 "
-                "tokens [..., D] of the same size, with dims heads and head_dim", kOp);
+  if (heads < 1 || head_dim < 1) {
+    MicroPrintf("%s: the 'dims' map needs heads and head_dim of at least 1", kOp);
     return kTfLiteError;
   }
-  mcuf_quant x, y;
-  TF_LITE_ENSURE_OK(context, mcuf_glue::InputQuant(context, node, kOp, kTokens, "input", &x));
-  TF_LITE_ENSURE_OK(context, OutputQuant(context, node, &y));
-
   std::memset(p, 0, sizeof *p);
-  p->tokens = tokens;
-  p->depth = depth;
+  mcuf_glue::TokenBlock block;
+  TF_LITE_ENSURE_OK(context, mcuf_glue::PrepareTokenBlock(context, node, kOp, options,
+                                                          {kEps, kGamma, kBeta}, &p->ln, &block));
+  p->tokens = block.tokens;
+  p->depth = block.depth;
   p->heads = heads;
   p->head_dim = head_dim;
-  const char* ln_out = nullptr;
-  TF_LITE_ENSURE_OK(context, mcuf_glue::PrepareLayerNorm(context, node, kOp, options, x, depth,
-                                                         kEps, kGamma, kBeta, &p->ln, &ln_out));
-  data->gamma_index = mcuf_glue::Has(options, "ln_scaled") ? kGamma : -1;
-  data->beta_index = mcuf_glue::Has(options, "ln_out") ? kBeta : -1;
-  mcuf_quant normalized;
-  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, options, kOp, ln_out, &normalized));
+  data->gamma_index = block.gamma_index;
+  data->beta_index = block.beta_index;
   int width = 0;
   TF_LITE_ENSURE_OK(context, mcuf_glue::PrepareLinear(context, node, kOp, options, "qkv",
-                                                      kQkvDown, kQkvWeight, kQkvBias, depth,
-                                                      normalized, &p->qkv, &width));
+                                                      kQkvDown, kQkvWeight, kQkvBias, block.depth,
+                                                      block.normalized, &p->qkv, &width));
   if (width != 3 * heads * head_dim) {
     MicroPrintf("%s: 'qkv_out' has %d channels, 3 x %d heads x %d expected", kOp, width, heads,
                 head_dim);
@@ -143,16 +98,12 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
                                                       kProjDown, kProjWeight, kProjBias,
                                                       heads * head_dim, context_read, &p->proj,
                                                       &width));
-  if (width != depth) {
-    MicroPrintf("%s: 'proj_out' has %d channels, the tokens %d", kOp, width, depth);
+  if (width != block.depth) {
+    MicroPrintf("%s: 'proj_out' has %d channels, the tokens %d", kOp, width, block.depth);
     return kTfLiteError;
   }
-  mcuf_quant branch;
-  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, options, kOp, "proj_out", &branch));
-  if (mcuf_prepare_add(x, branch, y, &p->residual) != MCUF_OK) {
-    MicroPrintf("%s: ADD writing 'output': TFLM cannot derive its multipliers", kOp);
-    return kTfLiteError;
-  }
+  TF_LITE_ENSURE_OK(context, mcuf_glue::PrepareResidual(context, options, kOp, "proj_out", block,
+                                                        &p->residual));
   return context->RequestScratchBufferInArena(context, mcuf_attention_get_buffer_size(p),
                                               &data->scratch_index);
 }
@@ -160,16 +111,11 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
 TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
   OpData* data = static_cast<OpData*>(node->user_data);
   mcuf_attention_params* p = &data->params;
-  const TfLiteEvalTensor* input = tflite::micro::GetEvalInput(context, node, kTokens);
-  TfLiteEvalTensor* output = tflite::micro::GetEvalOutput(context, node, 0);
   mcuf_glue::BindLayerNorm(context, node, kEps, data->gamma_index, data->beta_index, &p->ln);
   mcuf_glue::BindLinear(context, node, {kQkvDown, kQkvWeight, kQkvBias}, &p->qkv);
   mcuf_glue::BindLinear(context, node, {kProjDown, kProjWeight, kProjBias}, &p->proj);
-  const int8_t* x = tflite::micro::GetTensorData<int8_t>(input);
-  int8_t* tokens = tflite::micro::GetTensorData<int8_t>(output);
-  // The offline plan puts the output on the input (in place); otherwise the
-  // kernel runs in place on a copy.
-  if (tokens != x) std::memmove(tokens, x, tflite::EvalTensorBytes(input));
+  size_t bytes = 0;
+  int8_t* tokens = mcuf_glue::TokensInPlace(context, node, &bytes);
   int8_t* scratch = static_cast<int8_t*>(context->GetScratchBuffer(context, data->scratch_index));
   if (mcuf_attention(p, tokens, scratch) != MCUF_OK) {
     MicroPrintf("%s: TFLM's Eval fails here too: a LayerNorm variance ('ln_variance_eps') "
@@ -182,6 +128,6 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
 }  // namespace
 
 const TFLMRegistration* Register_MCUF_ATTENTION() {
-  static TFLMRegistration registration = tflite::micro::RegisterOp(Init, Prepare, Eval);
+  static TFLMRegistration registration = tflite::micro::RegisterOp(mcuf_glue::InitOpData<OpData>, Prepare, Eval);
   return &registration;
 }

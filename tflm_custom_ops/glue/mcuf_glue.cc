@@ -12,6 +12,7 @@
 #include "tensorflow/lite/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/micro_log.h"
+#include "tensorflow/lite/micro/micro_utils.h"
 
 namespace mcuf_glue {
 namespace {
@@ -367,6 +368,71 @@ void BindLayerNorm(TfLiteContext* context, TfLiteNode* node, int eps_index,
                               : static_cast<const int8_t*>(InputData(context, node, gamma_index));
   ln->beta = beta_index < 0 ? nullptr
                             : static_cast<const int8_t*>(InputData(context, node, beta_index));
+}
+
+TfLiteStatus CheckArity(const TfLiteNode* node, const char* op, int inputs) {
+  if (node->inputs->size == inputs && node->outputs->size == 1) return kTfLiteOk;
+  MicroPrintf("%s: %d inputs and %d outputs, %d and 1 expected", op, node->inputs->size,
+              node->outputs->size, inputs);
+  return kTfLiteError;
+}
+
+TfLiteStatus PrepareTokenBlock(TfLiteContext* context, TfLiteNode* node,
+                               const char* op, const Options& options,
+                               const LayerNormInputs& inputs,
+                               mcuf_layer_norm* ln, TokenBlock* block) {
+  tflite::MicroContext* micro_context = tflite::GetMicroContext(context);
+  TempInput input(context, node, 0);
+  TfLiteTensor* output = micro_context->AllocateTempOutputTensor(node, 0);
+  TF_LITE_ENSURE(context, input.get() != nullptr && output != nullptr);
+  const TfLiteTensor* x = input.get();
+  const bool shapes_ok = x->type == kTfLiteInt8 && output->type == kTfLiteInt8 &&
+                         x->dims->size >= 1 && x->bytes == output->bytes;
+  block->depth = x->dims->size >= 1 ? x->dims->data[x->dims->size - 1] : 0;
+  block->tokens = block->depth > 0 ? static_cast<int>(x->bytes) / block->depth : 0;
+  const TfLiteAffineQuantization* out_affine = Affine(output);
+  if (out_affine != nullptr) {
+    block->y = {out_affine->scale->data[0], out_affine->zero_point->data[0]};
+  }
+  micro_context->DeallocateTempTfLiteTensor(output);
+  if (!shapes_ok || block->depth < 1 || block->tokens < 1) {
+    MicroPrintf("%s: input 0 ('input') and output 0 ('output') must be int8 "
+                "tokens [..., D] of the same size", op);
+    return kTfLiteError;
+  }
+  if (out_affine == nullptr) {
+    MicroPrintf("%s: output 0 ('output') has no affine quantisation", op);
+    return kTfLiteError;
+  }
+  TF_LITE_ENSURE_OK(context, InputQuant(context, node, op, 0, "input", &block->x));
+  const char* ln_out = nullptr;
+  TF_LITE_ENSURE_OK(context, PrepareLayerNorm(context, node, op, options, block->x,
+                                              block->depth, inputs.eps, inputs.gamma,
+                                              inputs.beta, ln, &ln_out));
+  block->gamma_index = Has(options, "ln_scaled") ? inputs.gamma : -1;
+  block->beta_index = Has(options, "ln_out") ? inputs.beta : -1;
+  return RoleQuant(context, options, op, ln_out, &block->normalized);
+}
+
+TfLiteStatus PrepareResidual(TfLiteContext* context, const Options& options,
+                             const char* op, const char* branch_role,
+                             const TokenBlock& block, mcuf_add_params* residual) {
+  mcuf_quant branch;
+  TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, branch_role, &branch));
+  if (mcuf_prepare_add(block.x, branch, block.y, residual) != MCUF_OK) {
+    return Failed(op, "ADD", "output");
+  }
+  return kTfLiteOk;
+}
+
+int8_t* TokensInPlace(TfLiteContext* context, TfLiteNode* node, size_t* bytes) {
+  const TfLiteEvalTensor* input = tflite::micro::GetEvalInput(context, node, 0);
+  TfLiteEvalTensor* output = tflite::micro::GetEvalOutput(context, node, 0);
+  const int8_t* x = tflite::micro::GetTensorData<int8_t>(input);
+  int8_t* tokens = tflite::micro::GetTensorData<int8_t>(output);
+  *bytes = tflite::EvalTensorBytes(input);
+  if (tokens != x) std::memmove(tokens, x, *bytes);
+  return tokens;
 }
 
 }  // namespace mcuf_glue

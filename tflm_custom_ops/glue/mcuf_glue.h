@@ -101,6 +101,54 @@ void BindLayerNorm(TfLiteContext* context, TfLiteNode* node, int eps_index,
 // Pointer to the data of operator input `index`, or nullptr when absent.
 const void* InputData(TfLiteContext* context, TfLiteNode* node, int index);
 
+// Init of every MCUF op: its OpData, zeroed by Prepare, in the persistent arena.
+template <typename OpData>
+void* InitOpData(TfLiteContext* context, const char* buffer, size_t length) {
+  (void)buffer;
+  (void)length;
+  return context->AllocatePersistentBuffer(context, sizeof(OpData));
+}
+
+// Fails naming `op` unless the node has `inputs` inputs and one output.
+TfLiteStatus CheckArity(const TfLiteNode* node, const char* op, int inputs);
+
+// The operator inputs of a block's pre-LayerNorm.
+struct LayerNormInputs {
+  int eps;
+  int gamma;
+  int beta;
+};
+
+// What an in-place token op (MCUF_ATTENTION, MCUF_MLP) knows once its tokens
+// and pre-LayerNorm are prepared.
+struct TokenBlock {
+  int tokens;             // N: the input's bytes / D
+  int depth;              // D: the input's last dimension
+  mcuf_quant x;           // the block input
+  mcuf_quant y;           // the block output
+  mcuf_quant normalized;  // the pre-LayerNorm's result
+  int gamma_index;        // -1 without MUL(gamma)
+  int beta_index;         // -1 without ADD(beta)
+};
+
+// Checks input 0 and output 0 are int8 tokens [..., D] of one size, reads
+// their quantisation and prepares the pre-LayerNorm into *ln.
+TfLiteStatus PrepareTokenBlock(TfLiteContext* context, TfLiteNode* node,
+                               const char* op, const Options& options,
+                               const LayerNormInputs& inputs,
+                               mcuf_layer_norm* ln, TokenBlock* block);
+
+// The residual ADD closing a block: its input plus the branch (role
+// `branch_role`), written as its output.
+TfLiteStatus PrepareResidual(TfLiteContext* context, const Options& options,
+                             const char* op, const char* branch_role,
+                             const TokenBlock& block, mcuf_add_params* residual);
+
+// Eval of an in-place token op: its output tokens, holding the input's bytes
+// (copied where the offline plan did not put the output on the input);
+// *bytes receives their size.
+int8_t* TokensInPlace(TfLiteContext* context, TfLiteNode* node, size_t* bytes);
+
 }  // namespace mcuf_glue
 
 #endif  // MCUF_GLUE_MCUF_GLUE_H

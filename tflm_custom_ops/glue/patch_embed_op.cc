@@ -27,20 +27,10 @@ struct OpData {
   int scratch_index;
 };
 
-void* Init(TfLiteContext* context, const char* buffer, size_t length) {
-  (void)buffer;
-  (void)length;
-  return context->AllocatePersistentBuffer(context, sizeof(OpData));
-}
-
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   OpData* data = static_cast<OpData*>(node->user_data);
   mcuf_patch_embed_params* p = &data->params;
-  if (node->inputs->size != kInputCount || node->outputs->size != 1) {
-    MicroPrintf("%s: %d inputs and %d outputs, %d and 1 expected", kOp,
-                node->inputs->size, node->outputs->size, kInputCount);
-    return kTfLiteError;
-  }
+  TF_LITE_ENSURE_OK(context, mcuf_glue::CheckArity(node, kOp, kInputCount));
   mcuf_glue::Options options;
   TF_LITE_ENSURE_OK(context, mcuf_glue::ReadOptions(context, node, kOp, &options));
   std::memset(p, 0, sizeof *p);
@@ -170,6 +160,6 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
 }  // namespace
 
 const TFLMRegistration* Register_MCUF_PATCH_EMBED() {
-  static TFLMRegistration registration = tflite::micro::RegisterOp(Init, Prepare, Eval);
+  static TFLMRegistration registration = tflite::micro::RegisterOp(mcuf_glue::InitOpData<OpData>, Prepare, Eval);
   return &registration;
 }

@@ -1,0 +1,161 @@
+"""Fused = unfused, per preset: 20 random subnets x 20 random inputs, the arena executor's output
+bytes on the compiled (fused, planned) model equal the stock TFLM wheel's on the exported one;
+with TFLM_ROOT, the host runner (real TFLM, our glue) on the fused model equals the same TFLM on
+the unfused model.
+
+digits: the 10 subnets of the trained supernet (`digits_int8_models`) and 10 more from a
+perturbed fresh supernet (LayerNorm gamma/beta and biases kept), whole depth.
+deit-tiny-mcu: 20 random configs, every image size, patch size, width, head count, MLP ratio and
+rank ratio of the space, from a perturbed fresh supernet; in `make test` each keeps its first
+block only (one conversion of a 12-14-block model costs 15 s and one inference 1 s, 20 x 20 of
+them 20 minutes), the whole depth in `make test-all` (slow). Conversions and runs are shared by
+two processes.
+"""
+import dataclasses
+import multiprocessing
+import random
+from concurrent.futures import ProcessPoolExecutor
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+from mcuformer_tf import host_runner
+
+SUBNETS = 20
+INPUTS = 20
+CALIBRATION_IMAGES = 4
+DEIT_PAIRS = {(224, 16), (224, 28), (224, 32), (240, 16), (240, 20), (240, 24)}
+
+
+class Case(NamedTuple):
+    description: str  # SubnetConfig.describe()
+    unfused: bytes  # the exported int8 .tflite
+    fused: bytes  # compile_model(unfused)
+    wrong: list  # input seeds on which the executor (fused) and the wheel (unfused) differ
+
+
+def _case(description: str, unfused: bytes) -> Case:
+    """Compiles `unfused` and runs both models on INPUTS random inputs (seeds 0, 1, ...)."""
+    from mcuformer_tf.compiler.arena_executor import Arena
+    from mcuformer_tf.compiler.pipeline import compile_model
+    from mcuformer_tf.tflite_graph import read_model
+    from mcuformer_tf.tflm_runtime import model_inputs, tflm_interpreter, tflm_invoke
+
+    graph = read_model(unfused)
+    fused = compile_model(unfused).model_bytes
+    arena = Arena(read_model(fused))
+    assert any(op.is_custom for op in arena.graph.operators), description
+    wheel = tflm_interpreter(unfused, 1 << 24)
+    wrong = []
+    for seed in range(INPUTS):
+        inputs = model_inputs(graph, seed)
+        expected = tflm_invoke(wheel, inputs, len(graph.outputs))
+        if not all(np.array_equal(a, b) for a, b in zip(arena.run(inputs), expected)):
+            wrong.append(seed)
+    return Case(description, unfused, fused, wrong)
+
+
+def _configs(preset: str, seeds, first_block_only: bool) -> list:
+    from mcuformer_tf.search_space import SearchSpace
+
+    space = SearchSpace.load(preset)
+    configs = [space.sample(random.Random(seed)) for seed in seeds]
+    if first_block_only:
+        configs = [dataclasses.replace(c, depth=1, num_heads=c.num_heads[:1],
+                                       mlp_ratio=c.mlp_ratio[:1]) for c in configs]
+    return configs
+
+
+def _perturbed_cases(preset: str, seeds, first_block_only: bool) -> list:
+    """Cases of subnets of a perturbed fresh supernet (run in a child process)."""
+    import os
+
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mcuformer_tf.convert import to_int8_tflite
+    from mcuformer_tf.extract import extract_subnet
+    from mcuformer_tf.search_space import SearchSpace
+    from supernets import perturbed_supernet
+
+    supernet = perturbed_supernet(SearchSpace.load(preset))
+    cases = []
+    for config in _configs(preset, seeds, first_block_only):
+        images = np.random.default_rng(0).uniform(
+            0, 1, (CALIBRATION_IMAGES, config.image_size, config.image_size, 3)).astype(np.float32)
+        unfused = to_int8_tflite(extract_subnet(supernet, config), images)
+        cases.append(_case(config.describe(), unfused))
+    return cases
+
+
+def _in_two_processes(preset: str, seeds: list, first_block_only: bool, parts: int) -> list:
+    """_perturbed_cases over `seeds` split in `parts` jobs for two spawned processes."""
+    jobs = [(preset, seeds[i::parts], first_block_only) for i in range(parts)]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return [case for part in pool.map(_perturbed_cases, *zip(*jobs)) for case in part]
+
+
+@pytest.fixture(scope="module")
+def digits_cases(digits_int8_models):
+    trained = [_case(config.describe(), data) for config, data in digits_int8_models]
+    seeds = list(range(100, 100 + SUBNETS - len(trained)))
+    return trained + _in_two_processes("digits", seeds, False, 2)
+
+
+@pytest.fixture(scope="module")
+def deit_first_block_cases():
+    configs = _configs("deit-tiny-mcu", range(SUBNETS), True)
+    assert {(c.image_size, c.patch_size) for c in configs} == DEIT_PAIRS
+    cases = _in_two_processes("deit-tiny-mcu", list(range(SUBNETS)), True, 4)
+    assert sorted(c.description for c in cases) == sorted(c.describe() for c in configs)
+    return cases
+
+
+def _wrong(cases) -> list:
+    return [(case.description, case.wrong) for case in cases if case.wrong]
+
+
+def test_digits_fused_equals_unfused(digits_cases):
+    assert len(digits_cases) == SUBNETS
+    assert _wrong(digits_cases) == []
+
+
+def test_deit_first_blocks_fused_equal_unfused(deit_first_block_cases):
+    assert len(deit_first_block_cases) == SUBNETS
+    assert _wrong(deit_first_block_cases) == []
+
+
+@pytest.mark.slow
+def test_deit_whole_subnets_fused_equal_unfused():
+    """About 10 minutes on 2 cores."""
+    cases = _in_two_processes("deit-tiny-mcu", list(range(SUBNETS)), False, 4)
+    assert len(cases) == SUBNETS
+    assert _wrong(cases) == []
+
+
+@pytest.mark.parametrize("preset_cases", ["digits_cases", "deit_first_block_cases"])
+def test_host_runner_fused_equals_its_unfused_run(request, tmp_path, preset_cases):
+    """Real TFLM through our glue: fused bytes == the same TFLM's bytes on the unfused model, every
+    case and input. Against the wheel the unfused run may differ by an LSB on a rounding tie when
+    the TFLM tree is older than the wheel (docs/tflm-host-runner.md): counted and printed."""
+    reason = host_runner.host_runner_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    from mcuformer_tf.tflite_graph import read_model
+    from mcuformer_tf.tflm_runtime import model_inputs, run_tflm
+
+    cases = request.getfixturevalue(preset_cases)
+    unequal_to_wheel = 0
+    for index, case in enumerate(cases):
+        paths = {kind: tmp_path / f"{kind}{index}.tflite" for kind in ("unfused", "fused")}
+        paths["unfused"].write_bytes(case.unfused)
+        paths["fused"].write_bytes(case.fused)
+        graph = read_model(case.unfused)
+        for seed in range(INPUTS):
+            (image,) = model_inputs(graph, seed)
+            fused, _ = host_runner.run_host(paths["fused"], image.tobytes(), 1 << 24)
+            unfused, _ = host_runner.run_host(paths["unfused"], image.tobytes(), 1 << 24)
+            assert fused == unfused, (case.description, seed)
+            unequal_to_wheel += fused != [a.tobytes() for a in run_tflm(case.unfused, image)]
+    print(f"{preset_cases}: host runner = wheel on {len(cases) * INPUTS - unequal_to_wheel} of "
+          f"{len(cases) * INPUTS} runs")
