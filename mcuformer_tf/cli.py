@@ -193,6 +193,81 @@ def export(run_path, config_spec, qat_epochs, output, seed):
     _export(run_path, config_spec, qat_epochs, output, seed)
 
 
+def _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_space=False):
+    """Resolve the budget (before any TensorFlow import), then search; returns the TuneResult."""
+    from tuner.budget import Budget, resolve_target
+
+    budget = Budget(resolve_target(target, sram, flash), memory_plan)
+    from mcuformer_tf.run_dir import RunDir
+
+    run = RunDir(run_path)
+    run.spec()  # a missing or malformed run is a one-line error before TensorFlow loads
+    from tuner.search import format_table, role, tune
+
+    click.echo(f"tune {run_path} on {budget.describe()}: {settings.algorithm}, "
+               f"{settings.trials} trials -> {out} ({role()})")
+    try:
+        result = tune(run, budget, out, settings, evolve_space=evolve_space, log=click.echo)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: the finished trials are kept in {out}; rerun the same command "
+                   "to resume", err=True)
+        raise SystemExit(130) from None
+    click.echo(f"{result.finished} trials finished, {result.checked} candidates checked against "
+               f"the budget, {result.rejected} rejected before a trial existed "
+               f"({result.seconds:.1f} s, {result.eval_seconds:.1f} s scoring subnets)")
+    if result.stop_reason:
+        click.echo(result.stop_reason)
+    if result.top:
+        click.echo(format_table(result))
+        click.echo(f"best subnet -> {result.best_file}")
+    return result
+
+
+@main.command("tune")
+@click.option("--supernet", "run_path", required=True,
+              type=click.Path(file_okay=False, path_type=Path), help="A training run directory.")
+@click.option("--target", default="stm32f746", show_default=True,
+              help="Board profile: stm32f746, stm32f746-disco, or custom (needs --sram and "
+                   "--flash).")
+@click.option("--sram", default=None, help="SRAM budget, e.g. 320KiB (default: the target's).")
+@click.option("--flash", default=None, help="Flash budget, e.g. 1MiB (default: the target's).")
+@click.option("--memory-plan", type=click.Choice(["fused", "unfused"]), default="fused",
+              show_default=True,
+              help="The arena the SRAM budget applies to: fused MCUF operators or stock TFLM.")
+@click.option("--algorithm", type=click.Choice(["evolution", "random", "bayesian", "grid"]),
+              default="evolution", show_default=True)
+@click.option("--trials", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Subnets to score (a rerun resumes up to this total).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Search directory (KerasTuner project, best_config.json, results.json).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--population", type=click.IntRange(min=2), default=20, show_default=True,
+              help="Evolution: random subnets before the first children.")
+@click.option("--parents", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Evolution: the top-k trials that children come from.")
+@click.option("--mutation-prob", type=click.FloatRange(0, 1), default=0.3, show_default=True)
+@click.option("--crossover-prob", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Evolution: share of children made by crossover (the rest by mutation).")
+@click.option("--fine-tune-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Fine-tune each subnet this many steps before scoring (0: inherited "
+                   "weights only).")
+@click.option("--evolve-space", is_flag=True,
+              help="First evolve the space over rank ratio and patch size (MCUFormer), then "
+                   "search the evolved space.")
+def tune_command(run_path, target, sram, flash, memory_plan, algorithm, trials, out, seed,
+                 population, parents, mutation_prob, crossover_prob, fine_tune_steps,
+                 evolve_space):
+    """Search a trained supernet for the most accurate subnets that fit a board's memory."""
+    from tuner.search import TuneSettings
+
+    settings = TuneSettings(algorithm=algorithm, trials=trials, seed=seed, population=population,
+                            parents=parents, mutation_prob=mutation_prob,
+                            crossover_prob=crossover_prob, fine_tune_steps=fine_tune_steps)
+    if parents > population:
+        raise McuformerError(f"--parents {parents} exceeds --population {population}")
+    _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_space)
+
+
 @main.command()
 @_train_options
 @click.option("--out", default=Path("runs/demo"), show_default=True,

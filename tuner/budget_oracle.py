@@ -148,7 +148,14 @@ class BudgetRandomSearchOracle(MemoryBudgetMixin, kt.oracles.RandomSearchOracle)
 
 
 class BudgetBayesianOptimizationOracle(MemoryBudgetMixin, kt.oracles.BayesianOptimizationOracle):
-    """Bayesian optimisation over the subnets that fit the budget."""
+    """Bayesian optimisation over the subnets that fit the budget.
+
+    A fitted Gaussian process proposes its optimum again when asked again (and each proposal
+    costs dozens of optimiser restarts), so in place of an infeasible optimum a random feasible
+    point is drawn."""
+
+    def __init__(self, *args, retries: int = 1, **kwargs):
+        super().__init__(*args, retries=retries, **kwargs)
 
 
 class BudgetGridSearchOracle(MemoryBudgetMixin, FeasibleGridSearchOracle):
