@@ -79,7 +79,7 @@ def test_tune_finds_subnets_within_budget_and_resumes_to_more_trials(trained_run
     header = next(i for i, line in enumerate(table) if "val acc" in line)
     assert "arena" in table[header] and "MMACs" in table[header]
     assert table[header + 1].startswith(" 1 ")
-    changed = run_cli(*args[:-4], "--trials", "10", "--memory-plan", "unfused")
+    changed = run_cli(*args, "--trials", "10", "--memory-plan", "unfused")
     assert_one_line_error(changed, "holds a search with other settings (budget differ)")
 
 

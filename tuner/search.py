@@ -4,6 +4,7 @@
     <out>/search/            the KerasTuner project (oracle.json, trial_*/trial.json)
     <out>/best_config.json   the best subnet found, a SubnetConfig (`export --config`)
     <out>/results.json       the top subnets with accuracy, arena, flash and MACs, and counts
+    <out>/evolved_space.yaml with --evolve-space: the space the search ran in
 
 KerasTuner keeps every trial in the project directory, so rerunning the same
 command after an interruption (Ctrl-C or a kill) reloads the finished trials,
@@ -31,6 +32,7 @@ from tuner.hyperparameters import config_from_values
 
 PROJECT = "search"
 SPEC_FILE, BEST_FILE, RESULTS_FILE = "tune.json", "best_config.json", "results.json"
+EVOLVED_FILE = "evolved_space.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,10 +140,31 @@ class Progress:
         self.bar.close()
 
 
+def _evolved(space, budget, scorer, out: Path, seed: int, log) -> SearchSpace:
+    """The space moved by search-space evolution, evolved once per search directory."""
+    from tuner.budget import check_space_fits
+    from tuner.space_evolution import evolve_space
+
+    path = out / EVOLVED_FILE
+    if path.is_file():
+        return SearchSpace.load(path)
+    if scorer is None or dist_utils.has_chief_oracle():
+        raise McuformerError(f"--evolve-space in a distributed search needs {path}: evolve the "
+                             "space in a local run into this --out first")
+    check_space_fits(space, budget)
+    evolved, _ = evolve_space(space, budget, scorer, seed=seed, log=log)
+    path.write_text(evolved.to_yaml())
+    log(f"evolved space: rank ratio {list(evolved.rank_ratio)}, patch "
+        f"{list(evolved.patch_size)} -> {path}")
+    return evolved
+
+
 def tune(run: RunDir, budget: Budget, out: Path, settings: TuneSettings,
          space: SearchSpace | None = None, progress: bool = True, top: int = 5,
-         evolve_space: bool = False, log=print) -> TuneResult:
-    """Search `space` (default: the run's) for the most accurate subnets within `budget`."""
+         evolve_space: bool = False, log=print, scorer=None) -> TuneResult:
+    """Search `space` (default: the run's) for the most accurate subnets within `budget`.
+
+    `scorer` (a `SubnetScorer` of this run) saves loading the supernet again."""
     from mcuformer_tf.data import load_data
     from mcuformer_tf.training import load_supernet
     from tuner.subnet_tuner import SubnetScorer, SubnetTuner
@@ -150,16 +173,17 @@ def tune(run: RunDir, budget: Budget, out: Path, settings: TuneSettings,
     space = space or run_space
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_spec(out, {"supernet": str(Path(run.path).resolve()), "budget": budget.to_dict(),
-                      "space": space.to_dict(), "settings": settings.identity()})
-    oracle = make_oracle(settings.algorithm, space, budget, settings.trials, settings.seed,
-                         **settings.evolution_options())
-    chief = dist_utils.is_chief_oracle()
-    scorer = None
-    if not chief:
+    if scorer is None and not dist_utils.is_chief_oracle():
         scorer = SubnetScorer(load_supernet(run), load_data(run.spec()["data"],
                                                             max(run_space.image_size)),
                               settings.fine_tune_steps, seed=settings.seed)
+    if evolve_space:
+        space = _evolved(space, budget, scorer, out, settings.seed, log)
+    _check_spec(out, {"supernet": str(Path(run.path).resolve()), "budget": budget.to_dict(),
+                      "space": space.to_dict(), "settings": settings.identity(),
+                      "evolve_space": evolve_space})
+    oracle = make_oracle(settings.algorithm, space, budget, settings.trials, settings.seed,
+                         **settings.evolution_options())
     began = time.perf_counter()
     tuner = SubnetTuner(oracle, scorer, space, directory=str(out), project_name=PROJECT,
                         overwrite=False)
@@ -172,8 +196,8 @@ def tune(run: RunDir, budget: Budget, out: Path, settings: TuneSettings,
     seconds = time.perf_counter() - began
     result = TuneResult(
         top=[] if tuner._is_worker() else ranked_trials(oracle, space, top),
-        finished=sum(1 for t in getattr(oracle, "trials", {}).values()
-                     if t.status == "COMPLETED"),
+        finished=tuner.trials_run if tuner._is_worker() else sum(
+            1 for t in oracle.trials.values() if t.status == "COMPLETED"),
         checked=getattr(oracle, "checked", 0), rejected=getattr(oracle, "rejected", 0),
         seconds=seconds, eval_seconds=tuner.eval_seconds,
         check_seconds=getattr(oracle, "check_seconds", 0.0),
