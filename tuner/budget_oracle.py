@@ -52,7 +52,8 @@ class MemoryBudgetMixin:
         self.checked = self.rejected = self.fallbacks = 0
         self.check_seconds = 0.0
         self.stop_reason = None
-        self._admitted = None  # hash of the values admitted last (checked once, however asked)
+        # The values admitted last and their verdict: checked once, however often asked.
+        self._admitted, self._admitted_verdict = None, None
 
     def _base_kwargs(self, space: SearchSpace, kwargs: dict) -> dict:
         """The keyword arguments of the oracle class the mixin goes with."""
@@ -67,11 +68,11 @@ class MemoryBudgetMixin:
         if key == self._admitted:
             return True
         began = time.perf_counter()
-        fits = self.verdict(values).fits
+        verdict = self.verdict(values)
         self.check_seconds += time.perf_counter() - began
         self.checked += 1
-        if fits:
-            self._admitted = key
+        if verdict.fits:
+            self._admitted, self._admitted_verdict = key, verdict
             return True
         self.rejected += 1
         self._tried_so_far.add(key)
@@ -99,7 +100,10 @@ class MemoryBudgetMixin:
     def create_trial(self, tuner_id):
         trial = super().create_trial(tuner_id)
         if trial.status == RUNNING and not trial.metrics.exists(MEMORY_METRICS[0]):
-            for name, value in self.verdict(trial.hyperparameters.values).metrics().items():
+            values = trial.hyperparameters.values
+            verdict = (self._admitted_verdict if self._compute_values_hash(values) == self._admitted
+                       else self.verdict(values))
+            for name, value in verdict.metrics().items():
                 trial.metrics.register(name, direction="min")
                 trial.metrics.update(name, value)
             self._save_trial(trial)

@@ -11,8 +11,9 @@ accuracy of the `top_k` best of `samples` random subnets of it that fit the
 budget (inherited weights, as the tuner scores them). A plane fitted by least
 squares to the scores over the window offsets gives the tendency; the window
 moves one choice along each axis whose slope is positive and worth more than
-`tolerance`, and the evolution stops when it no longer moves or after
-`steps` steps. The evolved space is then searched as usual.
+`tolerance` (along one axis only where the window is at the end of the
+other), and the evolution stops when it no longer moves or after `steps`
+steps. The evolved space is then searched as usual.
 """
 from __future__ import annotations
 
@@ -96,10 +97,11 @@ def evolve_space(space: SearchSpace, budget: Budget, scorer: Callable[[SubnetCon
             x = np.array([[1.0, dr, dp] for (dr, dp), _ in scored])
             y = np.array([v for _, v in scored])
             _, slope_rank, slope_patch = np.linalg.lstsq(x, y, rcond=None)[0]
-            wanted = tuple(int(np.sign(s)) if abs(s) > tolerance else 0
-                           for s in (slope_rank, slope_patch))
-            if scores.get(wanted) is not None:
-                move = wanted
+            dr, dp = (int(np.sign(s)) if abs(s) > tolerance else 0
+                      for s in (slope_rank, slope_patch))
+            # Along both axes where the window can go both ways, else along the one it can.
+            move = next((m for m in ((dr, dp), (dr, 0), (0, dp))
+                         if m != (0, 0) and scores.get(m) is not None), (0, 0))
         current = sub_space(space, rank, patch)
         history.append(EvolutionStep(current.rank_ratio, current.patch_size, scores, move))
         log(f"space evolution step {step + 1}: rank ratio {list(current.rank_ratio)}, patch "

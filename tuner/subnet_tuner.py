@@ -32,12 +32,13 @@ class SubnetScorer:
         self.supernet, self.data = supernet, data
         self.fine_tune_steps, self.batch_size, self.seed = fine_tune_steps, batch_size, seed
         self.predict = traced_predict(supernet)
+        self.val_batches = data.val_batches(EVAL_BATCH)
 
     def __call__(self, config: SubnetConfig) -> float:
         if self.fine_tune_steps:
             return self._fine_tuned(config)
         self.supernet.set_active(config)
-        return accuracy(self.predict, self.data.val_batches(EVAL_BATCH))
+        return accuracy(self.predict, self.val_batches)
 
     def _fine_tuned(self, config: SubnetConfig) -> float:
         import tf_keras as keras
