@@ -6,6 +6,7 @@ in --trials trials, and the best of --trials random subnets that fit the budget 
 same seed), each scored the same way (inherited supernet weights, the val split).
 
     python tools/compare_evolution_random.py [--supernet runs/demo] [--trials 60] [--seeds 0 1 2]
+        [--population 10] [--parents 3] [--reject 0.6]
 """
 import argparse
 import random
@@ -43,6 +44,8 @@ def main():
     parser.add_argument("--supernet", default="runs/demo")
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--population", type=int, default=10)
+    parser.add_argument("--parents", type=int, default=3)
     parser.add_argument("--reject", type=float, default=0.6,
                         help="share of the space the budget should reject (>= 0.5)")
     args = parser.parse_args()
@@ -55,7 +58,8 @@ def main():
     totals = [0.0, 0.0]
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as out:
-            evolved = tune(run, budget, Path(out), TuneSettings(trials=args.trials, seed=seed),
+            evolved = tune(run, budget, Path(out), TuneSettings(
+                trials=args.trials, seed=seed, population=args.population, parents=args.parents),
                            progress=False, log=lambda *_: None, scorer=scorer).top[0].accuracy
         best_random = max(scorer(c) for c in random_feasible(space, budget, args.trials, seed))
         totals[0] += evolved

@@ -173,15 +173,17 @@ def tune(run: RunDir, budget: Budget, out: Path, settings: TuneSettings,
     space = space or run_space
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_spec(out, {"supernet": str(Path(run.path).resolve()), "budget": budget.to_dict(),
+                      "space": space.to_dict(), "settings": settings.identity(),
+                      "evolve_space": evolve_space})
+    log(f"tune {run.path} on {budget.describe()}: {settings.algorithm}, {settings.trials} "
+        f"trials -> {out} ({role()})")
     if scorer is None and not dist_utils.is_chief_oracle():
         scorer = SubnetScorer(load_supernet(run), load_data(run.spec()["data"],
                                                             max(run_space.image_size)),
                               settings.fine_tune_steps, seed=settings.seed)
     if evolve_space:
         space = _evolved(space, budget, scorer, out, settings.seed, log)
-    _check_spec(out, {"supernet": str(Path(run.path).resolve()), "budget": budget.to_dict(),
-                      "space": space.to_dict(), "settings": settings.identity(),
-                      "evolve_space": evolve_space})
     oracle = make_oracle(settings.algorithm, space, budget, settings.trials, settings.seed,
                          **settings.evolution_options())
     began = time.perf_counter()
