@@ -12,8 +12,9 @@ budget (inherited weights, as the tuner scores them). A plane fitted by least
 squares to the scores over the window offsets gives the tendency; the window
 moves one choice along each axis whose slope is positive and worth more than
 `tolerance` (along one axis only where the window is at the end of the
-other), and the evolution stops when it no longer moves or after `steps`
-steps. The evolved space is then searched as usual.
+other). The evolution stops when the window no longer moves, would return to
+a window it has scored, or after `steps` steps; the evolved space is the
+best-scored window it visited. The evolved space is then searched as usual.
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def evolve_space(space: SearchSpace, budget: Budget, scorer: Callable[[SubnetCon
     n_rank, n_patch = len(space.rank_ratio), len(space.patch_size)
     rank = Window((n_rank - max(1, n_rank // 2)) // 2, max(1, n_rank // 2))
     patch = Window((n_patch - max(1, n_patch // 2)) // 2, max(1, n_patch // 2))
-    history = []
+    history, visited = [], {}  # (rank window, patch window) -> its score
     for step in range(steps):
         scores = {}
         for dr in (-1, 0, 1):
@@ -107,7 +108,10 @@ def evolve_space(space: SearchSpace, budget: Budget, scorer: Callable[[SubnetCon
         log(f"space evolution step {step + 1}: rank ratio {list(current.rank_ratio)}, patch "
             f"{list(current.patch_size)}: score {scores.get((0, 0)) or 0:.2%}; move rank "
             f"{move[0]:+d}, patch {move[1]:+d}")
-        if move == (0, 0):
+        visited[rank, patch] = scores.get((0, 0))
+        nxt = rank.shifted(move[0], n_rank), patch.shifted(move[1], n_patch)
+        if move == (0, 0) or nxt in visited:
             break
-        rank, patch = rank.shifted(move[0], n_rank), patch.shifted(move[1], n_patch)
-    return sub_space(space, rank, patch), history
+        rank, patch = nxt
+    best = max(visited, key=lambda w: -1.0 if visited[w] is None else visited[w])
+    return sub_space(space, *best), history
