@@ -1,4 +1,4 @@
-"""KerasTuner's chief/worker mode: a chief and two workers on loopback finish one search together."""
+"""KerasTuner's chief/worker mode: a chief and two workers on loopback finish a search together."""
 import json
 import os
 import socket

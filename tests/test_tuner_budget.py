@@ -171,3 +171,13 @@ def test_an_algorithm_that_finds_nothing_feasible_stops_with_a_reason(digits_spa
     oracle = _drive(oracle, digits_space, 50)
     assert len(oracle.trials) < 50
     assert oracle.stop_reason.startswith("30 candidates in a row were over the budget")
+
+
+def test_mac_count_of_a_dense_subnet_by_hand(digits_space):
+    config = digits_space.make(32, 4, 1.0, 64, [2, 1], [4.0, 2.0])  # rank 1.0: every layer dense
+    n, e = 64, 64
+    blocks = sum(n * (e * 3 * a + a * e + e * h + h * e) + 2 * heads * n * n * 64
+                 for heads, a, h in ((2, 128, 256), (1, 64, 128)))
+    assert config.mac_count() == n * 4 * 4 * 3 * e + blocks + e * 10
+    low = digits_space.make(32, 4, 0.5, 64, [2, 1], [4.0, 2.0])
+    assert low.mac_count() < config.mac_count()

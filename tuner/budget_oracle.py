@@ -106,7 +106,8 @@ class MemoryBudgetMixin:
             for name, value in verdict.metrics().items():
                 trial.metrics.register(name, direction="min")
                 trial.metrics.update(name, value)
-            self._save_trial(trial)
+            # Saved with the trial's score (`update_trial`); a trial killed before that is run
+            # again after a resume and gets them here again.
         return trial
 
     def get_state(self):

@@ -228,4 +228,6 @@ def role() -> str:
     """`chief`, `worker` or `local`: this process's part in a KerasTuner search."""
     if not dist_utils.has_chief_oracle():
         return "local"
-    return "chief" if dist_utils.is_chief_oracle() else f"worker {os.environ['KERASTUNER_TUNER_ID']}"
+    if dist_utils.is_chief_oracle():
+        return "chief"
+    return f"worker {os.environ['KERASTUNER_TUNER_ID']}"

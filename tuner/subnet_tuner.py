@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 from keras_tuner.engine import base_tuner
+from keras_tuner.src.engine.stateful import Stateful
 
 from mcuformer_tf.data import ImageData
 from mcuformer_tf.evaluation import EVAL_BATCH, accuracy, traced_predict
@@ -78,6 +79,8 @@ class SubnetTuner(base_tuner.BaseTuner):
         return {"val_accuracy": score}
 
     def on_trial_end(self, trial):
-        super().on_trial_end(trial)
+        # As BaseTuner's, less its second write of the oracle's state: `end_trial` saved it.
+        self.oracle.end_trial(trial)
+        Stateful.save(self, self._get_tuner_fname())
         if self.on_trial_end_hook is not None:
             self.on_trial_end_hook(self, trial)
