@@ -40,7 +40,8 @@ def test_a_budget_nothing_fits_is_a_one_line_error(trained_run, tmp_path):
 
 
 def _trials(out):
-    """{trial id: (status, values, val_accuracy)} of a search directory."""
+    """{trial id: (status, values, val_accuracy, memory metrics)} of a search directory (a trial
+    under way has neither score nor memory metrics on disk yet)."""
     trials = {}
     for path in sorted(Path(out, "search").glob("trial_*/trial.json")):
         data = json.loads(path.read_text())
@@ -48,7 +49,7 @@ def _trials(out):
         score = metrics.get("val_accuracy", {}).get("observations", [{}])[0].get("value", [None])
         trials[data["trial_id"]] = (data["status"], data["hyperparameters"]["values"], score[0],
                                     {m: metrics[m]["observations"][0]["value"][0]
-                                     for m in ("arena", "flash", "macs")})
+                                     for m in ("arena", "flash", "macs") if m in metrics})
     return trials
 
 
@@ -132,3 +133,27 @@ def test_killed_tune_resumes_keeping_finished_trials(trained_run, tmp_path):
     assert all(trials[k] == v for k, v in kept.items())
     hashes = {json.dumps(v[1], sort_keys=True) for v in trials.values()}
     assert len(hashes) == total
+
+
+@pytest.mark.slow
+def test_best_subnet_measured_in_tflm_stays_within_budget(trained_run, tmp_path):
+    """The tuned subnet, exported and compiled: stock TFLM's measured arena (unfused plan) fits
+    the budget, and the compiler's fused plan is the non-persistent arena the oracle predicted."""
+    from mcuformer_tf.arena_search import find_arena
+    from mcuformer_tf.compiler.pipeline import compile_model
+    from mcuformer_tf.memory_model import memory_of
+
+    out, model = tmp_path / "t", tmp_path / "model.tflite"
+    result = run_cli("tune", "--supernet", trained_run.path, "--out", out, *BUDGET, "--trials", 8,
+                     "--memory-plan", "unfused", "--population", 4, "--parents", 2)
+    assert result.exit_code == 0, result.output
+    best = SubnetConfig.load(out / "best_config.json")
+    exported = run_cli("export", "--supernet", trained_run.path, "--config",
+                       out / "best_config.json", "--qat-epochs", 0, "-o", model)
+    assert exported.exit_code == 0, exported.output
+    target = resolve_target("custom", "72KiB", "1MiB")
+    measured = find_arena(model)
+    assert measured.arena + target.runtime_sram <= target.sram
+    assert model.stat().st_size + target.runtime_flash <= target.flash
+    compiled = compile_model(model.read_bytes())
+    assert compiled.plan.size == memory_of(best).fused.non_persistent
