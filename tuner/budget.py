@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.memory_model import Footprint, MemoryEstimate, memory_of
@@ -38,10 +38,7 @@ def parse_size(text: str, what: str = "size") -> int:
     if not match or unit not in _UNITS:
         raise McuformerError(f"{what} {text!r} is not a size: give a number and a unit, as in "
                              "320KiB, 1MiB, 0.5MB or 300000 (bytes)")
-    try:
-        value = Decimal(match.group(1)) * _UNITS[unit]
-    except InvalidOperation:  # pragma: no cover  (the pattern admits decimal numbers only)
-        raise McuformerError(f"{what} {text!r} is not a number") from None
+    value = Decimal(match.group(1)) * _UNITS[unit]  # the pattern admits decimal numbers only
     if value != int(value) or value < 1:
         raise McuformerError(f"{what} {text!r} is not a positive whole number of bytes")
     return int(value)

@@ -24,7 +24,6 @@ import time
 
 import keras_tuner as kt
 from keras_tuner.engine import trial as trial_module
-from keras_tuner.tuners import BayesianOptimization, GridSearch, RandomSearch  # noqa: F401
 
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.search_space import SearchSpace
