@@ -35,6 +35,9 @@ class Commands(click.Group):
 
 SPACE_HELP = f"Search space: a preset ({', '.join(PRESETS)}) or a .yaml/.json file."
 DEMO_QAT_EPOCHS = 4
+# The demo tunes for an STM32F746 whose application leaves the model 72 KiB of its SRAM: a
+# budget that rejects about half the digits space, so the search has to choose.
+DEMO_SRAM, DEMO_TRIALS = "72KiB", 60
 DATA_HELP = "Data: digits (built in), imagefolder:PATH (ImageNet layout), cifar10:PATH."
 
 
@@ -193,12 +196,91 @@ def export(run_path, config_spec, qat_epochs, output, seed):
     _export(run_path, config_spec, qat_epochs, output, seed)
 
 
+def _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_space=False):
+    """Check the budget and the run, then search; returns the TuneResult."""
+    from mcuformer_tf.run_dir import RunDir
+    from tuner.budget import Budget, check_space_fits, resolve_target
+
+    budget = Budget(resolve_target(target, sram, flash), memory_plan)
+    run = RunDir(run_path)
+    check_space_fits(run.space(), budget)
+    from tuner.search import format_table, role, tune
+
+    try:
+        result = tune(run, budget, out, settings, evolve_space=evolve_space, log=click.echo)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: the finished trials are kept in {out}; rerun the same command "
+                   "to resume", err=True)
+        raise SystemExit(130) from None
+    if role().startswith("worker"):
+        click.echo(f"{role()} ran {result.finished} trials ({result.eval_seconds:.1f} s scoring "
+                   "subnets); the chief holds the results")
+        return result
+    click.echo(f"{result.finished} trials finished, {result.checked} candidates checked against "
+               f"the budget, {result.rejected} rejected before a trial existed "
+               f"({result.seconds:.1f} s, {result.eval_seconds:.1f} s scoring subnets)")
+    if result.stop_reason:
+        click.echo(result.stop_reason)
+    if result.top:
+        click.echo(format_table(result))
+        click.echo(f"best subnet -> {result.best_file}")
+    return result
+
+
+@main.command("tune")
+@click.option("--supernet", "run_path", required=True,
+              type=click.Path(file_okay=False, path_type=Path), help="A training run directory.")
+@click.option("--target", default="stm32f746", show_default=True,
+              help="Board profile: stm32f746, stm32f746-disco, or custom (needs --sram and "
+                   "--flash).")
+@click.option("--sram", default=None, help="SRAM budget, e.g. 320KiB (default: the target's).")
+@click.option("--flash", default=None, help="Flash budget, e.g. 1MiB (default: the target's).")
+@click.option("--memory-plan", type=click.Choice(["fused", "unfused"]), default="fused",
+              show_default=True,
+              help="The arena the SRAM budget applies to: fused MCUF operators or stock TFLM.")
+@click.option("--algorithm", type=click.Choice(["evolution", "random", "bayesian", "grid"]),
+              default="evolution", show_default=True)
+@click.option("--trials", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Subnets to score (a rerun resumes up to this total).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Search directory (KerasTuner project, best_config.json, results.json).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--population", type=click.IntRange(min=2), default=20, show_default=True,
+              help="Evolution: random subnets before the first children.")
+@click.option("--parents", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Evolution: the top-k trials that children come from.")
+@click.option("--mutation-prob", type=click.FloatRange(0, 1), default=0.3, show_default=True)
+@click.option("--crossover-prob", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Evolution: share of children made by crossover (the rest by mutation).")
+@click.option("--fine-tune-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Fine-tune each subnet this many steps before scoring (0: inherited "
+                   "weights only).")
+@click.option("--evolve-space", is_flag=True,
+              help="First evolve the space over rank ratio and patch size (MCUFormer), then "
+                   "search the evolved space.")
+def tune_command(run_path, target, sram, flash, memory_plan, algorithm, trials, out, seed,
+                 population, parents, mutation_prob, crossover_prob, fine_tune_steps,
+                 evolve_space):
+    """Search a trained supernet for the most accurate subnets that fit a board's memory."""
+    from tuner.search import TuneSettings
+
+    settings = TuneSettings(algorithm=algorithm, trials=trials, seed=seed, population=population,
+                            parents=parents, mutation_prob=mutation_prob,
+                            crossover_prob=crossover_prob, fine_tune_steps=fine_tune_steps)
+    if parents > population:
+        raise McuformerError(f"--parents {parents} exceeds --population {population}")
+    _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_space)
+
+
 @main.command()
 @_train_options
 @click.option("--out", default=Path("runs/demo"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
 def demo(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, strategy, out):
-    """The whole chain on the built-in digits data (resumes a run already in --out)."""
+    """The whole chain on the built-in digits data (resumes a run already in --out).
+
+    Train, evaluate the largest and smallest subnets, tune within DEMO_SRAM, export the tuned
+    subnet, find its arena, report its memory and compile it."""
     from mcuformer_tf.run_dir import RunDir
 
     click.echo(f"== train the supernet ({out})")
@@ -206,9 +288,16 @@ def demo(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, st
            strategy, resume=RunDir(out).exists())
     click.echo("== evaluate extracted subnets")
     _evaluate(out, ["largest", "smallest"])
-    click.echo("== export the largest subnet: quantisation-aware fine-tuning, int8 .tflite")
+    click.echo(f"== tune: the most accurate subnet within {DEMO_SRAM} of SRAM ({DEMO_TRIALS} "
+               "trials, evolution)")
+    from tuner.search import TuneSettings
+
+    tuned = _tune(out, "stm32f746", DEMO_SRAM, None, "fused", out / "tune",
+                  TuneSettings(algorithm="evolution", trials=DEMO_TRIALS, seed=seed,
+                               population=10, parents=3))
+    click.echo("== export the tuned subnet: quantisation-aware fine-tuning, int8 .tflite")
     model = out / "model.tflite"
-    _export(out, "largest", DEMO_QAT_EPOCHS, model, seed)
+    _export(out, tuned.best_file, DEMO_QAT_EPOCHS, model, seed)
     context = click.get_current_context()
     click.echo("== the smallest TFLM arena that runs it")
     context.invoke(arena, model=model)

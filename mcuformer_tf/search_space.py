@@ -164,6 +164,21 @@ class SubnetConfig:
             count += sum(s.weight_count for s in self.linear_shapes(layer).values())
         return count + 2 * e + e * self.num_classes + self.num_classes  # final norm, head
 
+    def mac_count(self) -> int:
+        """Multiply-accumulates of one image through the extracted subnet, in closed form.
+
+        Patch embedding, every linear layer (one dense kernel or its two factors, per token),
+        the two attention matmuls (Q.K^T and A.V, per head and query row) and the head;
+        LayerNorm, softmax, QuickGELU and the residual adds are elementwise and not counted.
+        """
+        n, e = self.num_tokens, self.embed_dim
+        macs = n * self.patch_size ** 2 * 3 * e
+        for layer in range(self.depth):
+            for shape in self.linear_shapes(layer).values():
+                macs += n * (shape.weight_count - shape.out_dim)
+            macs += 2 * self.num_heads[layer] * n * n * HEAD_DIM
+        return macs + e * self.num_classes
+
     # -- (de)serialisation ----------------------------------------------------
     def to_dict(self) -> dict:
         return {

@@ -1,7 +1,8 @@
 """The demo's targets (slow: trains the digits supernet for the full demo schedule, then exports).
 
 Float subnets: largest >= 93%, smallest >= 85%. The exported int8 model in TFLM:
-within 1.5 points of its float subnet. The demo leaves the model and the memory plot.
+within 1.5 points of its float subnet. The demo tunes under its SRAM budget and exports the
+tuned subnet; it leaves the model and the memory plot.
 """
 import re
 import subprocess
@@ -23,5 +24,10 @@ def test_demo_reaches_its_accuracy_targets(tmp_path):
                          result.stdout)
     assert float(exported[2]) >= float(exported[1]) - 1.5
     assert re.search(r"^arena [\d,]+ bytes", result.stdout, re.M)
+    from mcuformer_tf.search_space import SubnetConfig
+
+    tuned = SubnetConfig.load(tmp_path / "demo" / "tune" / "best_config.json")
+    assert "rejected before a trial existed" in result.stdout
+    assert f"export {tuned.describe()}: " in result.stdout  # the export takes the tuned subnet
     assert (tmp_path / "demo" / "model.tflite").stat().st_size > 0
     assert (tmp_path / "demo" / "memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,183 @@
+"""Budgets of targets, and budget oracles that never start a trial over budget."""
+import random
+import tempfile
+
+import pytest
+
+from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.memory_model import memory_of
+from mcuformer_tf.search_space import SearchSpace
+from tuner.budget import (KIB, MIB, Budget, check_space_fits, footprint,
+                          fused_footprint_until_measured, least_memory_configs, parse_size,
+                          resolve_target)
+from tuner.hyperparameters import config_from_values
+
+
+@pytest.mark.parametrize("text, size", [("320KiB", 320 * 1024), ("1MiB", 1 << 20),
+                                        ("0.5MB", 500_000), ("300000", 300_000),
+                                        ("1.5 kib", 1536), ("16MiB", 16 << 20), ("2kB", 2000)])
+def test_sizes_parse_in_human_units(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text, message", [("320 parsecs", "is not a size"), ("KiB", "not a size"),
+                                           ("0.1B", "whole number"), ("0", "whole number"),
+                                           ("-5KiB", "not a size")])
+def test_bad_sizes_are_one_line_errors(text, message):
+    with pytest.raises(McuformerError, match=message):
+        parse_size(text, "--sram")
+
+
+def test_targets_and_overrides():
+    f746 = resolve_target("stm32f746")
+    assert (f746.sram, f746.flash, f746.external_flash) == (320 * KIB, MIB, 0)
+    disco = resolve_target("stm32f746-disco", flash="2MiB")
+    assert (disco.sram, disco.flash, disco.external_flash) == (320 * KIB, 2 * MIB, 16 * MIB)
+    custom = resolve_target("custom", "128KiB", "512KiB")
+    assert (custom.sram, custom.flash) == (128 * KIB, 512 * KIB)
+    with pytest.raises(McuformerError, match="^target custom needs both --sram and --flash"):
+        resolve_target("custom", "128KiB")
+    with pytest.raises(McuformerError, match="^unknown target 'stm32h7'"):
+        resolve_target("stm32h7")
+    with pytest.raises(McuformerError, match="leaves nothing for the arena"):
+        resolve_target("stm32f746", sram="8KiB")
+
+
+def test_fused_plan_takes_unfused_persistent_and_flash_only_where_missing(digits_space):
+    config = digits_space.largest()
+    estimate = memory_of(config)
+    fused = fused_footprint_until_measured(estimate)
+    assert fused.non_persistent == estimate.fused.non_persistent
+    assert fused.persistent == (estimate.fused.persistent if estimate.fused.persistent is not None
+                                else estimate.unfused.persistent)
+    assert fused.flash == (estimate.fused.flash if estimate.fused.flash is not None
+                           else estimate.unfused.flash)
+    assert footprint(config, "unfused") == estimate.unfused
+
+
+def test_check_sums_runtime_share_and_names_what_is_over(digits_space):
+    config = digits_space.largest()
+    used = footprint(config, "unfused")
+    exact = resolve_target("custom", f"{used.arena + 16 * KIB}", "1MiB")
+    verdict = Budget(exact, "unfused").check(config)
+    assert verdict.fits and verdict.sram_used == exact.sram
+    assert verdict.flash_used == used.flash + exact.runtime_flash
+    assert verdict.macs == config.mac_count() > 0
+    over = Budget(resolve_target("custom", f"{used.arena + 16 * KIB - 1}", "1MiB"), "unfused")
+    assert over.check(config).reason.startswith("SRAM ")
+
+
+def test_disco_puts_the_model_in_external_flash():
+    space = SearchSpace.load("deit-tiny-mcu")
+    with pytest.raises(McuformerError, match=r"fits stm32f746 \(fused plan\).*flash .* > 1.00 MiB"):
+        check_space_fits(space, Budget(resolve_target("stm32f746", sram="4MiB")))
+    disco = Budget(resolve_target("stm32f746-disco", sram="4MiB"))
+    check_space_fits(space, disco)
+    verdict = disco.check(space.smallest())
+    assert verdict.fits and verdict.flash_used == disco.target.runtime_flash
+
+
+def test_no_subnet_is_below_the_least_memory_configs(space):
+    least = [footprint(c, "fused") for c in least_memory_configs(space)]
+    for config in space.sample_many(300, seed=5):
+        used = footprint(config, "fused")
+        assert used.arena >= min(f.arena for f in least)
+        assert used.flash >= min(f.flash for f in least)
+
+
+# -- oracles ------------------------------------------------------------------------------------
+def _budget_rejecting_most(space):
+    """An SRAM budget at the 20th percentile of the fused arenas of random subnets."""
+    arenas = sorted(footprint(c, "fused").arena for c in space.sample_many(400, seed=9))
+    target = resolve_target("custom", str(arenas[len(arenas) // 5] + 16 * KIB), "1MiB")
+    return Budget(target, "fused")
+
+
+def _score(config):
+    """A deterministic objective that favours large subnets (pushes the search to the edge)."""
+    return config.mac_count() / 1e7 + random.Random(config.to_json()).random() / 100
+
+
+def _drive(oracle, space, trials):
+    oracle._set_project_dir(tempfile.mkdtemp(), "p")
+    oracle.verbose = 0
+    for _ in range(trials):
+        trial = oracle.create_trial("tuner0")
+        if trial.status != "RUNNING":
+            break
+        oracle.update_trial(trial.trial_id, {
+            "val_accuracy": _score(config_from_values(space, trial.hyperparameters.values))})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    return oracle
+
+
+@pytest.mark.parametrize("algorithm", [  # KerasTuner's Gaussian process steps take seconds each
+    "evolution", "random", "grid", pytest.param("bayesian", marks=pytest.mark.slow)])
+def test_no_trial_over_budget_is_ever_started(digits_space, algorithm):
+    from tuner.budget_oracle import make_oracle
+
+    budget = _budget_rejecting_most(digits_space)
+    assert sum(budget.check(c).fits for c in digits_space.sample_many(400, seed=1)) < 200
+    trials = 10 if algorithm == "bayesian" else 40  # its Gaussian process steps are slow
+    oracle = make_oracle(algorithm, digits_space, budget, max_trials=trials, seed=3)
+    if algorithm == "bayesian":
+        oracle.num_initial_points = 7
+    oracle = _drive(oracle, digits_space, trials)
+    assert len(oracle.trials) == trials
+    for trial in oracle.trials.values():
+        verdict = budget.check(config_from_values(digits_space, trial.hyperparameters.values))
+        assert verdict.fits
+        assert {m: trial.metrics.get_last_value(m) for m in ("arena", "flash", "macs")} == \
+            verdict.metrics()
+    assert oracle.checked == oracle.rejected + trials
+    if algorithm != "grid":  # the grid walks from the smallest subnets up: all fit early on
+        assert oracle.rejected > 0
+
+
+def test_counts_survive_a_reload(digits_space):
+    from tuner.budget_oracle import make_oracle
+
+    budget = _budget_rejecting_most(digits_space)
+    oracle = _drive(make_oracle("random", digits_space, budget, max_trials=10, seed=3),
+                    digits_space, 10)
+    again = make_oracle("random", digits_space, budget, max_trials=10, seed=3)
+    again._set_project_dir(oracle._directory, oracle._project_name)
+    again.reload()
+    assert (again.checked, again.rejected, len(again.trials)) == (
+        oracle.checked, oracle.rejected, 10)
+    other = make_oracle("random", digits_space, Budget(budget.target, "unfused"), 10, seed=3)
+    other._set_project_dir(oracle._directory, oracle._project_name)
+    with pytest.raises(McuformerError, match="made for another budget"):
+        other.reload()
+
+
+def test_a_space_with_no_feasible_subnet_is_refused_with_numbers(digits_space):
+    from tuner.budget_oracle import make_oracle
+
+    tiny = Budget(resolve_target("custom", "20KiB", "1MiB"))
+    with pytest.raises(McuformerError, match=r"^no subnet of space 'digits' fits custom .*SRAM"):
+        make_oracle("evolution", digits_space, tiny, max_trials=5)
+
+
+def test_an_algorithm_that_finds_nothing_feasible_stops_with_a_reason(digits_space):
+    from tuner.budget_oracle import make_oracle
+
+    # Only the subnets with the least arena fit: random draws almost never hit one.
+    least = min(footprint(c, "fused").arena for c in least_memory_configs(digits_space))
+    budget = Budget(resolve_target("custom", str(least + 16 * KIB), "1MiB"))
+    oracle = make_oracle("random", digits_space, budget, max_trials=50, seed=0)
+    oracle.max_rejections = 30
+    oracle = _drive(oracle, digits_space, 50)
+    assert len(oracle.trials) < 50
+    assert oracle.stop_reason.startswith("30 candidates in a row were over the budget")
+
+
+def test_mac_count_of_a_dense_subnet_by_hand(digits_space):
+    config = digits_space.make(32, 4, 1.0, 64, [2, 1], [4.0, 2.0])  # rank 1.0: every layer dense
+    n, e = 64, 64
+    blocks = sum(n * (e * 3 * a + a * e + e * h + h * e) + 2 * heads * n * n * 64
+                 for heads, a, h in ((2, 128, 256), (1, 64, 128)))
+    assert config.mac_count() == n * 4 * 4 * 3 * e + blocks + e * 10
+    low = digits_space.make(32, 4, 0.5, 64, [2, 1], [4.0, 2.0])
+    assert low.mac_count() < config.mac_count()

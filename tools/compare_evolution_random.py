@@ -1,0 +1,73 @@
+"""Evolution against random search with the same number of feasible subnets, same seeds.
+
+On a trained supernet (default: the demo's, runs/demo), under an SRAM budget that rejects at
+least half of the space: for each seed, the best val accuracy that the evolution oracle finds
+in --trials trials, and the best of --trials random subnets that fit the budget (drawn with the
+same seed), each scored the same way (inherited supernet weights, the val split).
+
+    python tools/compare_evolution_random.py [--supernet runs/demo] [--trials 60] [--seeds 0 1 2]
+        [--population 10] [--parents 3] [--reject 0.6]
+"""
+import argparse
+import random
+import tempfile
+from pathlib import Path
+
+from mcuformer_tf.data import load_data
+from mcuformer_tf.run_dir import RunDir
+from mcuformer_tf.training import load_supernet
+from tuner.budget import KIB, Budget, footprint, resolve_target
+from tuner.search import TuneSettings, tune
+from tuner.subnet_tuner import SubnetScorer
+
+
+def budget_rejecting(space, share: float) -> tuple[Budget, float]:
+    """An SRAM budget at the `1 - share` quantile of fused arenas; the share it rejects."""
+    sample = space.sample_many(2000, seed=7)
+    arenas = sorted(footprint(c, "fused").arena for c in sample)
+    budget = Budget(resolve_target(
+        "custom", str(arenas[int(len(arenas) * (1 - share))] + 16 * KIB), "1MiB"))
+    return budget, 1 - sum(budget.check(c).fits for c in sample) / len(sample)
+
+
+def random_feasible(space, budget, count, seed):
+    rng, found = random.Random(seed), []
+    while len(found) < count:
+        config = space.sample(rng)
+        if config not in found and budget.check(config).fits:
+            found.append(config)
+    return found
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--supernet", default="runs/demo")
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--population", type=int, default=10)
+    parser.add_argument("--parents", type=int, default=3)
+    parser.add_argument("--reject", type=float, default=0.6,
+                        help="share of the space the budget should reject (>= 0.5)")
+    args = parser.parse_args()
+    run = RunDir(args.supernet)
+    space = run.space()
+    budget, rejected = budget_rejecting(space, args.reject)
+    scorer = SubnetScorer(load_supernet(run), load_data(run.spec()["data"], max(space.image_size)))
+    print(f"budget: {budget.describe()}: rejects {rejected:.0%} of random subnets")
+    print(f"{'seed':>4} {'evolution':>10} {'random':>10}   ({args.trials} feasible subnets each)")
+    totals = [0.0, 0.0]
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory() as out:
+            evolved = tune(run, budget, Path(out), TuneSettings(
+                trials=args.trials, seed=seed, population=args.population, parents=args.parents),
+                           progress=False, log=lambda *_: None, scorer=scorer).top[0].accuracy
+        best_random = max(scorer(c) for c in random_feasible(space, budget, args.trials, seed))
+        totals[0] += evolved
+        totals[1] += best_random
+        print(f"{seed:>4} {evolved:>10.2%} {best_random:>10.2%}")
+    n = len(args.seeds)
+    print(f"{'mean':>4} {totals[0] / n:>10.2%} {totals[1] / n:>10.2%}")
+
+
+if __name__ == "__main__":
+    main()

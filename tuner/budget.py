@@ -1,0 +1,211 @@
+"""Memory budgets of a target board, and the check every candidate subnet must pass (DESIGN.md §6).
+
+A `Target` is a named profile: SRAM, internal flash, flash for weights outside
+the chip (the STM32F746-DISCO's 16 MiB QSPI) and the runtime's own share of
+both, which lies outside the TFLM arena and the model. A `Budget` is a target
+with the user's overrides and a memory plan: `unfused` (stock TFLM, builtins
+only) or `fused` (our MCUF operators and offline plan). `Budget.check(config)`
+predicts the subnet's arena and flash with the memory model (no conversion, no
+TFLM; thousands of configs per second) and says whether and why it fits:
+
+    SRAM:  arena + runtime SRAM          <= sram
+    flash: model + runtime code          <= flash            (weights on chip)
+           model <= external flash, runtime code <= flash    (weights in QSPI)
+
+Sizes given by a user are parsed by `parse_size`: `320KiB`, `1MiB`, `0.5MB`,
+`300000` (bytes); KiB = 1024 bytes, kB = 1000 bytes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.memory_model import Footprint, MemoryEstimate, memory_of
+from mcuformer_tf.search_space import SearchSpace, SubnetConfig
+
+KIB, MIB = 1024, 1024 * 1024
+_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
+          "kib": KIB, "mib": MIB, "gib": 1024 ** 3}
+MEMORY_PLANS = ("fused", "unfused")
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """Bytes in `text`: a number and an optional unit (B, kB, MB, GB, KiB, MiB, GiB)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    unit = match and match.group(2).lower()
+    if not match or unit not in _UNITS:
+        raise McuformerError(f"{what} {text!r} is not a size: give a number and a unit, as in "
+                             "320KiB, 1MiB, 0.5MB or 300000 (bytes)")
+    value = Decimal(match.group(1)) * _UNITS[unit]  # the pattern admits decimal numbers only
+    if value != int(value) or value < 1:
+        raise McuformerError(f"{what} {text!r} is not a positive whole number of bytes")
+    return int(value)
+
+
+def format_size(n: int) -> str:
+    return f"{n / MIB:.2f} MiB" if n >= MIB else f"{n / KIB:.1f} KiB"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A board: memory sizes and the runtime's share of them (outside the arena and the model).
+
+    `runtime_sram` is the main stack plus the TFLM objects outside the arena (MicroInterpreter,
+    MicroAllocator, op resolver) and the C library's data; `runtime_flash` is the code: TFLM's
+    runtime, the int8 kernels a ViT uses (builtins and MCUF ops), startup code and newlib.
+    """
+
+    name: str
+    sram: int
+    flash: int
+    external_flash: int  # bytes for the model outside the chip (0: the model sits in `flash`)
+    runtime_sram: int
+    runtime_flash: int
+    about: str
+
+
+# The runtime shares are the budget we hold the firmware to until the Cortex-M7 build of the
+# deploy step measures them (its .bss/.data/stack and .text): 16 KiB of SRAM (an 8 KiB main
+# stack, TFLM's objects outside the arena, newlib's data) and 160 KiB of code.
+_CORTEX_M7_RUNTIME = {"runtime_sram": 16 * KIB, "runtime_flash": 160 * KIB}
+TARGETS = {
+    "stm32f746": Target("stm32f746", 320 * KIB, MIB, 0, **_CORTEX_M7_RUNTIME,
+                        about="STM32F746: 320 KiB SRAM, 1 MiB internal flash"),
+    "stm32f746-disco": Target("stm32f746-disco", 320 * KIB, MIB, 16 * MIB, **_CORTEX_M7_RUNTIME,
+                              about="STM32F746G-DISCO: 320 KiB SRAM, 1 MiB flash for code, "
+                                    "the model in the board's 16 MiB QSPI flash"),
+}
+CUSTOM = "custom"
+
+
+def resolve_target(name: str, sram: str | None = None, flash: str | None = None) -> Target:
+    """A named profile with optional --sram/--flash overrides; `custom` needs both."""
+    if name == CUSTOM:
+        if sram is None or flash is None:
+            raise McuformerError("target custom needs both --sram and --flash")
+        base = replace(TARGETS["stm32f746"], name=CUSTOM, about="custom Cortex-M7 board")
+    elif name in TARGETS:
+        base = TARGETS[name]
+    else:
+        raise McuformerError(f"unknown target {name!r} (known: {', '.join(TARGETS)}, {CUSTOM})")
+    if sram is not None:
+        base = replace(base, sram=parse_size(sram, "--sram"))
+    if flash is not None:
+        base = replace(base, flash=parse_size(flash, "--flash"))
+    if base.runtime_sram >= base.sram:
+        raise McuformerError(f"--sram {format_size(base.sram)} leaves nothing for the arena: "
+                             f"the runtime outside it takes {format_size(base.runtime_sram)}")
+    if base.runtime_flash >= base.flash:
+        raise McuformerError(f"--flash {format_size(base.flash)} leaves nothing for the model: "
+                             f"the runtime code takes {format_size(base.runtime_flash)}")
+    return base
+
+
+def fused_footprint_until_measured(estimate: MemoryEstimate) -> Footprint:
+    """The fused model's footprint, its persistent tail and flash taken from the unfused model
+    where the memory model does not give them yet (`None`): the one place to drop once it does.
+    """
+    fused, unfused = estimate.fused, estimate.unfused
+    return Footprint(
+        fused.non_persistent,
+        unfused.persistent if fused.persistent is None else fused.persistent,
+        unfused.flash if fused.flash is None else fused.flash)
+
+
+def footprint(config: SubnetConfig, plan: str) -> Footprint:
+    """The predicted footprint of `config` under the `fused` or `unfused` memory plan."""
+    estimate = memory_of(config)
+    return estimate.unfused if plan == "unfused" else fused_footprint_until_measured(estimate)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Predicted bytes and cost of one subnet, and whether it fits the budget (else why not)."""
+
+    arena: int
+    flash: int  # the model (.tflite)
+    macs: int
+    sram_used: int  # arena + runtime SRAM
+    flash_used: int  # what lands in the internal flash
+    reason: str | None  # None: it fits
+
+    @property
+    def fits(self) -> bool:
+        return self.reason is None
+
+    def metrics(self) -> dict:
+        return {"arena": self.arena, "flash": self.flash, "macs": self.macs}
+
+
+@dataclass(frozen=True)
+class Budget:
+    target: Target
+    plan: str = "fused"
+
+    def __post_init__(self):
+        if self.plan not in MEMORY_PLANS:
+            raise McuformerError(f"unknown memory plan {self.plan!r} "
+                                 f"(use one of: {', '.join(MEMORY_PLANS)})")
+
+    def check(self, config: SubnetConfig) -> Verdict:
+        used = footprint(config, self.plan)
+        t = self.target
+        sram_used = used.arena + t.runtime_sram
+        reasons = []
+        if sram_used > t.sram:
+            reasons.append(f"SRAM {format_size(sram_used)} (arena {format_size(used.arena)} + "
+                           f"runtime {format_size(t.runtime_sram)}) > {format_size(t.sram)}")
+        if t.external_flash:
+            flash_used = t.runtime_flash
+            if used.flash > t.external_flash:
+                reasons.append(f"model {format_size(used.flash)} > external flash "
+                               f"{format_size(t.external_flash)}")
+        else:
+            flash_used = used.flash + t.runtime_flash
+            if flash_used > t.flash:
+                reasons.append(f"flash {format_size(flash_used)} (model "
+                               f"{format_size(used.flash)} + runtime code "
+                               f"{format_size(t.runtime_flash)}) > {format_size(t.flash)}")
+        return Verdict(used.arena, used.flash, config.mac_count(), sram_used, flash_used,
+                       "; ".join(reasons) or None)
+
+    def describe(self) -> str:
+        t = self.target
+        flash = (f"flash {format_size(t.flash)} for code, the model in "
+                 f"{format_size(t.external_flash)} external flash" if t.external_flash
+                 else f"flash {format_size(t.flash)}")
+        return (f"{t.name}: SRAM {format_size(t.sram)} (runtime {format_size(t.runtime_sram)} "
+                f"outside the arena), {flash} (runtime code {format_size(t.runtime_flash)}), "
+                f"{self.plan} memory plan")
+
+    def to_dict(self) -> dict:
+        return {"target": self.target.name, "sram": self.target.sram, "flash": self.target.flash,
+                "external_flash": self.target.external_flash,
+                "runtime_sram": self.target.runtime_sram,
+                "runtime_flash": self.target.runtime_flash, "memory_plan": self.plan}
+
+
+def least_memory_configs(space: SearchSpace) -> list[SubnetConfig]:
+    """Per (image, patch) pair and rank ratio, the subnet with the smallest choice elsewhere.
+
+    The arena and the flash grow with the width, depth, heads and MLP ratio, but not always with
+    the rank ratio (a low-rank layer adds a tensor and an operator where a dense one has none),
+    so every rank ratio is kept: when none of these fits, no subnet of the space fits.
+    """
+    depth = min(space.depth)
+    return [space.make(image, patch, ratio, min(space.embed_dim), [min(space.num_heads)] * depth,
+                       [min(space.mlp_ratio)] * depth)
+            for image, patch in space.image_patch_pairs() for ratio in space.rank_ratio]
+
+
+def check_space_fits(space: SearchSpace, budget: Budget) -> None:
+    """Raise a one-line error, with the numbers, when no subnet of `space` fits `budget`."""
+    verdicts = [(budget.check(c), c) for c in least_memory_configs(space)]
+    if any(v.fits for v, _ in verdicts):
+        return
+    verdict, config = min(verdicts, key=lambda vc: (vc[0].sram_used + vc[0].flash_used))
+    raise McuformerError(f"no subnet of space {space.name!r} fits {budget.target.name} "
+                         f"({budget.plan} plan): even the least, {config.describe()}, needs "
+                         f"{verdict.reason}")

@@ -1,0 +1,86 @@
+"""The subnet tuner: a KerasTuner `BaseTuner` whose trials score subnets of a trained supernet.
+
+KerasTuner's `Tuner` rejects tf_keras models (DESIGN.md §3), so this is a
+`BaseTuner` and `run_trial` does the work: it reads the trial's values as a
+`SubnetConfig`, makes it the supernet's active subnet (inherited weights, no
+training, no retracing) and returns its top-1 accuracy on the held-out val
+split. With `fine_tune_steps` the subnet is extracted and fine-tuned on the
+training split for that many steps first (slower: one new model per trial).
+The predicted arena, flash and MACs are already in the trial: the budget
+oracle wrote them when it created it.
+"""
+from __future__ import annotations
+
+import time
+
+from keras_tuner.engine import base_tuner
+from keras_tuner.src.engine.stateful import Stateful
+
+from mcuformer_tf.data import ImageData
+from mcuformer_tf.evaluation import EVAL_BATCH, accuracy, traced_predict
+from mcuformer_tf.search_space import SubnetConfig
+from mcuformer_tf.supernet import Supernet
+from tuner.hyperparameters import config_from_values
+
+FINE_TUNE_LR = 1e-4
+
+
+class SubnetScorer:
+    """Top-1 val accuracy of subnets of one supernet, optionally after a short fine-tune."""
+
+    def __init__(self, supernet: Supernet, data: ImageData, fine_tune_steps: int = 0,
+                 batch_size: int = 32, seed: int = 0):
+        self.supernet, self.data = supernet, data
+        self.fine_tune_steps, self.batch_size, self.seed = fine_tune_steps, batch_size, seed
+        self.predict = traced_predict(supernet)
+        self.val_batches = data.val_batches(EVAL_BATCH)
+
+    def __call__(self, config: SubnetConfig) -> float:
+        if self.fine_tune_steps:
+            return self._fine_tuned(config)
+        self.supernet.set_active(config)
+        return accuracy(self.predict, self.val_batches)
+
+    def _fine_tuned(self, config: SubnetConfig) -> float:
+        import tf_keras as keras
+
+        from mcuformer_tf.extract import extract_subnet
+
+        model = extract_subnet(self.supernet, config)
+        model.compile(optimizer=keras.optimizers.AdamW(FINE_TUNE_LR),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        train = self.data.train_batches(self.batch_size, seed=self.seed).repeat()
+        model.fit(train, steps_per_epoch=self.fine_tune_steps, epochs=1, verbose=0)
+        return accuracy(traced_predict(model),
+                        self.data.val_batches(EVAL_BATCH, config.image_size))
+
+
+class SubnetTuner(base_tuner.BaseTuner):
+    """Runs the trials of a budget oracle: each scores one subnet (see the module docstring).
+
+    `scorer` may be None in the chief of a distributed search, which runs no trial.
+    `on_trial_end_hook(tuner, trial)` is called after each trial is recorded (progress display).
+    """
+
+    def __init__(self, oracle, scorer: SubnetScorer | None, space, on_trial_end_hook=None,
+                 **kwargs):
+        super().__init__(oracle, **kwargs)
+        self.scorer, self.space = scorer, space
+        self.on_trial_end_hook = on_trial_end_hook
+        self.eval_seconds = 0.0
+        self.trials_run = 0
+
+    def run_trial(self, trial, *args, **kwargs):
+        config = config_from_values(self.space, trial.hyperparameters.values)
+        began = time.perf_counter()
+        score = self.scorer(config)
+        self.eval_seconds += time.perf_counter() - began
+        self.trials_run += 1
+        return {"val_accuracy": score}
+
+    def on_trial_end(self, trial):
+        # As BaseTuner's, less its second write of the oracle's state: `end_trial` saved it.
+        self.oracle.end_trial(trial)
+        Stateful.save(self, self._get_tuner_fname())
+        if self.on_trial_end_hook is not None:
+            self.on_trial_end_hook(self, trial)
