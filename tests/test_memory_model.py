@@ -21,8 +21,8 @@ CONFIGS = 50
 FAST_CONFIGS = 4  # checked in `make test`; the rest of the 50 in `make test-all` (slow)
 PERSISTENT_TOLERANCE = 1536  # bytes; the fit's worst over the measured exports is 1152 (deit)
 FLASH_TOLERANCE = 2048  # bytes; worst seen 1246 (digits)
-FUSED_FLASH_TOLERANCE = 128  # bytes; the fit's worst over the models it was fitted on: see
-# memory_model.FUSED_STRUCTURE_FIT
+FUSED_FLASH_TOLERANCE = 256  # bytes; the fit's worst over the 108 models it was fitted on
+# (these tests' configs among them) is 118 B: memory_model.FUSED_STRUCTURE_FIT
 
 
 def _fast_then_slow(count, fast):

@@ -15,7 +15,7 @@ compiles each (`compile_model`), then prints:
   values left, which are `memory_model.FUSED_PERSISTENT_FIXED` when the model is
   exact (one value).
 
-    python tools/fit_fused_memory.py [--digits 25] [--deit 4] [--cache DIR]
+    python tools/fit_fused_memory.py [--digits 50] [--deit 8] [--cache DIR]
 """
 import argparse
 import os
@@ -83,8 +83,8 @@ def samples(cache: Path, digits: int, deit: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--digits", type=int, default=25, help="configs per form")
-    parser.add_argument("--deit", type=int, default=4)
+    parser.add_argument("--digits", type=int, default=50, help="configs per form")
+    parser.add_argument("--deit", type=int, default=8)
     parser.add_argument("--cache", help="keep the converted models here (reused next run)")
     args = parser.parse_args()
     skip = host_runner_skip_reason()
