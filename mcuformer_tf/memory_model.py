@@ -44,7 +44,9 @@ uniform tensor). On a 32-bit target the sizeofs differ: the firmware's own
 arena search is the deployed figure.
 
 Fitted on those counts: the unfused persistent tail (the wheel's TFLM, 64-bit
-host) and the flash of both models. The compiled file holds its constants,
+host: a newer TFLM than any source tree here, whose sizeofs and allocation
+order cannot be read off as above; PERSISTENT_FIT states its error) and the
+flash of both models. The compiled file holds its constants,
 quantisation parameters, MCUF options and offline plan exactly as counted;
 FUSED_STRUCTURE_FIT covers the rest (flatbuffer tables, alignment, and the
 tensor names the converter chose, which depend on each layer's form), per
