@@ -661,16 +661,17 @@ def fused_graph_counts(config: SubnetConfig, trained: bool = True) -> FusedCount
         9 + 2 * trained)
     padding = _padding(p * p * 3 * d, 4 * d, n * d, 1, 4, 4, d * classes,
                        *[4 * classes, d, d] * trained)
-    embed = (tensors, data, padding, quantized, _align(8 * d),
+    outside_blocks = (tensors, data, padding, quantized, _align(8 * d),
              _patch_embed_options(config.image_size, p, d), 0, 0, 0, 0)
     blocks = [_fused_block_counts(n, d, heads, ratio, config.rank_ratio, trained)
               for heads, ratio in zip(config.num_heads, config.mlp_ratio)]
     (tensors, data, padding, quantized, arrays, options, qkv, proj, mlp,
-     multi) = map(sum, zip(embed, *blocks))
+     multi) = map(sum, zip(outside_blocks, *blocks))
     return FusedCounts(tensors=tensors, operators=1 + 2 * config.depth + 9 + 2 * trained,
                        blocks=config.depth, channel_arrays=arrays, classes=classes, data=data,
-                       padding=padding + _padding(4 * (3 + tensors)), quantized=quantized, options=options, low_rank_qkv=qkv,
-                       low_rank_proj=proj, low_rank_mlp=mlp, multi_head=multi, trained=trained)
+                       padding=padding + _padding(4 * (3 + tensors)), quantized=quantized,
+                       options=options, low_rank_qkv=qkv, low_rank_proj=proj, low_rank_mlp=mlp,
+                       multi_head=multi, trained=trained)
 
 
 @functools.lru_cache(maxsize=None)
