@@ -786,7 +786,8 @@ def fused_counted_bytes(counts: FusedCounts) -> int:
 
 def fused_flash_features(counts: FusedCounts) -> tuple:
     """What the structure fit multiplies: per block part, its count (the trained form apart,
-    whose biases and folded LayerNorms bring tensors with long converter names)."""
+    whose biases and folded LayerNorms bring tensors with long converter names), and the
+    blocks past the tenth (two-digit indices in their tensors' names)."""
     parts = (1, counts.blocks, counts.low_rank_qkv, counts.low_rank_proj, counts.low_rank_mlp)
     return (*parts, counts.multi_head, *(counts.trained * part for part in parts),
             max(0, counts.blocks - 10))
