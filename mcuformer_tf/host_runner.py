@@ -27,6 +27,8 @@ _SOURCE_SUFFIXES = {".c", ".cc", ".h", ".txt"}  # C/C++ sources and CMakeLists.t
 _RESOLVER_HEADER = "tensorflow/lite/micro/micro_mutable_op_resolver.h"
 _EXIT_USAGE = 2
 _EXIT_TFLM = 3
+ARENA_ALIGNMENT = 16
+GENEROUS_ARENA = 64 << 20
 _built: set[Path] = set()
 
 
@@ -175,3 +177,39 @@ def run_host(model_path: str | os.PathLike, input_bytes: bytes | None,
     if used is None or sorted(outputs) != list(range(len(outputs))):
         raise McuformerError(f"mcuf_run printed no complete result for {model_path}")
     return [outputs[index] for index in range(len(outputs))], used
+
+
+def find_host_arena(model_path: str | os.PathLike) -> tuple[int, int]:
+    """The smallest arena (a multiple of 16 bytes) with which the host runner allocates and
+    invokes the model, and TFLM's arena_used_bytes with it.
+
+    One run with a generous arena gives the usage; no smaller arena can hold it. Above it the
+    search gallops up (TFLM's planner borrows free arena while it plans), then bisects.
+    """
+    def used_with(arena: int) -> int | None:
+        try:
+            return run_host(model_path, None, arena)[1]
+        except TflmRunError:
+            return None
+
+    used = used_with(GENEROUS_ARENA)
+    if used is None:
+        raise McuformerError(f"TFLM does not run {model_path} in the host runner with a "
+                             f"{GENEROUS_ARENA >> 20} MiB arena")
+    failing = -(-used // ARENA_ALIGNMENT) * ARENA_ALIGNMENT - ARENA_ALIGNMENT
+    passing, passing_used, step = None, used, ARENA_ALIGNMENT
+    while passing is None:  # gallop: the usage, then 16, 64, 256 … bytes above it
+        trial = failing + step
+        result = used_with(trial) if trial < GENEROUS_ARENA else used
+        if result is None:
+            failing, step = trial, step * 4
+        else:
+            passing, passing_used = min(trial, GENEROUS_ARENA), result
+    while passing - failing > ARENA_ALIGNMENT:
+        middle = (failing + passing) // 2 // ARENA_ALIGNMENT * ARENA_ALIGNMENT
+        result = used_with(middle)
+        if result is None:
+            failing = middle
+        else:
+            passing, passing_used = middle, result
+    return passing, passing_used

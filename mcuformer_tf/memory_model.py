@@ -18,17 +18,46 @@ Exact (tests: real exports of both presets, TFLM's head in the wheel, the
 compiler's plan): the unfused non-persistent arena (its activations and
 MEAN's scratch through the planner `memory_report` replays, TFLM's
 GreedyMemoryPlanner), the fused one (as `compiler.plan` plans it: MCUF ops in
-place, the kernels' `*_get_buffer_size` as scratch), and `graph_counts`
-(tensors, operators, weight/bias/constant bytes, quantisation channels).
-Fitted on those counts: the unfused persistent tail (TFLM's, 64-bit host) and
-the flash (the .tflite). The fused model's persistent tail needs the TFLM glue
-of the MCUF ops, not written yet, and its flash the compiler's flexbuffer
-options: both None.
+place, the kernels' `*_get_buffer_size` as scratch), `graph_counts` (tensors,
+operators, weight/bias/constant bytes, quantisation channels) and
+`fused_graph_counts` (the same for the compiled model, and the exact length of
+the MCUF ops' flexbuffer options, rebuilt in the compiler's order).
+
+Fused persistent tail, exact for the host runner (TFLM tree 90b983c2 on 64-bit
+x86, our glue; tests with TFLM_ROOT: arena_used_bytes = plan + tail, to the
+byte): TFLM allocates from a 16-byte boundary one TfLiteEvalTensor (24 B) per
+tensor and one NodeAndRegistration (64 B) per operator in two 8-aligned
+arrays, then the head builtins' parsed options, each at its own alignment (the
+MCUF ops have none), then 16-aligned kernel buffers: each op's OpData
+(sizeof of the glue's structs: MCUF_ATTENTION 752, MCUF_MLP 768; TFLM's for
+the head's MEAN, SUB, MUL, ADD, RSQRT, FULLY_CONNECTED) and, per
+FULLY_CONNECTED layer inside an MCUF op, the patch embedding and the head, a
+multiplier and a shift per output channel; one ScratchBufferHandle (8 B) per
+scratch request. `fused_persistent` adds those up from the counts (the
+alignment simulated); what does not depend on the config (the allocator and
+planner objects, the interpreter's input/output TfLiteTensors, the patch
+embedding's OpData and its and the MEANs' scratch handles) is the one measured
+constant FUSED_PERSISTENT_FIXED, which `tools/fit_fused_memory.py` prints
+(a single value over every measured model). It assumes per-channel weights
+whose scales differ (the converter's; the glue keeps one multiplier for a
+uniform tensor). On a 32-bit target the sizeofs differ: the firmware's own
+arena search is the deployed figure.
+
+Fitted on those counts: the unfused persistent tail (the wheel's TFLM, 64-bit
+host: a newer TFLM than any source tree here, whose sizeofs and allocation
+order cannot be read off as above; PERSISTENT_FIT states its error) and the
+flash of both models. The compiled file holds its constants,
+quantisation parameters, MCUF options and offline plan exactly as counted;
+FUSED_STRUCTURE_FIT covers the rest (flatbuffer tables, alignment, and the
+tensor names the converter chose, which depend on each layer's form), per
+block part, within 118 B of every compiled export it was fitted on.
 
 Speed: the plans are cached per segment (a block half or the head, with the
 offset of the residual tensor it writes) and per distinct fused scratch set;
-the per-config work is a few dictionary look-ups per block. The caches grow
-with the distinct blocks of a search space (thousands of entries at most).
+the fused counts per block, the MCUF options' lengths per block form and
+number widths. The per-config work is a few dictionary look-ups per block. The
+caches grow with the distinct blocks of a search space (thousands of entries
+at most).
 """
 from __future__ import annotations
 
@@ -39,9 +68,11 @@ from mcuformer_tf import memory_report
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.memory_report import PlannedBuffer, greedy_plan
 from mcuformer_tf.search_space import (HEAD_DIM, LinearShape, SubnetConfig, keeps_dense,
-                                       low_rank, mlp_hidden)
+                                       mlp_hidden)
+from mcuformer_tf.search_space import low_rank as _exact_low_rank
 
 ALIGNMENT = memory_report.ALIGNMENT
+_low_rank = functools.lru_cache(maxsize=None)(_exact_low_rank)  # exact decimals are slow
 
 
 def _align(n: int) -> int:
@@ -181,7 +212,7 @@ def block_scratch(n: int, d: int, heads: int, mlp_ratio: float, rank_ratio: floa
     hd, h = heads * HEAD_DIM, mlp_hidden(d, mlp_ratio)
 
     def rank(i, o):
-        r = low_rank(i, o, rank_ratio)
+        r = _low_rank(i, o, rank_ratio)
         return 0 if keeps_dense(i, o, r) else r
 
     attention = 2 * n * hd + max(d, hd) + hd + max(d, n, rank(d, 3 * hd), rank(hd, d))
@@ -411,7 +442,7 @@ def _block_counts(n: int, d: int, heads: int, mlp_ratio: float, rank_ratio: floa
     hd, h = heads * HEAD_DIM, mlp_hidden(d, mlp_ratio)
 
     def shape(i, o):
-        return LinearShape(i, o, low_rank(i, o, rank_ratio))
+        return LinearShape(i, o, _low_rank(i, o, rank_ratio))
 
     def linear(i, o):
         return _linear_counts(shape(i, o), trained)
@@ -439,8 +470,9 @@ def graph_counts(config: SubnetConfig, trained: bool = True) -> GraphCounts:
     total = GraphCounts(  # image, CONV_2D (+ kernel, bias), RESHAPE, position ADD (+ table)
         tensors=7, operators=3, operands=4 + 3 + 3, channels=d, transposed=0,
         weights=p * p * 3 * d, biases=4 * d, other_constants=n * d, quantized=5 + 2 * d)
-    for heads, ratio in zip(config.num_heads, config.mlp_ratio):
-        total += _block_counts(n, d, heads, ratio, config.rank_ratio, trained)
+    blocks = [vars(_block_counts(n, d, heads, ratio, config.rank_ratio, trained)).values()
+              for heads, ratio in zip(config.num_heads, config.mlp_ratio)]
+    total = GraphCounts(*map(sum, zip(vars(total).values(), *blocks)))  # one sum per field
     total += _layer_norm_counts(n, d, trained) + _linear_counts(
         LinearShape(d, config.num_classes, d), trained) + GraphCounts(  # MEAN over tokens
             tensors=1, operators=1, operands=3, channels=0, transposed=0, weights=0, biases=0,
@@ -448,11 +480,205 @@ def graph_counts(config: SubnetConfig, trained: bool = True) -> GraphCounts:
     return total + _shared_constants(config)
 
 
+@dataclass(frozen=True)
+class FusedCounts:
+    """What the compiled .tflite holds, counted from the config (checked against compiled exports).
+
+    Per MCUF op the glue keeps one OpData; every FULLY_CONNECTED layer inside it and the patch
+    embedding keep a multiplier and a shift per output channel (`channel_arrays`: those arrays'
+    bytes, each rounded up to TFLM's 16), as TFLM does for per-channel weights whose scales differ.
+    """
+
+    tensors: int
+    operators: int
+    blocks: int  # MCUF_ATTENTION + MCUF_MLP pairs (the depth)
+    channel_arrays: int  # bytes, see above
+    classes: int  # output channels of the head's FULLY_CONNECTED (TFLM's own per-channel data)
+    data: int  # constant bytes (weights, biases, other constants; a shared buffer once)
+    padding: int  # bytes after the constants and the offline plan up to 16-byte multiples
+    quantized: int  # quantisation channels
+    options: int  # bytes of the MCUF ops' custom options (flexbuffers)
+    low_rank_qkv: int  # blocks whose qkv is a low-rank pair (two FULLY_CONNECTED layers)
+    low_rank_proj: int
+    low_rank_mlp: int  # fc1 and fc2 stay dense or not together (their shapes are transposed)
+    multi_head: int  # MCUF_ATTENTION ops with more than one head
+    trained: bool  # the trained form: biases, and LayerNorm gamma/beta unless folded away
+
+
+def _padding(*lengths) -> int:
+    """Bytes that pad buffers of these lengths to the writer's 16-byte alignment."""
+    return sum(-length % ALIGNMENT for length in lengths)
+
+
+def _fused_linear(shape, trained: bool) -> tuple:
+    """(constant tensors, constant bytes, their padding, quantisation channels, channel-array
+    bytes) of one linear inside an MCUF op: its kernel(s) and, in the trained form, its bias."""
+    kernels = [(shape.in_dim, shape.out_dim)] if shape.dense else [
+        (shape.in_dim, shape.rank), (shape.rank, shape.out_dim)]
+    channels = [o for _, o in kernels]
+    lengths = [i * o for i, o in kernels] + [4 * shape.out_dim] * trained
+    return (len(kernels) + trained, sum(lengths), _padding(*lengths),
+            sum(channels) + shape.out_dim * trained, sum(_align(8 * c) for c in channels))
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_block_counts(n: int, d: int, heads: int, mlp_ratio: float, rank_ratio: float,
+                        trained: bool) -> tuple:
+    """One MCUF_ATTENTION and one MCUF_MLP, their own constants and their two outputs: tensors,
+    data, padding, quantized, channel_arrays, options, low_rank_qkv/proj/mlp, multi_head."""
+    hd, h = heads * HEAD_DIM, mlp_hidden(d, mlp_ratio)
+    shapes = [LinearShape(i, o, _low_rank(i, o, rank_ratio))
+              for i, o in ((d, 3 * hd), (hd, d), (d, h), (h, d))]
+    linears = [_fused_linear(shape, trained) for shape in shapes]
+    affine = trained * ((not shapes[0].dense) + (not shapes[2].dense))  # else folded into the FC
+    return (sum(x[0] for x in linears) + 2 * affine + 2,
+            sum(x[1] for x in linears) + 2 * d * affine,
+            sum(x[2] for x in linears) + 2 * affine * _padding(d),
+            sum(x[3] for x in linears) + 2 * affine + 2,
+            sum(x[4] for x in linears),
+            _attention_options(n, d, heads, *shapes[:2], trained)
+            + _mlp_options(n, d, h, *shapes[2:], trained),
+            int(not shapes[0].dense), int(not shapes[1].dense), int(not shapes[2].dense),
+            int(heads > 1))
+
+
+def _width_class(value: int) -> int:
+    """A stand-in for `value` of the same flexbuffers width (1, 2 or 4 bytes)."""
+    return 1 if -128 <= value <= 127 else 128 if -32768 <= value <= 32767 else 32768
+
+
+def _options_bytes(kind: str, dims: dict, shapes: dict, inputs: set) -> int:
+    """Length of the flexbuffer options `fuse.custom_options` writes for a block of `kind` whose
+    intermediate tensors have `shapes` (role -> shape) and whose optional inputs are `inputs`.
+    The layout follows the order of insertion, so the maps are filled in the compiler's order
+    (steps in graph order). The length depends on each number's width only (a scale is a
+    float32, a zero point an int8), so the numbers are replaced by stand-ins of their width and
+    the lengths cached by those.
+    """
+    return _options_length(kind, tuple((k, _width_class(v)) for k, v in dims.items()),
+                           tuple((role, tuple(map(_width_class, shape)))
+                                 for role, shape in shapes.items()), frozenset(inputs))
+
+
+@functools.lru_cache(maxsize=None)
+def _options_length(kind: str, dims: tuple, shapes: tuple, inputs: frozenset) -> int:
+    from flatbuffers import flexbuffers
+
+    from mcuformer_tf.compiler import subgraphs
+
+    shapes = dict(shapes)
+    written = [role for step in subgraphs.STEPS[kind] for role in step.outputs if role in shapes]
+    has = {role: role in shapes for role in subgraphs.optional_roles(kind)}
+    has.update({role: role in inputs for role in subgraphs.FUSED[kind].optional_inputs})
+    return len(flexbuffers.Dumps({
+        "dims": dict(dims), "has": has, "scale": {role: 0.5 for role in written},
+        "zero_point": {role: 0 for role in written},
+        "shape": {role: list(shapes[role]) for role in written}, "reads": {}}))
+
+
+def _ln_shapes(n: int, d: int, affine: bool) -> dict:
+    shapes = {"ln_mean": [1, n, 1], "ln_centered": [1, n, d], "ln_squared": [1, n, d],
+              "ln_variance": [1, n, 1], "ln_variance_eps": [1, n, 1], "ln_rstd": [1, n, 1],
+              "ln_normalized": [1, n, d]}
+    if affine:
+        shapes.update(ln_scaled=[1, n, d], ln_out=[1, n, d])
+    return shapes
+
+
+def _linear_options(name: str, shape, trained: bool, n: int, shapes: dict, inputs: set) -> int:
+    """Adds a linear's down-projection tensor and optional inputs; returns its rank (0: dense).
+    A dense FULLY_CONNECTED on [1, N, in] keeps [1, N, out]; a factor pair writes [N, ·]."""
+    if not shape.dense:
+        shapes[f"{name}_down_out"] = [n, shape.rank]
+        inputs.add(f"{name}_down_weight")
+    if trained:
+        inputs.add(f"{name}_bias")
+    return 0 if shape.dense else shape.rank
+
+
+def _attention_options(n: int, d: int, heads: int, qkv, proj, trained: bool) -> int:
+    hd = heads * HEAD_DIM
+    affine = trained and not qkv.dense
+    shapes, inputs = _ln_shapes(n, d, affine), {"ln_gamma", "ln_beta"} if affine else set()
+    qkv_rank = _linear_options("qkv", qkv, trained, n, shapes, inputs)
+    shapes["qkv_out"] = [1, n, 3 * hd] if qkv.dense else [n, 3 * hd]
+    per_head = [1, heads, n, HEAD_DIM]
+    shapes.update(qkv_heads=[1, n, 3, heads, HEAD_DIM], qkv_transposed=[3, 1, heads, n, HEAD_DIM],
+                  q=per_head, k=per_head, v=per_head, scores=[1, heads, n, n],
+                  probs=[1, heads, n, n], context=per_head)
+    if heads > 1:
+        shapes.update(context_tokens=[1, n, heads, HEAD_DIM], context_flat=[n, hd])
+    proj_rank = _linear_options("proj", proj, trained, n, shapes, inputs)
+    shapes["proj_out"] = [n, d]
+    dims = {"tokens": n, "dim": d, "heads": heads, "head_dim": HEAD_DIM, "qkv_rank": qkv_rank,
+            "proj_rank": proj_rank}
+    return _options_bytes("attention", dims, shapes, inputs)
+
+
+def _mlp_options(n: int, d: int, h: int, fc1, fc2, trained: bool) -> int:
+    affine = trained and not fc1.dense
+    shapes, inputs = _ln_shapes(n, d, affine), {"ln_gamma", "ln_beta"} if affine else set()
+    fc1_rank = _linear_options("fc1", fc1, trained, n, shapes, inputs)
+    hidden = [1, n, h] if fc1.dense else [n, h]
+    shapes.update(fc1_out=hidden, gelu_scaled=hidden, gelu_sigmoid=hidden)
+    if not fc1.dense:
+        shapes["gelu_sigmoid_tokens"] = [1, n, h]
+    shapes["gelu_out"] = [1, n, h]
+    fc2_rank = _linear_options("fc2", fc2, trained, n, shapes, inputs)
+    shapes["fc2_out"] = [1, n, d] if fc2.dense else [n, d]
+    dims = {"tokens": n, "dim": d, "hidden": h, "fc1_rank": fc1_rank, "fc2_rank": fc2_rank}
+    return _options_bytes("mlp", dims, shapes, inputs)
+
+
+@functools.lru_cache(maxsize=None)
+def _patch_embed_options(image_size: int, patch_size: int, d: int) -> int:
+    grid = image_size // patch_size
+    dims = {"image_height": image_size, "image_width": image_size, "channels": 3,
+            "patch": patch_size, "tokens": grid * grid, "dim": d}
+    shapes = {"conv_out": [1, grid, grid, d], "tokens": [1, grid * grid, d]}
+    return _options_bytes("patch_embed", dims, shapes, {"conv_bias"})
+
+
+def fused_graph_counts(config: SubnetConfig, trained: bool = True) -> FusedCounts:
+    """Tensors, operators, constant bytes and TFLM per-channel arrays of the compiled model.
+
+    The compiled graph: MCUF_PATCH_EMBED (image, conv kernel and bias, position table), per
+    block MCUF_ATTENTION and MCUF_MLP (their kernels, biases and LayerNorm gamma/beta, one
+    LayerNorm epsilon and one QuickGELU factor shared by all, in one buffer: both quantise to
+    127), then the head as exported (LayerNorm builtins, MEAN over tokens, FULLY_CONNECTED).
+    `trained=False`: the fresh-weight form.
+    """
+    _check(config)
+    n, d, p, classes = config.num_tokens, config.embed_dim, config.patch_size, config.num_classes
+    trained = bool(trained)
+    # image, conv kernel and bias, position, tokens; epsilon, QuickGELU factor; LN axis, pool
+    # axis, FC kernel (+ bias, gamma, beta); LN's 7 activations (+ 2), pooled, logits
+    tensors = 5 + 2 + (3 + 3 * trained) + (9 + 2 * trained)
+    data = (p * p * 3 * d + 4 * d + n * d  # patch embedding
+            + 1  # epsilon and QuickGELU factor: one shared byte
+            + 4 + 4 + d * classes + (4 * classes + 2 * d) * trained)  # head
+    quantized = (1 + d + d + 1 + 1) + 2 + (classes + (classes + 2) * trained) + (
+        9 + 2 * trained)
+    padding = _padding(p * p * 3 * d, 4 * d, n * d, 1, 4, 4, d * classes,
+                       *[4 * classes, d, d] * trained)
+    outside_blocks = (tensors, data, padding, quantized, _align(8 * d),
+             _patch_embed_options(config.image_size, p, d), 0, 0, 0, 0)
+    blocks = [_fused_block_counts(n, d, heads, ratio, config.rank_ratio, trained)
+              for heads, ratio in zip(config.num_heads, config.mlp_ratio)]
+    (tensors, data, padding, quantized, arrays, options, qkv, proj, mlp,
+     multi) = map(sum, zip(outside_blocks, *blocks))
+    return FusedCounts(tensors=tensors, operators=1 + 2 * config.depth + 9 + 2 * trained,
+                       blocks=config.depth, channel_arrays=arrays, classes=classes, data=data,
+                       padding=padding + _padding(4 * (3 + tensors)), quantized=quantized,
+                       options=options, low_rank_qkv=qkv, low_rank_proj=proj, low_rank_mlp=mlp,
+                       multi_head=multi, trained=trained)
+
+
 @functools.lru_cache(maxsize=None)
 def _fc1(d: int, mlp_ratio: float, rank_ratio: float) -> tuple:
     """(hidden width, whether fc1 stays dense)."""
     h = mlp_hidden(d, mlp_ratio)
-    return h, keeps_dense(d, h, low_rank(d, h, rank_ratio))
+    return h, keeps_dense(d, h, _low_rank(d, h, rank_ratio))
 
 
 def _shared_constants(config: SubnetConfig) -> GraphCounts:
@@ -497,15 +723,103 @@ def _flash(counts: GraphCounts) -> int:
             + QUANTIZATION_BYTES * counts.quantized + structure)
 
 
+# The fused model's persistent tail in the host runner: TFLM tree 90b983c2 built for 64-bit x86
+# (TFLM_ROOT), our glue compiled with it. Each entry is a sizeof there (bytes).
+TFLM_HOST_SIZES = {
+    "eval_tensor": 24,  # TfLiteEvalTensor, one per tensor, one array (8-byte aligned)
+    "node": 64,  # NodeAndRegistration, one per operator, one array (8-byte aligned)
+    "scratch_handle": 8,  # ScratchBufferHandle, one per scratch request, one array
+    "MCUF_ATTENTION": 752,  # the glue's OpData: mcuf_attention_params and three ints
+    "MCUF_MLP": 768,  # mcuf_mlp_params and three ints
+}
+# Per builtin of the head: (OpData bytes, parsed builtin options (bytes, alignment)).
+TFLM_HOST_BUILTINS = {
+    "MEAN": (44, (1, 1)), "SUB": (52, (8, 4)), "MUL": (36, (4, 4)), "ADD": (60, (8, 4)),
+    "RSQRT": (28, None), "FULLY_CONNECTED": (64, (16, 4)),
+}
+_HEAD_OPS = ("MEAN", "SUB", "MUL", "MEAN", "ADD", "RSQRT", "MUL")
+_AFFINE_OPS = ("MUL", "ADD")
+# What does not depend on the config: TFLM's allocator, planner and builtin-data allocator, the
+# interpreter's input and output TfLiteTensors, MCUF_PATCH_EMBED's OpData, the scratch handles
+# of the patch embedding and the head's MEANs (measured: `python tools/fit_fused_memory.py`).
+FUSED_PERSISTENT_FIXED = 704
+
+
+def _tail_bytes(allocations) -> int:
+    """Bytes TFLM's persistent tail grows by for (size, alignment) allocations made in order
+    from a 16-byte boundary, up to the next 16-byte boundary (the next kernel buffer)."""
+    tail = 0
+    for size, alignment in allocations:
+        tail = (tail - size) // alignment * alignment
+    return -(tail // ALIGNMENT * ALIGNMENT)
+
+
+@functools.lru_cache(maxsize=None)
+def _head_tail(arrays: int, trained: bool) -> int:
+    """The tail's first allocations: `arrays` bytes of TfLiteEvalTensors and nodes, then the
+    head builtins' parsed options, then their OpData (the MCUF ops have neither options nor
+    builtin data). Cached by `arrays` modulo 16, what the alignment depends on."""
+    head = _HEAD_OPS + _AFFINE_OPS * trained + ("MEAN", "FULLY_CONNECTED")
+    parsed = [TFLM_HOST_BUILTINS[op][1] for op in head if TFLM_HOST_BUILTINS[op][1]]
+    return (_tail_bytes([(arrays, 8), *parsed]) - arrays
+            + sum(_align(TFLM_HOST_BUILTINS[op][0]) for op in head))
+
+
+def fused_persistent(counts: FusedCounts, fixed: int = FUSED_PERSISTENT_FIXED) -> int:
+    """TFLM's persistent tail for the compiled model in the host runner (module docstring)."""
+    sizes = TFLM_HOST_SIZES
+    arrays = sizes["eval_tensor"] * counts.tensors + sizes["node"] * counts.operators
+    blocks = counts.blocks * (2 * sizes["scratch_handle"] + _align(sizes["MCUF_ATTENTION"])
+                              + _align(sizes["MCUF_MLP"]))
+    head_channels = 2 * _align(4 * counts.classes)  # FULLY_CONNECTED's multipliers and shifts
+    return (fixed + arrays + _head_tail(arrays % ALIGNMENT, counts.trained) + blocks
+            + counts.channel_arrays + head_channels)
+
+
+def fused_counted_bytes(counts: FusedCounts) -> int:
+    """The compiled file's bytes the counts give exactly: constants, 12 B per quantisation
+    channel, the MCUF ops' options, the offline plan (three int32 then one per tensor), the
+    padding of those buffers."""
+    return (counts.data + counts.padding + QUANTIZATION_BYTES * counts.quantized
+            + counts.options + 4 * (3 + counts.tensors))
+
+
+def fused_flash_features(counts: FusedCounts) -> tuple:
+    """What the structure fit multiplies: per block part, its count (the trained form apart,
+    whose biases and folded LayerNorms bring tensors with long converter names), and the
+    blocks past the tenth (two-digit indices in their tensors' names)."""
+    parts = (1, counts.blocks, counts.low_rank_qkv, counts.low_rank_proj, counts.low_rank_mlp)
+    return (*parts, counts.multi_head, *(counts.trained * part for part in parts),
+            max(0, counts.blocks - 10))
+
+
+# Least-squares fit of the rest of the compiled file (tables, tensor names, alignment) on
+# `fused_flash_features`, over 108 compiled exports: 50 digits configs in the fresh-weight form,
+# 50 in the trained form, 8 deit-tiny-mcu ones (`python tools/fit_fused_memory.py`). Max |error|
+# of the whole file over them: 118 B.
+FUSED_STRUCTURE_FIT = (3323.308, 918.634, 132.134, 126.729, 291.16, 3.986, 720.672, 772.642,
+                       225.968, 18.043, 380.125, 9.023)
+
+
+def fused_flash(counts: FusedCounts) -> int:
+    """The compiled .tflite's size: the counted bytes and the structure fit, rounded to the 16
+    bytes the writer pads the file to (its constants are 16-byte aligned)."""
+    structure = sum(c * f for c, f in zip(FUSED_STRUCTURE_FIT, fused_flash_features(counts)))
+    return ALIGNMENT * round((fused_counted_bytes(counts) + structure) / ALIGNMENT)
+
+
 def memory_of(config: SubnetConfig, trained: bool = True) -> MemoryEstimate:
     """Arena and flash of the unfused (exported) and the fused (compiled) model of `config`.
 
-    Exact: both non-persistent arenas (TFLM's head; the compiler's plan). Fitted (see
-    PERSISTENT_FIT, STRUCTURE_FIT): the unfused persistent tail and the flash. Not known yet:
-    the fused model's persistent tail (the MCUF ops' TFLM glue is not written) and its flash.
-    `trained=False` models the fresh-weight export (LayerNorm gamma/beta and FC biases dropped).
+    Exact: both non-persistent arenas (TFLM's head; the compiler's plan) and the fused model's
+    persistent tail in the host runner (64-bit TFLM 90b983c2 with our glue). Fitted (see
+    PERSISTENT_FIT, STRUCTURE_FIT, FUSED_STRUCTURE_FIT): the unfused persistent tail (the
+    wheel's) and both flash sizes. `trained=False` models the fresh-weight export (LayerNorm
+    gamma/beta and FC biases dropped).
     """
     counts = graph_counts(config, trained)
     unfused = Footprint(unfused_non_persistent(config, trained), _persistent(counts),
                         _flash(counts))
-    return MemoryEstimate(unfused, Footprint(fused_non_persistent(config, trained), None, None))
+    fused = fused_graph_counts(config, trained)
+    return MemoryEstimate(unfused, Footprint(fused_non_persistent(config, trained),
+                                             fused_persistent(fused), fused_flash(fused)))

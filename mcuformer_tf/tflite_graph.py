@@ -88,7 +88,7 @@ class Graph:
     outputs: tuple
     metadata: dict  # name -> bytes
     size: int  # bytes of the whole file
-    buffer_bytes: int  # bytes of constant data (weights, biases, …) in it
+    buffer_bytes: int  # bytes of constant data (weights, biases, …); a shared buffer counts once
 
     def tensor(self, index: int) -> Tensor:
         return self.tensors[index]
@@ -195,7 +195,9 @@ def _parse(raw: bytes) -> Graph:
     for entry in model.metadata or []:
         name = entry.name.decode(errors="replace") if isinstance(entry.name, bytes) else str(entry.name)
         metadata[name] = _buffer_data(model, raw, entry.buffer) or b""
-    buffer_bytes = sum(t.nbytes for t in tensors if t.is_constant)
+    shared = {t_schema.buffer: t.nbytes for t, t_schema in zip(tensors, sub.tensors or [])
+              if t.is_constant}  # the converter gives equal constants one buffer
+    buffer_bytes = sum(shared.values())
     return Graph(tensors, operators, graph_inputs, graph_outputs, metadata, len(raw), buffer_bytes)
 
 

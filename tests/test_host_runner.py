@@ -196,6 +196,15 @@ def test_host_runner_output_bytes_equal_the_wheel(runner, small_int8_model):
         assert len(outputs[0]) == 5 and 0 < used < 1 << 20
 
 
+def test_find_host_arena_is_the_smallest_that_runs(runner, small_int8_model):
+    path = small_int8_model[0]
+    arena, used = host_runner.find_host_arena(path)
+    assert arena % 16 == 0 and 0 < used <= arena
+    assert host_runner.run_host(path, None, arena)[1] == used
+    with pytest.raises(host_runner.TflmRunError):
+        host_runner.run_host(path, None, arena - 16)
+
+
 def test_host_runner_equals_the_wheel_on_digits_subnets(runner, request, tmp_path):
     """The demo's ViT family (attention, LayerNorm, QuickGELU, all TFLM builtins), 10 random subnets."""
     from tflite_micro.python.tflite_micro import runtime

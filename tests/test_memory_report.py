@@ -85,7 +85,8 @@ def test_flash_split_adds_up_to_the_file_and_counts_shared_constants_once(models
                  if op.opcode in ("CONV_2D", "FULLY_CONNECTED") and len(op.inputs) > 2
                  and op.inputs[2] >= 0)
     assert flash.weights == weights and flash.biases == biases
-    assert 0 < flash.other_constants < graph.buffer_bytes - weights - biases  # shared buffers once
+    assert 0 < flash.other_constants == graph.buffer_bytes - weights - biases  # shared: once
+    assert graph.buffer_bytes < sum(t.nbytes for t in graph.tensors if t.is_constant)
     assert 0 < flash.quantization + flash.names < flash.structure
     assert flash.metadata > 0
 

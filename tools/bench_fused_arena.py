@@ -1,23 +1,37 @@
-"""Unfused vs fused non-persistent arena, from one run, for paper-scale ViTs and the demo subnet.
+"""Unfused vs fused arena, from one run, for paper-scale ViTs and the demo subnet.
 
 For each config (MCUFormer's paper scale: embed 192, 3 heads, MLP ratio 4,
 dense linears, image/patch 224/16, 240/24, 160/16, one block, 1000 classes;
 and the demo's largest digits subnet) the int8 model is converted with
-random calibration images, its non-persistent arena in stock TFLM is
-measured (the wheel, smallest arena that runs), then `mcuformer-tf compile`'s
-passes fuse and plan it and the fused non-persistent arena is read from the
-offline plan the arena executor runs (TFLM has no MCUF kernels without the
-user's TFLM tree, so the column says "plan"). Prints both and their ratio.
+random calibration images (fresh weights) and `mcuformer-tf compile`'s passes
+fuse it and plan its arena. Then, and the header line says which:
+
+- with TFLM_ROOT (the host runner over the user's TFLM, our glue registered):
+  both models are measured there, each the smallest arena with which TFLM
+  allocates and invokes it (persistent + non-persistent, one TFLM for both);
+- without it (no TFLM can run the MCUF ops): the non-persistent arenas, the
+  unfused one measured in the stock TFLM wheel (the head of its smallest
+  working arena), the fused one the compiler's offline plan, which the arena
+  executor runs.
+
+Prints both, their ratio, and the memory model's figure for the fused column
+(`memory_model.memory_of(config, trained=False)`: arena, or its
+non-persistent part).
 
     python tools/bench_fused_arena.py
 """
+import tempfile
+from pathlib import Path
+
 import mcuformer_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 
+from mcuformer_tf import memory_model
 from mcuformer_tf.arena_search import find_arena
 from mcuformer_tf.compiler.pipeline import compile_model
 from mcuformer_tf.convert import to_int8_tflite
 from mcuformer_tf.extract import extract_subnet
+from mcuformer_tf.host_runner import find_host_arena, host_runner_skip_reason
 from mcuformer_tf.search_space import SearchSpace, SubnetConfig
 from mcuformer_tf.supernet import Supernet
 
@@ -39,18 +53,45 @@ def int8_model(space, config, rng):
     return to_int8_tflite(extract_subnet(supernet, config), images)
 
 
+def host_runner_arenas(unfused: Path, fused: Path, config) -> tuple:
+    return (find_host_arena(unfused)[0], find_host_arena(fused)[0],
+            memory_model.memory_of(config, trained=False).fused.arena)
+
+
+def plan_arenas(unfused: Path, fused_plan: int, config) -> tuple:
+    return (find_arena(unfused).non_persistent, fused_plan,
+            memory_model.memory_of(config, trained=False).fused.non_persistent)
+
+
 def main():
     rng = np.random.default_rng(0)
     deit = SearchSpace.load("deit-tiny-mcu")
     digits = SearchSpace.load("digits")
     cases = [(f"paper {i}/{p}", deit, paper_config(i, p)) for i, p in PAPER_SCALE]
     cases.append(("demo (digits largest)", digits, digits.largest()))
-    print(f"{'model':<22} {'unfused KiB (TFLM)':>19} {'fused KiB (plan)':>17} {'fused/unfused':>14}")
-    for name, space, config in cases:
-        model = int8_model(space, config, rng)
-        unfused = find_arena(model).non_persistent
-        fused = compile_model(model).plan.size
-        print(f"{name:<22} {unfused / KIB:>19.1f} {fused / KIB:>17.1f} {fused / unfused:>14.2f}")
+    skip = host_runner_skip_reason()
+    if skip is None:
+        print("whole arenas (persistent + non-persistent): both models in the host runner "
+              "(TFLM_ROOT, our glue), the smallest arena that allocates and invokes each")
+    else:
+        print("non-persistent arenas: unfused in the stock TFLM wheel (head of its smallest "
+              "working arena), fused the compiler's offline plan that the arena executor runs "
+              f"(no host runner: {skip})")
+    print(f"{'model':<22} {'unfused KiB':>12} {'fused KiB':>10} {'fused/unfused':>14} "
+          f"{'memory model KiB':>17}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, (name, space, config) in enumerate(cases):
+            unfused = Path(tmp) / f"model{index}.tflite"
+            unfused.write_bytes(int8_model(space, config, rng))
+            compiled = compile_model(unfused.read_bytes())
+            fused = unfused.with_suffix(".fused.tflite")
+            fused.write_bytes(compiled.model_bytes)
+            if skip is None:
+                before, after, modelled = host_runner_arenas(unfused, fused, config)
+            else:
+                before, after, modelled = plan_arenas(unfused, compiled.plan.size, config)
+            print(f"{name:<22} {before / KIB:>12.1f} {after / KIB:>10.1f} "
+                  f"{after / before:>14.2f} {modelled / KIB:>17.1f}")
 
 
 if __name__ == "__main__":
