@@ -35,9 +35,9 @@ class Commands(click.Group):
 
 SPACE_HELP = f"Search space: a preset ({', '.join(PRESETS)}) or a .yaml/.json file."
 DEMO_QAT_EPOCHS = 4
-# The demo tunes for an STM32F746 whose application leaves the model 72 KiB of its SRAM: a
+# The demo tunes for an STM32F746 whose application leaves the model 34 KiB of its SRAM: a
 # budget that rejects about half the digits space, so the search has to choose.
-DEMO_SRAM, DEMO_TRIALS = "72KiB", 60
+DEMO_SRAM, DEMO_TRIALS = "34KiB", 60
 DATA_HELP = "Data: digits (built in), imagefolder:PATH (ImageNet layout), cifar10:PATH."
 
 

@@ -14,7 +14,7 @@ from mcuformer_tf.search_space import SubnetConfig
 from tuner.budget import Budget, resolve_target
 from tuner.hyperparameters import config_from_values
 
-BUDGET = ("--target", "custom", "--sram", "72KiB", "--flash", "1MiB")  # rejects about half
+BUDGET = ("--target", "custom", "--sram", "34KiB", "--flash", "1MiB")  # rejects about half
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -67,7 +67,7 @@ def test_tune_finds_subnets_within_budget_and_resumes_to_more_trials(trained_run
     trials = _trials(out)
     assert len(trials) == 10 and all(t[0] == "COMPLETED" for t in trials.values())
     assert all(trials[k] == v for k, v in kept.items())
-    space, budget = trained_run.space(), Budget(resolve_target("custom", "72KiB", "1MiB"))
+    space, budget = trained_run.space(), Budget(resolve_target("custom", "34KiB", "1MiB"))
     for status, values, score, metrics in trials.values():
         verdict = budget.check(config_from_values(space, values))
         assert verdict.fits and verdict.metrics() == metrics and 0 < score <= 1
@@ -80,7 +80,7 @@ def test_tune_finds_subnets_within_budget_and_resumes_to_more_trials(trained_run
     header = next(i for i, line in enumerate(table) if "val acc" in line)
     assert "arena" in table[header] and "MMACs" in table[header]
     assert table[header + 1].startswith(" 1 ")
-    changed = run_cli(*args, "--trials", "10", "--memory-plan", "unfused")
+    changed = run_cli(*args, "--trials", "10", "--sram", "320KiB")
     assert_one_line_error(changed, "holds a search with other settings (budget differ)")
 
 
@@ -151,7 +151,7 @@ def test_best_subnet_measured_in_tflm_stays_within_budget(trained_run, tmp_path)
     exported = run_cli("export", "--supernet", trained_run.path, "--config",
                        out / "best_config.json", "--qat-epochs", 0, "-o", model)
     assert exported.exit_code == 0, exported.output
-    target = resolve_target("custom", "72KiB", "1MiB")
+    target = resolve_target("custom", "34KiB", "1MiB")
     measured = find_arena(model)
     assert measured.arena + target.runtime_sram <= target.sram
     assert model.stat().st_size + target.runtime_flash <= target.flash

@@ -8,7 +8,7 @@ from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.memory_model import memory_of
 from mcuformer_tf.search_space import SearchSpace
 from tuner.budget import (KIB, MIB, Budget, check_space_fits, footprint,
-                          fused_footprint_until_measured, least_memory_configs, parse_size,
+                          least_memory_configs, parse_size,
                           resolve_target)
 from tuner.hyperparameters import config_from_values
 
@@ -43,16 +43,12 @@ def test_targets_and_overrides():
         resolve_target("stm32f746", sram="8KiB")
 
 
-def test_fused_plan_takes_unfused_persistent_and_flash_only_where_missing(digits_space):
+def test_a_plan_takes_its_footprint_of_the_memory_model(digits_space):
     config = digits_space.largest()
     estimate = memory_of(config)
-    fused = fused_footprint_until_measured(estimate)
-    assert fused.non_persistent == estimate.fused.non_persistent
-    assert fused.persistent == (estimate.fused.persistent if estimate.fused.persistent is not None
-                                else estimate.unfused.persistent)
-    assert fused.flash == (estimate.fused.flash if estimate.fused.flash is not None
-                           else estimate.unfused.flash)
+    assert footprint(config, "fused") == estimate.fused
     assert footprint(config, "unfused") == estimate.unfused
+    assert estimate.fused.arena < estimate.unfused.arena
 
 
 def test_check_sums_runtime_share_and_names_what_is_over(digits_space):
@@ -146,7 +142,8 @@ def test_counts_survive_a_reload(digits_space):
     again.reload()
     assert (again.checked, again.rejected, len(again.trials)) == (
         oracle.checked, oracle.rejected, 10)
-    other = make_oracle("random", digits_space, Budget(budget.target, "unfused"), 10, seed=3)
+    other = make_oracle("random", digits_space,
+                        Budget(resolve_target("custom", "320KiB", "1MiB"), "unfused"), 10, seed=3)
     other._set_project_dir(oracle._directory, oracle._project_name)
     with pytest.raises(McuformerError, match="made for another budget"):
         other.reload()

@@ -15,7 +15,7 @@ fuse it and plan its arena. Then, and the header line says which:
   executor runs.
 
 Prints both, their ratio, and the memory model's figure for the fused column
-(`memory_model.memory_of(config, trained=False)`: arena, or its
+(`memory_model.memory_of(config, trained=False, qat=False)`: arena, or its
 non-persistent part).
 
     python tools/bench_fused_arena.py
@@ -55,12 +55,12 @@ def int8_model(space, config, rng):
 
 def host_runner_arenas(unfused: Path, fused: Path, config) -> tuple:
     return (find_host_arena(unfused)[0], find_host_arena(fused)[0],
-            memory_model.memory_of(config, trained=False).fused.arena)
+            memory_model.memory_of(config, trained=False, qat=False).fused.arena)
 
 
 def plan_arenas(unfused: Path, fused_plan: int, config) -> tuple:
     return (find_arena(unfused).non_persistent, fused_plan,
-            memory_model.memory_of(config, trained=False).fused.non_persistent)
+            memory_model.memory_of(config, trained=False, qat=False).fused.non_persistent)
 
 
 def main():

@@ -93,7 +93,7 @@ def main():
         cache.mkdir(parents=True, exist_ok=True)
         rows, targets, fixed = [], [], Counter()
         for config, trained, fused, plan in samples(cache, args.digits, args.deit):
-            counts = memory_model.fused_graph_counts(config, trained)
+            counts = memory_model.fused_graph_counts(config, trained, qat=False)
             rows.append(memory_model.fused_flash_features(counts))
             targets.append(os.path.getsize(fused) - memory_model.fused_counted_bytes(counts))
             if skip is None:

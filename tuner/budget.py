@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory_model import Footprint, MemoryEstimate, memory_of
+from mcuformer_tf.memory_model import Footprint, memory_of
 from mcuformer_tf.search_space import SearchSpace, SubnetConfig
 
 KIB, MIB = 1024, 1024 * 1024
@@ -103,21 +103,10 @@ def resolve_target(name: str, sram: str | None = None, flash: str | None = None)
     return base
 
 
-def fused_footprint_until_measured(estimate: MemoryEstimate) -> Footprint:
-    """The fused model's footprint, its persistent tail and flash taken from the unfused model
-    where the memory model does not give them yet (`None`): the one place to drop once it does.
-    """
-    fused, unfused = estimate.fused, estimate.unfused
-    return Footprint(
-        fused.non_persistent,
-        unfused.persistent if fused.persistent is None else fused.persistent,
-        unfused.flash if fused.flash is None else fused.flash)
-
-
 def footprint(config: SubnetConfig, plan: str) -> Footprint:
     """The predicted footprint of `config` under the `fused` or `unfused` memory plan."""
     estimate = memory_of(config)
-    return estimate.unfused if plan == "unfused" else fused_footprint_until_measured(estimate)
+    return estimate.unfused if plan == "unfused" else estimate.fused
 
 
 @dataclass(frozen=True)
