@@ -217,6 +217,14 @@ def demo(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, st
     click.echo("== compile: fused MCUF operators and an offline arena plan")
     fused = out / "fused.tflite"
     context.invoke(compile_command, model=model, output=fused)
+    click.echo("== the MCUF kernels on an emulated Cortex-M7 (STM32F746 sizes)")
+    from mcuformer_tf.cortex_m7 import toolchain_missing
+
+    reason = toolchain_missing()
+    if reason:
+        click.echo(f"skipped: {reason}")
+    else:
+        context.invoke(kernel_test_command, model=model, build_dir=out / "kernel_test")
 
 
 def _checked_graph(model, allow_mcuf=False):
@@ -365,3 +373,42 @@ def compile_command(model, output):
     click.echo(f"flash (the .tflite): unfused {len(raw):,} B -> fused "
                f"{len(compiled.model_bytes):,} B")
     click.echo(f"-> {output}")
+
+
+@main.command("kernel-test")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "target_name", type=click.Choice(["stm32f746", "stm32f746-disco"]),
+              default="stm32f746", show_default=True,
+              help="Linker profile (the disco profile puts the weights in its external flash).")
+@click.option("--portable", is_flag=True, help="Build the kernels' portable C loops, not the DSP ones.")
+@click.option("--build-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("build/kernel_test"), show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input image.")
+def kernel_test_command(model, target_name, portable, build_dir, seed):
+    """Run every MCUF kernel of MODEL (unfused int8) on an emulated Cortex-M7 against the host build."""
+    import numpy as np
+
+    from mcuformer_tf import kernel_test
+    from mcuformer_tf.tflm_runtime import has_mcuf_ops
+
+    graph = _checked_graph(model, allow_mcuf=True)
+    if has_mcuf_ops(graph):
+        raise McuformerError(f"{model} already holds MCUF operators: give the unfused int8 model, "
+                             "whose blocks define the kernels and their inputs")
+    image = np.random.default_rng(seed).integers(-128, 128, graph.tensor(graph.inputs[0]).shape, np.int8)
+    cases = kernel_test.model_cases(model.read_bytes(), image)
+    result = kernel_test.run(cases, build_dir, target_name, dsp=not portable)
+    click.echo(f"{'case':<26}{'instructions':>14}{'MACs':>11}{'MAC/instr':>11}  Cortex-M7 vs host")
+    for case, ran in zip(cases, result.cases):
+        same = ran.output == case.expected.tobytes()
+        click.echo(f"{case.name:<26}{ran.instructions:>14,}{case.macs:>11,}"
+                   f"{case.macs / max(ran.instructions, 1):>11.3f}  {'same bytes' if same else ran.status}")
+    blocks = [(c, r) for c, r in zip(cases, result.cases) if c.kind in kernel_test.BUILDERS]
+    click.echo(f"fused kernels of one inference: {sum(r.instructions for _, r in blocks):,} instructions "
+               f"({'portable C' if portable else 'DSP'} loops, -icount shift=0)")
+    click.echo("linked for " + target_name + ": " + ", ".join(
+        f"{region} {used:,} B" for region, used in result.usage.items()))
+    failed = [r.name for c, r in zip(cases, result.cases) if r.output != c.expected.tobytes()]
+    if failed or result.exit_code != 0:
+        raise McuformerError(f"the Cortex-M7 differs from the host build on {', '.join(failed) or 'a case'} "
+                             f"(firmware exit code {result.exit_code})")
