@@ -44,6 +44,7 @@ bench: install toolchain
 	$(BIN)/python tools/bench_supernet_throughput.py
 	$(BIN)/python tools/bench_block_arena.py
 	$(BIN)/python tools/bench_fused_arena.py
+	$(BIN)/python tools/bench_cortex_m7.py
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache
