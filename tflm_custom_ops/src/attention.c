@@ -7,8 +7,9 @@
  *   qkv: dense, straight from wide; low-rank, the rank vector to narrow and
  *        the wanted columns of the second layer from there (pass 1: into K
  *        and V, pass 2: into query);
- *   per head: scores row -> narrow, softmax in place, context row -> its
- *        slice of wide (LN(x) is dead by then);
+ *   per head: scores row -> narrow, softmax in place (its exponentials
+ *        from a table of 256, made once per call on the stack: 1 KiB),
+ *        context row -> its slice of wide (LN(x) is dead by then);
  *   proj: mcuf_linear_row(wide, narrow): dense output in narrow, low-rank
  *        rank vector in narrow and output back in wide;
  *   ADD(x, proj output) -> x.
@@ -48,6 +49,7 @@ size_t mcuf_attention_get_buffer_size(const mcuf_attention_params *params) {
 mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
                            int8_t *scratch) {
     int32_t n, d, heads, head_dim, all_heads;
+    int32_t exp_table[256]; /* the softmax's exponentials, on the stack */
     int8_t *keys, *values, *wide, *query, *narrow;
     int32_t t, j;
     if (params == NULL || tokens == NULL || scratch == NULL ||
@@ -84,6 +86,7 @@ mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
     }
 
     /* Pass 2: one query row at a time, its result over its token. */
+    mcuf_softmax_exp_table(&params->softmax, exp_table);
     for (t = 0; t < n; ++t) {
         int8_t *x = tokens + (int64_t)t * d;
         if (mcuf_layer_norm_row(&params->ln, d, x, wide, narrow) != MCUF_OK) {
@@ -95,8 +98,8 @@ mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
             const int64_t head = (int64_t)j * n * head_dim;
             mcuf_batch_matmul_row(&params->scores, query + j * head_dim,
                                   head_dim, keys + head, n, narrow);
-            if (mcuf_softmax_row(&params->softmax, narrow, n, narrow) !=
-                MCUF_OK) {
+            if (mcuf_softmax_row_table(&params->softmax, exp_table, narrow, n,
+                                       narrow) != MCUF_OK) {
                 return MCUF_ERR_ARGUMENT;
             }
             mcuf_batch_matmul_row(&params->context, narrow, n, values + head,

@@ -412,9 +412,11 @@ static int32_t softmax_exp(const mcuf_softmax_params *p, int32_t diff) {
         SOFTMAX_SCALED_DIFF_INTEGER_BITS);
 }
 
-mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
-                             const int8_t *input, int32_t size,
-                             int8_t *output) {
+/* SOFTMAX over one row, exp(input - row max) from `table` (indexed by
+ * max - input) when it is not NULL, else computed. */
+static mcuf_status softmax_row(const mcuf_softmax_params *params,
+                               const int32_t *table, const int8_t *input,
+                               int32_t size, int8_t *output) {
     int8_t max_in_row = INT8_LOW;
     uint32_t sum_of_exps = 0;
     int num_bits_over_unit;
@@ -427,7 +429,9 @@ mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
     for (c = 0; c < size; ++c) {
         const int32_t diff = input[c] - max_in_row;
         if (diff >= params->diff_min) {
-            sum_of_exps += (uint32_t)rescale(softmax_exp(params, diff), 0,
+            const int32_t e =
+                table != NULL ? table[-diff] : softmax_exp(params, diff);
+            sum_of_exps += (uint32_t)rescale(e, 0,
                                              SOFTMAX_ACCUMULATION_INTEGER_BITS);
         }
     }
@@ -441,14 +445,37 @@ mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
     for (c = 0; c < size; ++c) {
         const int32_t diff = input[c] - max_in_row;
         if (diff >= params->diff_min) {
+            const int32_t e =
+                table != NULL ? table[-diff] : softmax_exp(params, diff);
             const int32_t unsaturated = mcuf_rounding_divide_by_pot(
-                srdhm(shifted_scale, softmax_exp(params, diff)), exponent);
+                srdhm(shifted_scale, e), exponent);
             output[c] = clamp_int8(unsaturated + INT8_LOW, INT8_LOW, INT8_HIGH);
         } else {
             output[c] = INT8_LOW;
         }
     }
     return MCUF_OK;
+}
+
+mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
+                             const int8_t *input, int32_t size,
+                             int8_t *output) {
+    return softmax_row(params, NULL, input, size, output);
+}
+
+void mcuf_softmax_exp_table(const mcuf_softmax_params *params,
+                            int32_t table[256]) {
+    int32_t d;
+    for (d = 0; d < 256; ++d) {
+        table[d] = -d >= params->diff_min ? softmax_exp(params, -d) : 0;
+    }
+}
+
+mcuf_status mcuf_softmax_row_table(const mcuf_softmax_params *params,
+                                   const int32_t table[256],
+                                   const int8_t *input, int32_t size,
+                                   int8_t *output) {
+    return softmax_row(params, table, input, size, output);
 }
 
 static int8_t batch_matmul_output(const mcuf_batch_matmul_params *params,
