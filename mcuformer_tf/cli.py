@@ -412,3 +412,65 @@ def kernel_test_command(model, target_name, portable, build_dir, seed):
     if failed or result.exit_code != 0:
         raise McuformerError(f"the Cortex-M7 differs from the host build on {', '.join(failed) or 'a case'} "
                              f"(firmware exit code {result.exit_code})")
+
+
+def _reference_outputs(model: Path, example):
+    """(where from, output bytes) of the model on `example` on the host: the host runner's TFLM when
+    it can be built, else the arena executor (fused) or the TFLM wheel (unfused)."""
+    from mcuformer_tf.host_runner import host_runner_skip_reason, run_host
+    from mcuformer_tf.tflm_runtime import DEFAULT_ARENA, has_mcuf_ops, run_tflm
+
+    raw = model.read_bytes()
+    if host_runner_skip_reason() is None:
+        blobs, _ = run_host(model, example.tobytes(), DEFAULT_ARENA)
+        return "the host runner's TFLM", blobs[0]
+    if has_mcuf_ops(_checked_graph(model, allow_mcuf=True)):
+        from mcuformer_tf.compiler.arena_executor import run_planned
+
+        return "the arena executor", run_planned(raw, [example])[0].tobytes()
+    return "the TFLM wheel", run_tflm(raw, example)[0].tobytes()
+
+
+@main.command("deploy")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "target_name", type=click.Choice(["stm32f746", "stm32f746-disco"]),
+              default="stm32f746", show_default=True,
+              help="stm32f746: 1 MiB flash; stm32f746-disco: the flatbuffer in the board's 16 MiB QSPI flash.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the generated project.")
+@click.option("--arena", type=click.IntRange(min=16), default=None,
+              help="Arena bytes (default: the smallest with which the host runner's TFLM runs the model).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the example input.")
+def deploy_command(model, target_name, output, arena, seed):
+    """Write a TFLM project for MODEL on an STM32F746; link and run it on the emulator given TFLM."""
+    import numpy as np
+
+    from mcuformer_tf import deploy
+
+    plan = deploy.plan(model, target_name, arena)
+    if plan.input.c_type != "int8_t":
+        raise McuformerError(f"the example input is int8; {model} takes {plan.input.c_type}")
+    example = np.random.default_rng(seed).integers(-128, 128, plan.input.shape, np.int8)
+    deploy.write(plan, model, output, example)
+    ops = [opcode for opcode, _ in plan.builtins] + plan.custom
+    click.echo(f"{model.name} on {plan.target.name}: {len(ops)} operators ({', '.join(ops)})")
+    click.echo(f"arena {plan.arena:,} B ({plan.arena_source}); SRAM {plan.ram:,} of {plan.target.ram:,} B "
+               f"with {plan.target.runtime_ram:,} B of stated runtime overhead")
+    where = f"external flash {plan.external_flash:,} of {plan.target.external_flash:,} B, " \
+        if plan.target.external_flash else ""
+    click.echo(f"flash: model {plan.model_bytes:,} B; {where}internal {plan.flash:,} of {plan.target.flash:,} B "
+               f"with {plan.target.runtime_flash:,} B of stated code")
+    click.echo(f"-> {output}/ ({', '.join(deploy.FILES)})")
+    reason = deploy.m7_library_missing()
+    if reason:
+        click.echo(f"full firmware: skipped: {reason}")
+        return
+    got, usage, instructions = deploy.build_and_run(output)
+    source, expected = _reference_outputs(model, example)
+    click.echo("linked for " + plan.target.name + ": " + ", ".join(
+        f"{region} {used:,} B" for region, used in usage.items()))
+    if got != expected:
+        raise McuformerError(f"the emulated Cortex-M7's output bytes {got.hex()} differ from {source}'s "
+                             f"{expected.hex()}")
+    click.echo(f"one inference on the emulated Cortex-M7: {instructions:,} instructions, output bytes "
+               f"equal to {source}'s ({got.hex()})")

@@ -29,6 +29,15 @@ CPU_FLAGS = ("-mcpu=cortex-m7", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard", "-mthum
 C_FLAGS = ("-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections")
 
 
+# The runtime outside TFLM's arena, stated for a deployed model (DESIGN.md §6): SRAM for the stack
+# (STACK_SIZE in sections.ld; the MCUF kernels' tables take 1.3 KiB of it) and TFLM's objects
+# (interpreter, op resolver, allocator: a few KiB of .bss), and flash for the code (TFLM with the
+# reference kernels of a ViT's builtins, the MCUF glue and kernels, newlib-nano). A generous
+# statement: the linker script checks the real sizes when the firmware is linked.
+RUNTIME_RAM = 24 * 1024
+RUNTIME_FLASH = 192 * 1024
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -36,6 +45,8 @@ class Target:
     ram: int  # bytes
     flash: int
     external_flash: int  # memory-mapped flash for weights (section .extflash), 0 if none
+    runtime_ram: int = RUNTIME_RAM
+    runtime_flash: int = RUNTIME_FLASH
 
 
 TARGETS = {
@@ -93,9 +104,13 @@ def build(sources, elf: Path, target_name: str = "stm32f746", include_dirs=(), d
                 f"{region} overflowed by {int(n)} bytes" for region, n in overflow))
         lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
         raise McuformerError(f"arm-none-eabi-gcc failed: {(lines or result.stderr.splitlines() or ['?'])[0]}")
-    usage = {region: _region_bytes(size, unit) for region, size, unit in
-             re.findall(r"^\s*(\w+):\s+([\d.]+) (B|KB|MB|GB)\s", result.stdout, re.MULTILINE)}
-    return Firmware(elf, usage)
+    return Firmware(elf, parse_usage(result.stdout))
+
+
+def parse_usage(linker_output: str) -> dict:
+    """Memory region -> bytes used, from the output of ld's --print-memory-usage."""
+    return {region: _region_bytes(size, unit) for region, size, unit in
+            re.findall(r"^\s*(\w+):\s+([\d.]+) (B|KB|MB|GB)\s", linker_output, re.MULTILINE)}
 
 
 @dataclass
