@@ -149,7 +149,7 @@ def plan(model_path: Path, target_name: str, arena: int | None = None) -> Deploy
         problems.append(f"SRAM: arena {arena:,} B + runtime {target.runtime_ram:,} B = {deployment.ram:,} B "
                         f"> {target.ram:,} B")
     if flash > target.flash:
-        problems.append(f"flash: " + ("" if target.external_flash else f"model {model_bytes:,} B + ") +
+        problems.append("flash: " + ("" if target.external_flash else f"model {model_bytes:,} B + ") +
                         f"code {target.runtime_flash:,} B = {flash:,} B > {target.flash:,} B")
     if external > target.external_flash and target.external_flash:
         problems.append(f"external flash: model {external:,} B > {target.external_flash:,} B")
