@@ -217,9 +217,15 @@ def demo(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, st
     click.echo("== compile: fused MCUF operators and an offline arena plan")
     fused = out / "fused.tflite"
     context.invoke(compile_command, model=model, output=fused)
-    click.echo("== the MCUF kernels on an emulated Cortex-M7 (STM32F746 sizes)")
     from mcuformer_tf.cortex_m7 import toolchain_missing
+    from mcuformer_tf.deploy import m7_library_missing
 
+    if m7_library_missing() is None:
+        click.echo("== deploy: the fused model as full firmware on an emulated Cortex-M7 (STM32F746)")
+        context.invoke(deploy_command, model=fused, output=out / "deploy")
+        return
+    click.echo("== the MCUF kernels on an emulated Cortex-M7 (STM32F746 sizes; full firmware: "
+               f"{m7_library_missing()})")
     reason = toolchain_missing()
     if reason:
         click.echo(f"skipped: {reason}")

@@ -4,9 +4,9 @@
 builds each block's kernel parameters with mcuf_kernels (as TFLM's Prepare derives them), takes each
 kernel's input from the numpy TFLM model's run of `image` and its expected output from the host build
 of libmcuf (ctypes), and adds cases for the linear inner loops of the first attention and MLP (a
-low-rank or dense layer, q·kᵀ and probs·v rows). `render` writes them as C (jinja2 template
-templates/cortex_m7/kernel_vectors.c.j2: the parameter structs with their constant arrays, inputs,
-expected bytes, one arena); `run` builds tflm_custom_ops/cortex_m7/kernel_test.c with it (cortex_m7),
+low-rank or dense layer, q·kᵀ and probs·v rows, v transposed as the kernel keeps it). `render`
+writes them as C (jinja2 template templates/cortex_m7/kernel_vectors.c.j2: the parameter structs
+with their constant arrays, inputs, expected bytes, one arena); `run` builds tflm_custom_ops/cortex_m7/kernel_test.c with it (cortex_m7),
 boots it in qemu and returns per case the status, the output bytes it computed and its instruction
 count, with the MACs the unfused graph does for the same work.
 """
@@ -119,7 +119,9 @@ def model_cases(model_bytes: bytes, image: np.ndarray, prefix: str = "m", inner_
             cases.append(_linear_case(f"{prefix}.{kind}0.{linear}", layer, case.input, case.arrays))
         p = next(c for c in cases if c.kind == "attention").params
         cases.append(_matmul_case(f"{prefix}.attention0.scores", p.scores, p.head_dim, p.tokens, rng))
-        cases.append(_matmul_case(f"{prefix}.attention0.context", p.context, p.tokens, p.head_dim, rng))
+        context = mcuf_kernels.BatchMatmulParams.from_buffer_copy(p.context)
+        context.rhs_transposed = 1  # as MCUF_ATTENTION runs it: V transposed in its scratch
+        cases.append(_matmul_case(f"{prefix}.attention0.context", context, p.tokens, p.head_dim, rng))
     return cases
 
 
