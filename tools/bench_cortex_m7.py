@@ -8,14 +8,15 @@ Prints, from one run of the kernel test firmware built twice (DSP loops, portabl
 2. per MCUF kernel of the demo's largest digits subnet (fresh weights; the instruction counts do not
    depend on the weights' values): instructions, the MACs the unfused graph does for the same result,
    MACs per instruction, and the portable/DSP instruction ratio;
-3. instructions of the fused kernels of one inference; the unfused model on stock TFLM needs a
-   Cortex-M7 TFLM library (`mcuformer-tf deploy`), which this benchmark does not build.
+3. instructions of the fused kernels of one inference; with TFLM_ROOT and TFLM_M7_LIB (a Cortex-M7
+   TFLM library, see README "Put it on a board"), also one whole inference of the fused model and
+   of the unfused one (stock TFLM's kernels: reference, or CMSIS-NN if the library was built with
+   them) as deployed firmware, and their ratio.
 
     python tools/bench_cortex_m7.py
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import tempfile
@@ -55,7 +56,7 @@ def loop_cases(rng) -> list:
     return cases
 
 
-def demo_model_cases() -> list:
+def demo_model() -> bytes:
     from mcuformer_tf.convert import to_int8_tflite
     from mcuformer_tf.extract import extract_subnet
     from mcuformer_tf.search_space import SearchSpace
@@ -65,9 +66,24 @@ def demo_model_cases() -> list:
     supernet = Supernet(space)
     supernet(np.zeros((1, 32, 32, 3), np.float32))
     images = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 3)).astype(np.float32)
-    model = to_int8_tflite(extract_subnet(supernet, space.largest()), images)
-    image = np.random.default_rng(1).integers(-128, 128, (1, 32, 32, 3), np.int8)
-    return kernel_test.model_cases(model, image, prefix="largest", inner_loops=False)
+    return to_int8_tflite(extract_subnet(supernet, space.largest()), images)
+
+
+def whole_inferences(model: bytes, folder: Path) -> dict:
+    """Instructions of one inference of the unfused and the fused model as deployed firmware."""
+    from mcuformer_tf import deploy
+    from mcuformer_tf.compiler.pipeline import compile_model
+
+    paths = {"unfused": folder / "unfused.tflite", "fused": folder / "fused.tflite"}
+    paths["unfused"].write_bytes(model)
+    paths["fused"].write_bytes(compile_model(model).model_bytes)
+    example = np.random.default_rng(1).integers(-128, 128, (1, 32, 32, 3), np.int8)
+    counts = {}
+    for name, path in paths.items():
+        plan = deploy.plan(path, "stm32f746")
+        deploy.write(plan, path, folder / name, example)
+        _, _, counts[name] = deploy.build_and_run(folder / name)
+    return counts
 
 
 def main() -> int:
@@ -76,7 +92,10 @@ def main() -> int:
         print(f"skipped: {reason}")
         return 0
     rng = np.random.default_rng(0)
-    loops, kernels = loop_cases(rng), demo_model_cases()
+    model = demo_model()
+    image = np.random.default_rng(1).integers(-128, 128, (1, 32, 32, 3), np.int8)
+    loops = loop_cases(rng)
+    kernels = kernel_test.model_cases(model, image, prefix="largest", inner_loops=False)
     cases = loops + kernels
     with tempfile.TemporaryDirectory() as build:
         runs = {dsp: kernel_test.run(cases, Path(build), dsp=dsp) for dsp in (True, False)}
@@ -107,7 +126,16 @@ def main() -> int:
     print(f"3. fused kernels of one inference: {total[True]:,} instructions with the DSP loops, "
           f"{total[False]:,} portable ({total[False] / total[True]:.2f}x); "
           f"{sum(c.macs for c in kernels) / total[True]:.3f} MAC/instr")
-    print("   unfused on stock TFLM: not measured here (needs TFLM_ROOT and a Cortex-M7 TFLM library)")
+    from mcuformer_tf.deploy import m7_library_missing
+
+    reason = m7_library_missing()
+    if reason:
+        print(f"   whole inferences as firmware: skipped: {reason}")
+        return 0
+    with tempfile.TemporaryDirectory() as folder:
+        whole = whole_inferences(model, Path(folder))
+    print(f"   whole inference as firmware (TFLM_M7_LIB's kernels): unfused {whole['unfused']:,}, fused "
+          f"{whole['fused']:,} instructions: fused / unfused = {whole['fused'] / whole['unfused']:.2f}")
     return 0
 
 
