@@ -87,6 +87,17 @@ def _linear_case(name: str, layer, x: np.ndarray, arrays: list) -> Case:
     return Case(name, "linear", layer, arrays, x, out, layer.input_depth * layer.output_depth)
 
 
+def synthetic_linear_case(name: str, depth: int, outputs: int, input_offset: int, weights_offset: int,
+                          rng) -> Case:
+    """A FULLY_CONNECTED row of random int8 weights [outputs, depth] and input, per-tensor requantised:
+    for the dot product's edge cases (zero points at the int8 ends, odd depths) and for timing it."""
+    weights = rng.integers(-128, 128, (outputs, depth), dtype=np.int8)
+    params = mcuf_kernels.FcParams(input_offset=input_offset, weights_offset=weights_offset, output_offset=-2,
+                                   activation_min=-128, activation_max=127, multiplier=1 << 30, shift=-9)
+    layer = mcuf_kernels.FcLayer(params, weights.ctypes.data_as(mcuf_kernels._P8), None, depth, outputs)
+    return _linear_case(name, layer, rng.integers(-128, 128, depth, dtype=np.int8), [weights])
+
+
 def _matmul_case(name: str, params, depth: int, columns: int, rng) -> Case:
     lhs = rng.integers(-128, 128, depth, dtype=np.int8)
     rhs = rng.integers(-128, 128, depth * columns, dtype=np.int8)

@@ -35,20 +35,10 @@ SCORE_DEPTHS = (64, 128)
 SCORE_COLUMNS = 64
 
 
-def _fc_layer(depth: int, rng) -> tuple:
-    weights = rng.integers(-128, 128, (OUTPUTS, depth), dtype=np.int8)
-    params = mcuf_kernels.FcParams(input_offset=3, weights_offset=0, output_offset=-2, activation_min=-128,
-                                   activation_max=127, multiplier=1 << 30, shift=-9)
-    layer = mcuf_kernels.FcLayer(params, weights.ctypes.data_as(mcuf_kernels._P8), None, depth, OUTPUTS)
-    return layer, [weights]
-
-
 def loop_cases(rng) -> list:
     cases = []
     for depth in LINEAR_DEPTHS:
-        layer, arrays = _fc_layer(depth, rng)
-        x = rng.integers(-128, 128, depth, dtype=np.int8)
-        cases.append(kernel_test._linear_case(f"loop.linear{depth}", layer, x, arrays))
+        cases.append(kernel_test.synthetic_linear_case(f"loop.linear{depth}", depth, OUTPUTS, 3, 0, rng))
     scores = mcuf_kernels.BatchMatmulParams(lhs_offset=5, rhs_offset=-1, output_offset=0, multiplier=1 << 30,
                                             shift=-9, rhs_transposed=1)
     for depth in SCORE_DEPTHS:
