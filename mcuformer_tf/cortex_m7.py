@@ -94,7 +94,7 @@ def build(sources, elf: Path, target_name: str = "stm32f746", include_dirs=(), d
     command = ["arm-none-eabi-gcc", *CPU_FLAGS, *C_FLAGS, *([] if dsp else ["-DMCUF_PORTABLE"]),
                *extra_flags, f"-I{INCLUDE_DIR}", f"-I{RUNTIME_DIR}", *(f"-I{d}" for d in include_dirs),
                *map(str, LIBRARY_SOURCES), *map(str, RUNTIME_SOURCES), *map(str, sources),
-               "-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections", f"-L{RUNTIME_DIR}",
+               "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections", f"-L{RUNTIME_DIR}",
                f"-T{RUNTIME_DIR / chip.linker_script}", "-Wl,--print-memory-usage", "-o", str(elf)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:

@@ -85,8 +85,8 @@ def _align(n: int) -> int:
 
 def tuned_arena(model_path: Path) -> int:
     """The smallest arena (a multiple of 16 bytes) with which the host runner allocates and invokes."""
-    from mcuformer_tf.host_runner import run_host
-    from mcuformer_tf.tflm_runtime import DEFAULT_ARENA, TflmRunError
+    from mcuformer_tf.host_runner import TflmRunError, run_host
+    from mcuformer_tf.tflm_runtime import DEFAULT_ARENA
 
     _, used = run_host(model_path, None, DEFAULT_ARENA)
     low, high = 0, _align(used)  # low fails (or is 0), high runs

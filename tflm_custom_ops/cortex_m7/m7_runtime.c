@@ -61,6 +61,10 @@ void mcuf_m7_counter_start(void) {
     SYST_RVR = SYSTICK_RELOAD;
     SYST_CVR = 0;
     SYST_CSR = SYSTICK_ENABLE_INTERRUPT_PROCESSOR_CLOCK;
+    /* The counter reads 0 until its first tick reloads it; mcuf_m7_ticks
+     * reads 0 as the end of a period, so wait for that reload. */
+    while (SYST_CVR == 0u) {
+    }
 }
 
 void SysTick_Handler(void);

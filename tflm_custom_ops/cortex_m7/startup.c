@@ -1,7 +1,8 @@
 /* Startup for Cortex-M7 firmware: the vector table, and a reset handler that
  * enables the FPU (the code is built for the hard-float ABI), copies .data
- * from flash, clears .bss, starts the instruction counter and calls main.
- * The symbols come from sections.ld.
+ * from flash, clears .bss, starts the instruction counter, runs the static
+ * constructors (C++ firmware) and calls main. The symbols come from
+ * sections.ld; newlib's system calls are nosys.specs' stubs.
  */
 #include <stdint.h>
 #include <string.h>
@@ -10,6 +11,12 @@
 
 extern uint32_t __stack_top;
 extern uint32_t __data_load, __data_start, __data_end, __bss_start, __bss_end;
+extern void (*__init_array_start[])(void);
+extern void (*__init_array_end[])(void);
+
+/* What C++ static objects register their destructors with (crtbegin's, which
+ * -nostartfiles leaves out); they never run: main's return ends the run. */
+void *__dso_handle = 0;
 
 int main(void);
 void mcuf_m7_counter_start(void);
@@ -54,5 +61,8 @@ void Reset_Handler(void) {
            (size_t)((char *)&__data_end - (char *)&__data_start));
     memset(&__bss_start, 0, (size_t)((char *)&__bss_end - (char *)&__bss_start));
     mcuf_m7_counter_start();
+    for (void (**init)(void) = __init_array_start; init < __init_array_end; ++init) {
+        (*init)();
+    }
     mcuf_m7_exit(main());
 }
