@@ -98,3 +98,18 @@ def test_cli_kernel_test(fresh_int8_tflite, digits_space, tmp_path):
     fused = tmp_path / "fused.tflite"
     assert run_cli("compile", model, "-o", fused).exit_code == 0
     assert_one_line_error(run_cli("kernel-test", fused), "already holds MCUF operators")
+
+
+def test_the_counter_counts_across_systick_periods(tmp_path):
+    source = tmp_path / "spin.c"  # 800 M instructions: SysTick's 24 bits wrap once (every 671 M)
+    source.write_text('#include "m7_runtime.h"\n'
+                      'int main(void) {\n'
+                      '    const uint64_t start = mcuf_m7_ticks();\n'
+                      '    mcuf_m7_spin(400000000u);\n'
+                      '    mcuf_m7_write_u64(mcuf_m7_ticks() - start);\n'
+                      '    return 0;\n'
+                      '}\n')
+    ran = cortex_m7.run(cortex_m7.build([source], tmp_path / "spin.elf").elf)
+    assert ran.exit_code == 0
+    ticks = int(ran.output.strip())
+    assert 0 <= ticks * cortex_m7.INSTRUCTIONS_PER_TICK - 800_000_000 <= 10 * cortex_m7.INSTRUCTIONS_PER_TICK
