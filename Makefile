@@ -9,8 +9,11 @@ VENV ?= $(HOME)/.cache/mcuformer-tf/venv-$(VENV_KEY)
 BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-installed
 PYTEST_ARGS ?=
+# The Cortex-M7 toolchain and emulator (Debian packages), installed when missing.
+M7_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install toolchain demo test test-all bench clean
 
 $(DEPS_STAMP):
 	$(PYTHON) -m venv $(VENV) || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -22,20 +25,26 @@ $(DEPS_STAMP):
 install: $(DEPS_STAMP)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 
-demo: install
+# Idempotent: apt-get runs only when one of the packages is not installed.
+toolchain:
+	@dpkg -s $(M7_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $(M7_PACKAGES); }
+
+demo: install toolchain
 	$(BIN)/mcuformer-tf demo --out runs/demo
 
-test: install
+test: install toolchain
 	$(BIN)/python -m pytest -q -rs -m "not slow" $(PYTEST_ARGS)
 
 # Includes the slow tests (the demo's accuracy targets: about 8 minutes more).
-test-all: install
+test-all: install toolchain
 	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
 
-bench: install
+bench: install toolchain
 	$(BIN)/python tools/bench_supernet_throughput.py
 	$(BIN)/python tools/bench_block_arena.py
 	$(BIN)/python tools/bench_fused_arena.py
+	$(BIN)/python tools/bench_cortex_m7.py
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache

@@ -306,6 +306,20 @@ def demo(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, st
     click.echo("== compile: fused MCUF operators and an offline arena plan")
     fused = out / "fused.tflite"
     context.invoke(compile_command, model=model, output=fused)
+    from mcuformer_tf.cortex_m7 import toolchain_missing
+    from mcuformer_tf.deploy import m7_library_missing
+
+    if m7_library_missing() is None:
+        click.echo("== deploy: the fused model as full firmware on an emulated Cortex-M7 (STM32F746)")
+        context.invoke(deploy_command, model=fused, output=out / "deploy")
+        return
+    click.echo("== the MCUF kernels on an emulated Cortex-M7 (STM32F746 sizes; full firmware: "
+               f"{m7_library_missing()})")
+    reason = toolchain_missing()
+    if reason:
+        click.echo(f"skipped: {reason}")
+    else:
+        context.invoke(kernel_test_command, model=model, build_dir=out / "kernel_test")
 
 
 def _checked_graph(model, allow_mcuf=False):
@@ -454,3 +468,104 @@ def compile_command(model, output):
     click.echo(f"flash (the .tflite): unfused {len(raw):,} B -> fused "
                f"{len(compiled.model_bytes):,} B")
     click.echo(f"-> {output}")
+
+
+@main.command("kernel-test")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "target_name", type=click.Choice(["stm32f746", "stm32f746-disco"]),
+              default="stm32f746", show_default=True,
+              help="Linker profile (the disco profile puts the weights in its external flash).")
+@click.option("--portable", is_flag=True, help="Build the kernels' portable C loops, not the DSP ones.")
+@click.option("--build-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("build/kernel_test"), show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input image.")
+def kernel_test_command(model, target_name, portable, build_dir, seed):
+    """Run every MCUF kernel of MODEL (unfused int8) on an emulated Cortex-M7 against the host build."""
+    import numpy as np
+
+    from mcuformer_tf import kernel_test
+    from mcuformer_tf.tflm_runtime import has_mcuf_ops
+
+    graph = _checked_graph(model, allow_mcuf=True)
+    if has_mcuf_ops(graph):
+        raise McuformerError(f"{model} already holds MCUF operators: give the unfused int8 model, "
+                             "whose blocks define the kernels and their inputs")
+    image = np.random.default_rng(seed).integers(-128, 128, graph.tensor(graph.inputs[0]).shape, np.int8)
+    cases = kernel_test.model_cases(model.read_bytes(), image)
+    result = kernel_test.run(cases, build_dir, target_name, dsp=not portable)
+    click.echo(f"{'case':<26}{'instructions':>14}{'MACs':>11}{'MAC/instr':>11}  Cortex-M7 vs host")
+    for case, ran in zip(cases, result.cases):
+        same = ran.output == case.expected.tobytes()
+        click.echo(f"{case.name:<26}{ran.instructions:>14,}{case.macs:>11,}"
+                   f"{case.macs / max(ran.instructions, 1):>11.3f}  {'same bytes' if same else ran.status}")
+    blocks = [(c, r) for c, r in zip(cases, result.cases) if c.kind in kernel_test.BUILDERS]
+    click.echo(f"fused kernels of one inference: {sum(r.instructions for _, r in blocks):,} instructions "
+               f"({'portable C' if portable else 'DSP'} loops, -icount shift=0)")
+    click.echo("linked for " + target_name + ": " + ", ".join(
+        f"{region} {used:,} B" for region, used in result.usage.items()))
+    failed = [r.name for c, r in zip(cases, result.cases) if r.output != c.expected.tobytes()]
+    if failed or result.exit_code != 0:
+        raise McuformerError(f"the Cortex-M7 differs from the host build on {', '.join(failed) or 'a case'} "
+                             f"(firmware exit code {result.exit_code})")
+
+
+def _reference_outputs(model: Path, example):
+    """(where from, output bytes) of the model on `example` on the host: the host runner's TFLM when
+    it can be built, else the arena executor (fused) or the TFLM wheel (unfused)."""
+    from mcuformer_tf.host_runner import host_runner_skip_reason, run_host
+    from mcuformer_tf.tflm_runtime import DEFAULT_ARENA, has_mcuf_ops, run_tflm
+
+    raw = model.read_bytes()
+    if host_runner_skip_reason() is None:
+        blobs, _ = run_host(model, example.tobytes(), DEFAULT_ARENA)
+        return "the host runner's TFLM", blobs[0]
+    if has_mcuf_ops(_checked_graph(model, allow_mcuf=True)):
+        from mcuformer_tf.compiler.arena_executor import run_planned
+
+        return "the arena executor", run_planned(raw, [example])[0].tobytes()
+    return "the TFLM wheel", run_tflm(raw, example)[0].tobytes()
+
+
+@main.command("deploy")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "target_name", type=click.Choice(["stm32f746", "stm32f746-disco"]),
+              default="stm32f746", show_default=True,
+              help="stm32f746: 1 MiB flash; stm32f746-disco: the flatbuffer in the board's 16 MiB QSPI flash.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the generated project.")
+@click.option("--arena", type=click.IntRange(min=16), default=None,
+              help="Arena bytes (default: the smallest with which the host runner's TFLM runs the model).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the example input.")
+def deploy_command(model, target_name, output, arena, seed):
+    """Write a TFLM project for MODEL on an STM32F746; link and run it on the emulator given TFLM."""
+    import numpy as np
+
+    from mcuformer_tf import deploy
+
+    plan = deploy.plan(model, target_name, arena)
+    if plan.input.c_type != "int8_t":
+        raise McuformerError(f"the example input is int8; {model} takes {plan.input.c_type}")
+    example = np.random.default_rng(seed).integers(-128, 128, plan.input.shape, np.int8)
+    deploy.write(plan, model, output, example)
+    ops = [opcode for opcode, _ in plan.builtins] + plan.custom
+    click.echo(f"{model.name} on {plan.target.name}: {len(ops)} operators ({', '.join(ops)})")
+    click.echo(f"arena {plan.arena:,} B ({plan.arena_source}); SRAM {plan.ram:,} of {plan.target.ram:,} B "
+               f"with {plan.target.runtime_ram:,} B of stated runtime overhead")
+    where = f"external flash {plan.external_flash:,} of {plan.target.external_flash:,} B, " \
+        if plan.target.external_flash else ""
+    click.echo(f"flash: model {plan.model_bytes:,} B; {where}internal {plan.flash:,} of {plan.target.flash:,} B "
+               f"with {plan.target.runtime_flash:,} B of stated code")
+    click.echo(f"-> {output}/ ({', '.join(deploy.FILES)})")
+    reason = deploy.m7_library_missing()
+    if reason:
+        click.echo(f"full firmware: skipped: {reason}")
+        return
+    got, usage, instructions = deploy.build_and_run(output)
+    source, expected = _reference_outputs(model, example)
+    click.echo("linked for " + plan.target.name + ": " + ", ".join(
+        f"{region} {used:,} B" for region, used in usage.items()))
+    if got != expected:
+        raise McuformerError(f"the emulated Cortex-M7's output bytes {got.hex()} differ from {source}'s "
+                             f"{expected.hex()}")
+    click.echo(f"one inference on the emulated Cortex-M7: {instructions:,} instructions, output bytes "
+               f"equal to {source}'s ({got.hex()})")

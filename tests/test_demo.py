@@ -2,7 +2,8 @@
 
 Float subnets: largest >= 93%, smallest >= 85%. The exported int8 model in TFLM:
 within 1.5 points of its float subnet. The demo tunes under its SRAM budget and exports the
-tuned subnet; it leaves the model and the memory plot.
+tuned subnet; it leaves the model and the memory plot, and ends with the Cortex-M7 step (the
+full firmware with TFLM_ROOT and TFLM_M7_LIB, else the kernels).
 """
 import re
 import subprocess
@@ -31,3 +32,5 @@ def test_demo_reaches_its_accuracy_targets(tmp_path):
     assert f"export {tuned.describe()}: " in result.stdout  # the export takes the tuned subnet
     assert (tmp_path / "demo" / "model.tflite").stat().st_size > 0
     assert (tmp_path / "demo" / "memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    last = result.stdout.strip().splitlines()[-1]  # the Cortex-M7 step: full firmware, or the kernels
+    assert last.startswith(("one inference on the emulated Cortex-M7", "linked for stm32f746")), last

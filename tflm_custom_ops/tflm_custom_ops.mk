@@ -10,7 +10,8 @@
 #
 # libtensorflow-microlite.a then also holds our C kernels and glue, compiled
 # with TFLM's flags for the chosen TARGET (e.g. TARGET=cortex_m_generic
-# TARGET_ARCH=cortex-m7); the application registers the ops with
+# TARGET_ARCH=cortex-m7+fp FPU=fpv5-sp-d16 for the STM32F746); the
+# application registers the ops with
 # mcuf_register_custom_ops(resolver) from glue/mcuf_ops.h. Build a plain
 # microlite (without EXTERNAL_DIR) for the host runner, which compiles the
 # glue itself.

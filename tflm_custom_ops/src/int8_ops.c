@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 
+#include "mcuf/dot.h"
 #include "mcuf/fixedpoint.h"
 
 #define INT8_LOW (-128)
@@ -204,33 +205,45 @@ static void inv_sqrt_multiplier_exp(int32_t input, int32_t *multiplier,
 
 /* --- FULLY_CONNECTED ------------------------------------------------------- */
 
+/* One output of FULLY_CONNECTED from its accumulated products. */
+static int8_t fc_output(const mcuf_fc_params *params, uint32_t acc,
+                        const int32_t *bias, int32_t o) {
+    int32_t multiplier = params->multiplier;
+    int32_t shift = params->shift;
+    if (bias != NULL) {
+        acc += (uint32_t)bias[o];
+    }
+    if (params->multipliers != NULL) {
+        multiplier = params->multipliers[o];
+        shift = params->shifts[o];
+    }
+    return clamp_int8(
+        wrapping_add(mcuf_multiply_by_quantized_multiplier(
+                         (int32_t)acc, multiplier, (int)shift),
+                     params->output_offset),
+        params->activation_min, params->activation_max);
+}
+
 void mcuf_fully_connected_row(const mcuf_fc_params *params,
                               const int8_t *input, int32_t input_depth,
                               const int8_t *weights, const int32_t *bias,
                               int32_t output_depth, int8_t *output) {
     int32_t o;
-    for (o = 0; o < output_depth; ++o) {
+    for (o = 0; o + 2 <= output_depth; o += 2) { /* two rows share input */
         const int8_t *row = weights + (int64_t)o * input_depth;
-        uint32_t acc = 0;
-        int32_t k;
-        int32_t multiplier = params->multiplier;
-        int32_t shift = params->shift;
-        for (k = 0; k < input_depth; ++k) {
-            acc += (uint32_t)((row[k] + params->weights_offset) *
-                              (input[k] + params->input_offset));
-        }
-        if (bias != NULL) {
-            acc += (uint32_t)bias[o];
-        }
-        if (params->multipliers != NULL) {
-            multiplier = params->multipliers[o];
-            shift = params->shifts[o];
-        }
-        output[o] = clamp_int8(
-            wrapping_add(mcuf_multiply_by_quantized_multiplier(
-                             (int32_t)acc, multiplier, (int)shift),
-                         params->output_offset),
-            params->activation_min, params->activation_max);
+        uint32_t sums[2];
+        mcuf_dot_s8_x2(row, row + input_depth, params->weights_offset, input,
+                       params->input_offset, input_depth, sums);
+        output[o] = fc_output(params, sums[0], bias, o);
+        output[o + 1] = fc_output(params, sums[1], bias, o + 1);
+    }
+    if (o < output_depth) {
+        output[o] = fc_output(
+            params,
+            mcuf_dot_s8(weights + (int64_t)o * input_depth,
+                        params->weights_offset, input, params->input_offset,
+                        input_depth),
+            bias, o);
     }
 }
 
@@ -399,9 +412,11 @@ static int32_t softmax_exp(const mcuf_softmax_params *p, int32_t diff) {
         SOFTMAX_SCALED_DIFF_INTEGER_BITS);
 }
 
-mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
-                             const int8_t *input, int32_t size,
-                             int8_t *output) {
+/* SOFTMAX over one row, exp(input - row max) from `table` (indexed by
+ * max - input) when it is not NULL, else computed. */
+static mcuf_status softmax_row(const mcuf_softmax_params *params,
+                               const int32_t *table, const int8_t *input,
+                               int32_t size, int8_t *output) {
     int8_t max_in_row = INT8_LOW;
     uint32_t sum_of_exps = 0;
     int num_bits_over_unit;
@@ -414,7 +429,9 @@ mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
     for (c = 0; c < size; ++c) {
         const int32_t diff = input[c] - max_in_row;
         if (diff >= params->diff_min) {
-            sum_of_exps += (uint32_t)rescale(softmax_exp(params, diff), 0,
+            const int32_t e =
+                table != NULL ? table[-diff] : softmax_exp(params, diff);
+            sum_of_exps += (uint32_t)rescale(e, 0,
                                              SOFTMAX_ACCUMULATION_INTEGER_BITS);
         }
     }
@@ -428,8 +445,10 @@ mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
     for (c = 0; c < size; ++c) {
         const int32_t diff = input[c] - max_in_row;
         if (diff >= params->diff_min) {
+            const int32_t e =
+                table != NULL ? table[-diff] : softmax_exp(params, diff);
             const int32_t unsaturated = mcuf_rounding_divide_by_pot(
-                srdhm(shifted_scale, softmax_exp(params, diff)), exponent);
+                srdhm(shifted_scale, e), exponent);
             output[c] = clamp_int8(unsaturated + INT8_LOW, INT8_LOW, INT8_HIGH);
         } else {
             output[c] = INT8_LOW;
@@ -438,26 +457,66 @@ mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
     return MCUF_OK;
 }
 
+mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
+                             const int8_t *input, int32_t size,
+                             int8_t *output) {
+    return softmax_row(params, NULL, input, size, output);
+}
+
+void mcuf_softmax_exp_table(const mcuf_softmax_params *params,
+                            int32_t table[256]) {
+    int32_t d;
+    for (d = 0; d < 256; ++d) {
+        table[d] = -d >= params->diff_min ? softmax_exp(params, -d) : 0;
+    }
+}
+
+mcuf_status mcuf_softmax_row_table(const mcuf_softmax_params *params,
+                                   const int32_t table[256],
+                                   const int8_t *input, int32_t size,
+                                   int8_t *output) {
+    return softmax_row(params, table, input, size, output);
+}
+
+static int8_t batch_matmul_output(const mcuf_batch_matmul_params *params,
+                                  uint32_t total) {
+    return clamp_int8(
+        wrapping_add(mcuf_multiply_by_quantized_multiplier(
+                         (int32_t)total, params->multiplier,
+                         (int)params->shift),
+                     params->output_offset),
+        INT8_LOW, INT8_HIGH);
+}
+
 void mcuf_batch_matmul_row(const mcuf_batch_matmul_params *params,
                            const int8_t *lhs_row, int32_t depth,
                            const int8_t *rhs, int32_t columns,
                            int8_t *output) {
-    const int64_t column_step = params->rhs_transposed ? depth : 1;
-    const int64_t depth_step = params->rhs_transposed ? 1 : columns;
-    int32_t n;
-    for (n = 0; n < columns; ++n) {
+    int32_t n = 0;
+    if (params->rhs_transposed) { /* rhs rows are contiguous: dot products */
+        for (; n + 2 <= columns; n += 2) {
+            const int8_t *row = rhs + (int64_t)n * depth;
+            uint32_t sums[2];
+            mcuf_dot_s8_x2(row, row + depth, params->rhs_offset, lhs_row,
+                           params->lhs_offset, depth, sums);
+            output[n] = batch_matmul_output(params, sums[0]);
+            output[n + 1] = batch_matmul_output(params, sums[1]);
+        }
+        if (n < columns) {
+            output[n] = batch_matmul_output(
+                params, mcuf_dot_s8(rhs + (int64_t)n * depth, params->rhs_offset,
+                                    lhs_row, params->lhs_offset, depth));
+        }
+        return;
+    }
+    for (; n < columns; ++n) { /* rhs [depth][columns]: a strided column */
         uint32_t total = 0;
         int32_t k;
         for (k = 0; k < depth; ++k) {
             total += (uint32_t)((lhs_row[k] + params->lhs_offset) *
-                                (rhs[n * column_step + k * depth_step] +
+                                (rhs[n + (int64_t)k * columns] +
                                  params->rhs_offset));
         }
-        output[n] = clamp_int8(
-            wrapping_add(mcuf_multiply_by_quantized_multiplier(
-                             (int32_t)total, params->multiplier,
-                             (int)params->shift),
-                         params->output_offset),
-            INT8_LOW, INT8_HIGH);
+        output[n] = batch_matmul_output(params, total);
     }
 }

@@ -7,8 +7,9 @@
  * makes fc1's output land in wide: narrow when fc1 is dense, wide when it is
  * low-rank (its squares, for the variance, to the other one). fc2 reads wide,
  * so its output lands in narrow (dense) or wide (low-rank), and the residual
- * ADD writes over the token. LayerNorm and the linear layers are the shared
- * helpers of mcuf/block_ops.h.
+ * ADD writes over the token. QuickGELU goes through a table of its 256
+ * results, made once per call on the stack (256 bytes). LayerNorm and the
+ * linear layers are the shared helpers of mcuf/block_ops.h.
  */
 #include "mcuf/mlp.h"
 
@@ -17,13 +18,24 @@ static int32_t max3(int32_t a, int32_t b, int32_t c) {
     return ab > c ? ab : c;
 }
 
-/* QuickGELU in place on h ([H]). */
-static void quick_gelu(const mcuf_mlp_params *p, int8_t *h) {
+/* QuickGELU of every int8 value: its output depends on its input alone, so
+ * one table of 256 results (on the stack) serves every token of a call. */
+static void quick_gelu_table(const mcuf_mlp_params *p, int8_t table[256]) {
+    int32_t v;
+    for (v = -128; v <= 127; ++v) {
+        const int8_t h = (int8_t)v;
+        const int8_t sigmoid = mcuf_logistic(
+            &p->gelu_sigmoid, mcuf_mul(&p->gelu_scale, h, *p->gelu_coefficient));
+        table[v + 128] = mcuf_mul(&p->gelu_gate, h, sigmoid);
+    }
+}
+
+/* QuickGELU in place on h ([H]), through the table. */
+static void quick_gelu(const mcuf_mlp_params *p, const int8_t table[256],
+                       int8_t *h) {
     int32_t i;
     for (i = 0; i < p->hidden; ++i) {
-        const int8_t sigmoid = mcuf_logistic(
-            &p->gelu_sigmoid, mcuf_mul(&p->gelu_scale, h[i], *p->gelu_coefficient));
-        h[i] = mcuf_mul(&p->gelu_gate, h[i], sigmoid);
+        h[i] = table[h[i] + 128];
     }
 }
 
@@ -36,6 +48,7 @@ size_t mcuf_mlp_get_buffer_size(const mcuf_mlp_params *params) {
 
 mcuf_status mcuf_mlp(const mcuf_mlp_params *params, int8_t *tokens,
                      int32_t n_tokens, int8_t *scratch) {
+    int8_t gelu[256];
     int8_t *wide = scratch;
     int8_t *narrow;
     int8_t *normed;
@@ -49,6 +62,7 @@ mcuf_status mcuf_mlp(const mcuf_mlp_params *params, int8_t *tokens,
     narrow = scratch + (params->hidden > d ? params->hidden : d);
     normed = params->fc1.num_layers == 1 ? narrow : wide;
     other = normed == wide ? narrow : wide;
+    quick_gelu_table(params, gelu);
     for (t = 0; t < n_tokens; ++t) {
         int8_t *x = tokens + (int64_t)t * d;
         int8_t *h;
@@ -57,7 +71,7 @@ mcuf_status mcuf_mlp(const mcuf_mlp_params *params, int8_t *tokens,
             return MCUF_ERR_ARGUMENT;
         }
         h = mcuf_linear_row(&params->fc1, normed, other); /* always wide */
-        quick_gelu(params, h);
+        quick_gelu(params, gelu, h);
         mcuf_add_row(&params->residual, x, 1,
                      mcuf_linear_row(&params->fc2, h, narrow), 1, x, d);
     }

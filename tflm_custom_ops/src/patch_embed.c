@@ -6,32 +6,47 @@
  */
 #include "mcuf/patch_embed.h"
 
+#include "mcuf/dot.h"
 #include "mcuf/fixedpoint.h"
 
 static int8_t clamp_int8(int32_t x, int32_t low, int32_t high) {
     return (int8_t)(x < low ? low : (x > high ? high : x));
 }
 
-/* CONV_2D's output channel o at the patch whose top-left pixel is `origin`
- * (image rows `row_stride` bytes apart). */
-static int8_t conv_channel(const mcuf_patch_embed_params *p,
-                           const int8_t *origin, int64_t row_stride,
-                           int32_t o) {
+/* CONV_2D's accumulators for output channels o and o + 1 (count 2) or o
+ * alone (count 1) at the patch whose top-left pixel is `origin` (image rows
+ * `row_stride` bytes apart): one dot product per patch row. */
+static void conv_sums(const mcuf_patch_embed_params *p, const int8_t *origin,
+                      int64_t row_stride, int32_t o, int count,
+                      uint32_t sums[2]) {
     const mcuf_fc_params *q = &p->conv;
     const int32_t segment = p->patch * p->channels; /* a patch row's bytes */
-    const int8_t *w = p->weights + (int64_t)o * p->patch * segment;
-    uint32_t acc = 0;
-    int32_t multiplier = q->multiplier;
-    int32_t shift = q->shift;
-    int32_t ky, j;
+    const int64_t kernel = (int64_t)p->patch * segment;
+    const int8_t *w = p->weights + (int64_t)o * kernel;
+    int32_t ky;
+    sums[0] = sums[1] = 0;
     for (ky = 0; ky < p->patch; ++ky) {
         const int8_t *pixels = origin + ky * row_stride;
-        for (j = 0; j < segment; ++j) {
-            acc += (uint32_t)((w[j] + q->weights_offset) *
-                              (pixels[j] + q->input_offset));
+        if (count == 2) {
+            uint32_t pair[2];
+            mcuf_dot_s8_x2(w, w + kernel, q->weights_offset, pixels,
+                           q->input_offset, segment, pair);
+            sums[0] += pair[0];
+            sums[1] += pair[1];
+        } else {
+            sums[0] += mcuf_dot_s8(w, q->weights_offset, pixels,
+                                   q->input_offset, segment);
         }
         w += segment;
     }
+}
+
+/* CONV_2D's output channel o from its accumulated products. */
+static int8_t conv_output(const mcuf_patch_embed_params *p, uint32_t acc,
+                          int32_t o) {
+    const mcuf_fc_params *q = &p->conv;
+    int32_t multiplier = q->multiplier;
+    int32_t shift = q->shift;
     if (p->bias != NULL) {
         acc += (uint32_t)p->bias[o];
     }
@@ -115,10 +130,17 @@ mcuf_status mcuf_patch_embed(const mcuf_patch_embed_params *params,
             const int8_t *origin =
                 band + (int64_t)column * p->patch * p->channels;
             int8_t *token = scratch + (int64_t)column * p->depth;
-            for (o = 0; o < p->depth; ++o) {
-                token[o] = mcuf_add(&p->position,
-                                    conv_channel(p, origin, row_stride, o),
-                                    position[(int64_t)column * p->depth + o]);
+            const int8_t *at = position + (int64_t)column * p->depth;
+            for (o = 0; o < p->depth; o += 2) {
+                const int count = o + 2 <= p->depth ? 2 : 1;
+                uint32_t sums[2];
+                int c;
+                conv_sums(p, origin, row_stride, o, count, sums);
+                for (c = 0; c < count; ++c) {
+                    token[o + c] = mcuf_add(&p->position,
+                                            conv_output(p, sums[c], o + c),
+                                            at[o + c]);
+                }
             }
         }
         for (i = 0; i < out_row; ++i) {

@@ -23,8 +23,8 @@
  *
  * Two passes. Pass 1, token by token: LN, then only the k and v columns of
  * qkv (the rank vector first when low-rank), written to K and V in scratch,
- * [h][N][hd] each. Pass 2, query row i by query row: LN(x_i), only the q
- * columns of qkv, per head the scores row q_i K_j^T, its softmax, the
+ * K [h][N][hd], V transposed [h][hd][N]. Pass 2, query row i by query row:
+ * LN(x_i), only the q columns of qkv, per head the scores row q_i K_j^T, its softmax, the
  * context row probs V_j; then proj and the residual ADD, written over token
  * i (whose input no later row reads: pass 1 took all K and V). No N x N map
  * and no Q matrix exists at any time.
@@ -62,7 +62,7 @@ typedef struct {
 } mcuf_attention_params;
 
 /* Bytes of scratch mcuf_attention needs:
- *   2 N HD                           K and V, [h][N][hd] each
+ *   2 N HD                           K [h][N][hd] and V [h][hd][N]
  * + max(D, HD) + HD + max(D, N, r_qkv, r_proj)   one query row's working set
  * (ranks 0 where a layer is dense): the row buffers hold LN(x_i) then the
  * context row (then a low-rank proj's output); q_i; the LayerNorm's squares,

@@ -153,6 +153,17 @@ mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
                              const int8_t *input, int32_t size,
                              int8_t *output);
 
+/* The same through a table of exp(-d) for d = 0..255 (every difference an
+ * int8 row can hold from its maximum), made once by mcuf_softmax_exp_table:
+ * a kernel running many rows with one params computes each exponential once.
+ * Same results as mcuf_softmax_row. */
+void mcuf_softmax_exp_table(const mcuf_softmax_params *params,
+                            int32_t table[256]);
+mcuf_status mcuf_softmax_row_table(const mcuf_softmax_params *params,
+                                   const int32_t table[256],
+                                   const int8_t *input, int32_t size,
+                                   int8_t *output);
+
 /* BATCH_MATMUL, one lhs row (batch_matmul.cc; reference/batch_matmul.h):
  * out[n] = clamp(zp_out + requant(sum_k (lhs[k] + lhs_offset)(rhs[k][n] +
  * rhs_offset))), rhs [depth][columns], or [columns][depth] when

@@ -1,0 +1,133 @@
+"""Instruction counts of the MCUF kernels on the emulated Cortex-M7 (qemu mps2-an500, -icount shift=0).
+
+Prints, from one run of the kernel test firmware built twice (DSP loops, portable C loops):
+
+1. MACs per instruction of the linear inner loop (the int8 dot product): two FULLY_CONNECTED layers of
+   64 outputs differing only in depth (256, 512) and two q·kᵀ rows differing only in depth (64, 128),
+   so that the difference isolates the loop from the per-output requantisation;
+2. per MCUF kernel of the demo's largest digits subnet (fresh weights; the instruction counts do not
+   depend on the weights' values): instructions, the MACs the unfused graph does for the same result,
+   MACs per instruction, and the portable/DSP instruction ratio;
+3. instructions of the fused kernels of one inference; with TFLM_ROOT and TFLM_M7_LIB (a Cortex-M7
+   TFLM library, see README "Put it on a board"), also one whole inference of the fused model and
+   of the unfused one (stock TFLM's kernels: reference, or CMSIS-NN if the library was built with
+   them) as deployed firmware, and their ratio.
+
+    python tools/bench_cortex_m7.py
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from mcuformer_tf import cortex_m7, kernel_test, mcuf_kernels  # noqa: E402
+
+OUTPUTS = 64
+LINEAR_DEPTHS = (256, 512)
+SCORE_DEPTHS = (64, 128)
+SCORE_COLUMNS = 64
+
+
+def loop_cases(rng) -> list:
+    cases = []
+    for depth in LINEAR_DEPTHS:
+        cases.append(kernel_test.synthetic_linear_case(f"loop.linear{depth}", depth, OUTPUTS, 3, 0, rng))
+    scores = mcuf_kernels.BatchMatmulParams(lhs_offset=5, rhs_offset=-1, output_offset=0, multiplier=1 << 30,
+                                            shift=-9, rhs_transposed=1)
+    for depth in SCORE_DEPTHS:
+        cases.append(kernel_test._matmul_case(f"loop.scores{depth}", scores, depth, SCORE_COLUMNS, rng))
+    return cases
+
+
+def demo_model() -> bytes:
+    from mcuformer_tf.convert import to_int8_tflite
+    from mcuformer_tf.extract import extract_subnet
+    from mcuformer_tf.search_space import SearchSpace
+    from mcuformer_tf.supernet import Supernet
+
+    space = SearchSpace.load("digits")
+    supernet = Supernet(space)
+    supernet(np.zeros((1, 32, 32, 3), np.float32))
+    images = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 3)).astype(np.float32)
+    return to_int8_tflite(extract_subnet(supernet, space.largest()), images)
+
+
+def whole_inferences(model: bytes, folder: Path) -> dict:
+    """Instructions of one inference of the unfused and the fused model as deployed firmware."""
+    from mcuformer_tf import deploy
+    from mcuformer_tf.compiler.pipeline import compile_model
+
+    paths = {"unfused": folder / "unfused.tflite", "fused": folder / "fused.tflite"}
+    paths["unfused"].write_bytes(model)
+    paths["fused"].write_bytes(compile_model(model).model_bytes)
+    example = np.random.default_rng(1).integers(-128, 128, (1, 32, 32, 3), np.int8)
+    counts = {}
+    for name, path in paths.items():
+        plan = deploy.plan(path, "stm32f746")
+        deploy.write(plan, path, folder / name, example)
+        _, _, counts[name] = deploy.build_and_run(folder / name)
+    return counts
+
+
+def main() -> int:
+    reason = cortex_m7.toolchain_missing()
+    if reason:
+        print(f"skipped: {reason}")
+        return 0
+    rng = np.random.default_rng(0)
+    model = demo_model()
+    image = np.random.default_rng(1).integers(-128, 128, (1, 32, 32, 3), np.int8)
+    loops = loop_cases(rng)
+    kernels = kernel_test.model_cases(model, image, prefix="largest", inner_loops=False)
+    cases = loops + kernels
+    with tempfile.TemporaryDirectory() as build:
+        runs = {dsp: kernel_test.run(cases, Path(build), dsp=dsp) for dsp in (True, False)}
+    for dsp, result in runs.items():
+        wrong = [r.name for c, r in zip(cases, result.cases) if r.output != c.expected.tobytes()]
+        if wrong or result.exit_code:
+            print(f"the Cortex-M7 differs from the host build on {wrong}")
+            return 1
+    counts = {dsp: {r.name: r.instructions for r in result.cases} for dsp, result in runs.items()}
+    macs = {case.name: case.macs for case in cases}
+
+    print("1. linear inner loop, MACs per instruction (difference of two depths):")
+    for label, names in (("FULLY_CONNECTED row (qkv, proj, fc1, fc2)", [f"loop.linear{d}" for d in LINEAR_DEPTHS]),
+                         ("q·kᵀ row (attention scores)", [f"loop.scores{d}" for d in SCORE_DEPTHS])):
+        figures = []
+        for dsp in (True, False):
+            d_macs = macs[names[1]] - macs[names[0]]
+            d_instructions = counts[dsp][names[1]] - counts[dsp][names[0]]
+            figures.append(f"{'DSP' if dsp else 'portable'} {d_macs / d_instructions:.3f}")
+        print(f"   {label:<44}{', '.join(figures)}")
+
+    print("2. MCUF kernels of the largest digits subnet (-icount shift=0):")
+    print(f"   {'kernel':<24}{'instructions':>13}{'MACs':>11}{'MAC/instr':>11}{'portable/DSP':>14}")
+    for case in kernels:
+        dsp, portable = counts[True][case.name], counts[False][case.name]
+        print(f"   {case.name:<24}{dsp:>13,}{case.macs:>11,}{case.macs / dsp:>11.3f}{portable / dsp:>14.2f}")
+    total = {dsp: sum(counts[dsp][case.name] for case in kernels) for dsp in (True, False)}
+    print(f"3. fused kernels of one inference: {total[True]:,} instructions with the DSP loops, "
+          f"{total[False]:,} portable ({total[False] / total[True]:.2f}x); "
+          f"{sum(c.macs for c in kernels) / total[True]:.3f} MAC/instr")
+    from mcuformer_tf.deploy import m7_library_missing
+
+    reason = m7_library_missing()
+    if reason:
+        print(f"   whole inferences as firmware: skipped: {reason}")
+        return 0
+    with tempfile.TemporaryDirectory() as folder:
+        whole = whole_inferences(model, Path(folder))
+    print(f"   whole inference as firmware (TFLM_M7_LIB's kernels): unfused {whole['unfused']:,}, fused "
+          f"{whole['fused']:,} instructions: fused / unfused = {whole['fused'] / whole['unfused']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
