@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.host_runner import SOURCES_DIR
+from mcuformer_tf.targets import target
 
 RUNTIME_DIR = SOURCES_DIR / "cortex_m7"
 INCLUDE_DIR = SOURCES_DIR / "include"
@@ -29,31 +30,6 @@ CPU_FLAGS = ("-mcpu=cortex-m7", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard", "-mthum
 C_FLAGS = ("-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections")
 
 
-# The runtime outside TFLM's arena, stated for a deployed model (DESIGN.md §6): SRAM for the stack
-# (STACK_SIZE in sections.ld; the MCUF kernels' tables take 1.3 KiB of it) and TFLM's objects
-# (interpreter, op resolver, allocator: a few KiB of .bss), and flash for the code (TFLM with the
-# reference kernels of a ViT's builtins, the MCUF glue and kernels, newlib-nano). A generous
-# statement: the linker script checks the real sizes when the firmware is linked.
-RUNTIME_RAM = 24 * 1024
-RUNTIME_FLASH = 192 * 1024
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    linker_script: str
-    ram: int  # bytes
-    flash: int
-    external_flash: int  # memory-mapped flash for weights (section .extflash), 0 if none
-    runtime_ram: int = RUNTIME_RAM
-    runtime_flash: int = RUNTIME_FLASH
-
-
-TARGETS = {
-    "stm32f746": Target("stm32f746", "stm32f746.ld", 320 * 1024, 1024 * 1024, 0),
-    "stm32f746-disco": Target("stm32f746-disco", "stm32f746-disco.ld", 320 * 1024, 1024 * 1024,
-                              16 * 1024 * 1024),
-}
 INSTRUCTIONS_PER_TICK = 40  # m7_runtime.h: SysTick at mps2-an500's 25 MHz, 1 ns per instruction
 
 
@@ -64,12 +40,6 @@ def toolchain_missing() -> str | None:
         return (f"{' and '.join(missing)} not found: install Debian's {' '.join(APT_PACKAGES)} "
                 f"(make test does)")
     return None
-
-
-def target(name: str) -> Target:
-    if name not in TARGETS:
-        raise McuformerError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
-    return TARGETS[name]
 
 
 @dataclass

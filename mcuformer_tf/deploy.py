@@ -21,7 +21,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from mcuformer_tf import cortex_m7
+from mcuformer_tf import cortex_m7, targets
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.host_runner import SOURCES_DIR
 from mcuformer_tf.tflite_graph import read_model
@@ -55,7 +55,7 @@ class TensorInfo:
 @dataclass
 class Deployment:
     name: str
-    target: cortex_m7.Target
+    target: targets.Target
     builtins: list  # (opcode, resolver method), in first-use order
     custom: list  # MCUF op names
     arena: int
@@ -109,7 +109,7 @@ def tuned_arena(model_path: Path) -> int:
 
 def plan(model_path: Path, target_name: str, arena: int | None = None) -> Deployment:
     """What deploying the model on the target takes; McuformerError, with the numbers, if it does not fit."""
-    target = cortex_m7.target(target_name)
+    target = targets.target(target_name)
     model_path = Path(model_path)
     graph = read_model(model_path)
     check_stock_model(graph, allow_mcuf=True)
@@ -141,13 +141,13 @@ def plan(model_path: Path, target_name: str, arena: int | None = None) -> Deploy
     external = model_bytes if target.external_flash else 0
     flash = target.runtime_flash + (0 if target.external_flash else model_bytes)
     deployment = Deployment(model_path.stem, target, builtins, custom, arena, source,
-                            arena + target.runtime_ram, flash, external, model_bytes,
+                            arena + target.runtime_sram, flash, external, model_bytes,
                             _tensor_info(graph.tensor(graph.inputs[0])),
                             _tensor_info(graph.tensor(graph.outputs[0])))
     problems = []
-    if deployment.ram > target.ram:
-        problems.append(f"SRAM: arena {arena:,} B + runtime {target.runtime_ram:,} B = {deployment.ram:,} B "
-                        f"> {target.ram:,} B")
+    if deployment.ram > target.sram:
+        problems.append(f"SRAM: arena {arena:,} B + runtime {target.runtime_sram:,} B = {deployment.ram:,} B "
+                        f"> {target.sram:,} B")
     if flash > target.flash:
         problems.append("flash: " + ("" if target.external_flash else f"model {model_bytes:,} B + ") +
                         f"code {target.runtime_flash:,} B = {flash:,} B > {target.flash:,} B")

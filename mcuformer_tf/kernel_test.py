@@ -20,7 +20,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from mcuformer_tf import cortex_m7, mcuf_kernels
+from mcuformer_tf import cortex_m7, mcuf_kernels, targets
 from mcuformer_tf.compiler import ir, match
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.tflite_graph import read_model
@@ -242,7 +242,7 @@ def run(cases: list[Case], build_dir: Path, target_name: str = "stm32f746", dsp:
     """Builds the kernel test firmware for the cases and runs it in qemu."""
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    chip = cortex_m7.target(target_name)
+    chip = targets.target(target_name)
     vectors = build_dir / "kernel_vectors.c"
     vectors.write_text(render(cases, ".extflash" if chip.external_flash else None))
     firmware = cortex_m7.build([cortex_m7.RUNTIME_DIR / "kernel_test.c", vectors],

@@ -46,5 +46,5 @@ def test_a_sub_space_scores_only_feasible_subnets(digits_space):
     score = score_space(narrowed, tight, scorer, random.Random(0), samples=6, top_k=2)
     assert len(seen) == 6 and all(tight.check(c).fits and narrowed.contains(c) for c in seen)
     assert score == sum(sorted((c.embed_dim / 100 for c in seen), reverse=True)[:2]) / 2
-    assert score_space(narrowed, Budget(resolve_target("custom", "32KiB", "1MiB")), scorer,
+    assert score_space(narrowed, Budget(resolve_target("custom", "40KiB", "1MiB")), scorer,
                        random.Random(0), samples=6, top_k=2, draws=50) is None

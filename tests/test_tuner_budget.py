@@ -7,6 +7,7 @@ import pytest
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.memory_model import memory_of
 from mcuformer_tf.search_space import SearchSpace
+from mcuformer_tf.targets import RUNTIME_SRAM
 from tuner.budget import (KIB, MIB, Budget, check_space_fits, footprint,
                           least_memory_configs, parse_size,
                           resolve_target)
@@ -54,12 +55,12 @@ def test_a_plan_takes_its_footprint_of_the_memory_model(digits_space):
 def test_check_sums_runtime_share_and_names_what_is_over(digits_space):
     config = digits_space.largest()
     used = footprint(config, "unfused")
-    exact = resolve_target("custom", f"{used.arena + 16 * KIB}", "1MiB")
+    exact = resolve_target("custom", f"{used.arena + RUNTIME_SRAM}", "1MiB")
     verdict = Budget(exact, "unfused").check(config)
     assert verdict.fits and verdict.sram_used == exact.sram
     assert verdict.flash_used == used.flash + exact.runtime_flash
     assert verdict.macs == config.mac_count() > 0
-    over = Budget(resolve_target("custom", f"{used.arena + 16 * KIB - 1}", "1MiB"), "unfused")
+    over = Budget(resolve_target("custom", f"{used.arena + RUNTIME_SRAM - 1}", "1MiB"), "unfused")
     assert over.check(config).reason.startswith("SRAM ")
 
 
@@ -85,7 +86,7 @@ def test_no_subnet_is_below_the_least_memory_configs(space):
 def _budget_rejecting_most(space):
     """An SRAM budget at the 20th percentile of the fused arenas of random subnets."""
     arenas = sorted(footprint(c, "fused").arena for c in space.sample_many(400, seed=9))
-    target = resolve_target("custom", str(arenas[len(arenas) // 5] + 16 * KIB), "1MiB")
+    target = resolve_target("custom", str(arenas[len(arenas) // 5] + RUNTIME_SRAM), "1MiB")
     return Budget(target, "fused")
 
 
@@ -152,7 +153,7 @@ def test_counts_survive_a_reload(digits_space):
 def test_a_space_with_no_feasible_subnet_is_refused_with_numbers(digits_space):
     from tuner.budget_oracle import make_oracle
 
-    tiny = Budget(resolve_target("custom", "20KiB", "1MiB"))
+    tiny = Budget(resolve_target("custom", "28KiB", "1MiB"))
     with pytest.raises(McuformerError, match=r"^no subnet of space 'digits' fits custom .*SRAM"):
         make_oracle("evolution", digits_space, tiny, max_trials=5)
 
@@ -162,7 +163,7 @@ def test_an_algorithm_that_finds_nothing_feasible_stops_with_a_reason(digits_spa
 
     # Only the subnets with the least arena fit: random draws almost never hit one.
     least = min(footprint(c, "fused").arena for c in least_memory_configs(digits_space))
-    budget = Budget(resolve_target("custom", str(least + 16 * KIB), "1MiB"))
+    budget = Budget(resolve_target("custom", str(least + RUNTIME_SRAM), "1MiB"))
     oracle = make_oracle("random", digits_space, budget, max_trials=50, seed=0)
     oracle.max_rejections = 30
     oracle = _drive(oracle, digits_space, 50)

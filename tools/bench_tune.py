@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from mcuformer_tf.run_dir import RunDir
-from tuner.budget import KIB, Budget, footprint, resolve_target
+from mcuformer_tf.targets import RUNTIME_SRAM
+from tuner.budget import Budget, footprint, resolve_target
 from tuner.budget_oracle import make_oracle
 from tuner.search import TuneSettings, tune
 
@@ -22,7 +23,7 @@ from tuner.search import TuneSettings, tune
 def half_budget(space) -> Budget:
     """SRAM at the median fused arena of random subnets (plus the runtime share)."""
     arenas = sorted(footprint(c, "fused").arena for c in space.sample_many(500, seed=7))
-    return Budget(resolve_target("custom", str(arenas[len(arenas) // 2] + 16 * KIB), "1MiB"))
+    return Budget(resolve_target("custom", str(arenas[len(arenas) // 2] + RUNTIME_SRAM), "1MiB"))
 
 
 def main():

@@ -16,7 +16,8 @@ from pathlib import Path
 from mcuformer_tf.data import load_data
 from mcuformer_tf.run_dir import RunDir
 from mcuformer_tf.training import load_supernet
-from tuner.budget import KIB, Budget, footprint, resolve_target
+from mcuformer_tf.targets import RUNTIME_SRAM
+from tuner.budget import Budget, footprint, resolve_target
 from tuner.search import TuneSettings, tune
 from tuner.subnet_tuner import SubnetScorer
 
@@ -26,7 +27,7 @@ def budget_rejecting(space, share: float) -> tuple[Budget, float]:
     sample = space.sample_many(2000, seed=7)
     arenas = sorted(footprint(c, "fused").arena for c in sample)
     budget = Budget(resolve_target(
-        "custom", str(arenas[int(len(arenas) * (1 - share))] + 16 * KIB), "1MiB"))
+        "custom", str(arenas[int(len(arenas) * (1 - share))] + RUNTIME_SRAM), "1MiB"))
     return budget, 1 - sum(budget.check(c).fits for c in sample) / len(sample)
 
 

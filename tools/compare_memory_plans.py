@@ -6,7 +6,7 @@ two plans admit different shares of the space), an evolution search under each m
 side by side: the share of random subnets each plan admits, the best val accuracy, its
 predicted arena and flash, and its config.
 
-    python tools/compare_memory_plans.py [--supernet runs/demo] [--sram 64KiB] [--trials 80]
+    python tools/compare_memory_plans.py [--supernet runs/demo] [--sram 72KiB] [--trials 80]
 """
 import argparse
 import tempfile
@@ -23,7 +23,7 @@ from tuner.subnet_tuner import SubnetScorer
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--supernet", default="runs/demo")
-    parser.add_argument("--sram", default="64KiB")
+    parser.add_argument("--sram", default="72KiB")
     parser.add_argument("--flash", default="1MiB")
     parser.add_argument("--trials", type=int, default=80)
     parser.add_argument("--seed", type=int, default=0)

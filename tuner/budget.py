@@ -1,6 +1,6 @@
 """Memory budgets of a target board, and the check every candidate subnet must pass (DESIGN.md §6).
 
-A `Target` is a named profile: SRAM, internal flash, flash for weights outside
+A `Target` (mcuformer_tf.targets) is a named profile: SRAM, internal flash, flash for weights outside
 the chip (the STM32F746-DISCO's 16 MiB QSPI) and the runtime's own share of
 both, which lies outside the TFLM arena and the model. A `Budget` is a target
 with the user's overrides and a memory plan: `unfused` (stock TFLM, builtins
@@ -24,8 +24,8 @@ from decimal import Decimal
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.memory_model import Footprint, memory_of
 from mcuformer_tf.search_space import SearchSpace, SubnetConfig
+from mcuformer_tf.targets import KIB, MIB, TARGETS, Target
 
-KIB, MIB = 1024, 1024 * 1024
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
           "kib": KIB, "mib": MIB, "gib": 1024 ** 3}
 MEMORY_PLANS = ("fused", "unfused")
@@ -48,35 +48,6 @@ def format_size(n: int) -> str:
     return f"{n / MIB:.2f} MiB" if n >= MIB else f"{n / KIB:.1f} KiB"
 
 
-@dataclass(frozen=True)
-class Target:
-    """A board: memory sizes and the runtime's share of them (outside the arena and the model).
-
-    `runtime_sram` is the main stack plus the TFLM objects outside the arena (MicroInterpreter,
-    MicroAllocator, op resolver) and the C library's data; `runtime_flash` is the code: TFLM's
-    runtime, the int8 kernels a ViT uses (builtins and MCUF ops), startup code and newlib.
-    """
-
-    name: str
-    sram: int
-    flash: int
-    external_flash: int  # bytes for the model outside the chip (0: the model sits in `flash`)
-    runtime_sram: int
-    runtime_flash: int
-    about: str
-
-
-# The runtime shares are the budget we hold the firmware to until the Cortex-M7 build of the
-# deploy step measures them (its .bss/.data/stack and .text): 16 KiB of SRAM (an 8 KiB main
-# stack, TFLM's objects outside the arena, newlib's data) and 160 KiB of code.
-_CORTEX_M7_RUNTIME = {"runtime_sram": 16 * KIB, "runtime_flash": 160 * KIB}
-TARGETS = {
-    "stm32f746": Target("stm32f746", 320 * KIB, MIB, 0, **_CORTEX_M7_RUNTIME,
-                        about="STM32F746: 320 KiB SRAM, 1 MiB internal flash"),
-    "stm32f746-disco": Target("stm32f746-disco", 320 * KIB, MIB, 16 * MIB, **_CORTEX_M7_RUNTIME,
-                              about="STM32F746G-DISCO: 320 KiB SRAM, 1 MiB flash for code, "
-                                    "the model in the board's 16 MiB QSPI flash"),
-}
 CUSTOM = "custom"
 
 
