@@ -84,13 +84,20 @@ def test_tune_finds_subnets_within_budget_and_resumes_to_more_trials(trained_run
     assert_one_line_error(changed, "holds a search with other settings (budget differ)")
 
 
+def _default_sigint():
+    """In the child: SIGINT back to its default, so Python turns it into KeyboardInterrupt even
+    where the test runs in the background of a shell (which starts it with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(run_path, out, trials):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     return subprocess.Popen(
         [sys.executable, "-m", "mcuformer_tf", "tune", "--supernet", str(run_path), "--out",
          str(out), *BUDGET, "--trials", str(trials), "--fine-tune-steps", "3",
          "--population", "4", "--parents", "2"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint)
 
 
 def _wait_for_finished(out, count, process, timeout=180):

@@ -9,7 +9,7 @@ deit-tiny-mcu: 20 random configs, every image size, patch size, width, head coun
 rank ratio of the space, from a perturbed fresh supernet; in `make test` each keeps its first
 block only (one conversion of a 12-14-block model costs 15 s and one inference 1 s, 20 x 20 of
 them 20 minutes), the whole depth in `make test-all` (slow). Conversions and runs are shared by
-two processes.
+two processes. The deit-tiny-mcu exports also hold the memory model to them.
 """
 import dataclasses
 import multiprocessing
@@ -29,13 +29,13 @@ DEIT_PAIRS = {(224, 16), (224, 28), (224, 32), (240, 16), (240, 20), (240, 24)}
 
 
 class Case(NamedTuple):
-    description: str  # SubnetConfig.describe()
+    config: object  # the SubnetConfig
     unfused: bytes  # the exported int8 .tflite
     fused: bytes  # compile_model(unfused)
     wrong: list  # input seeds on which the executor (fused) and the wheel (unfused) differ
 
 
-def _case(description: str, unfused: bytes) -> Case:
+def _case(config, unfused: bytes) -> Case:
     """Compiles `unfused` and runs both models on INPUTS random inputs (seeds 0, 1, ...)."""
     from mcuformer_tf.compiler.arena_executor import Arena
     from mcuformer_tf.compiler.pipeline import compile_model
@@ -45,7 +45,7 @@ def _case(description: str, unfused: bytes) -> Case:
     graph = read_model(unfused)
     fused = compile_model(unfused).model_bytes
     arena = Arena(read_model(fused))
-    assert any(op.is_custom for op in arena.graph.operators), description
+    assert any(op.is_custom for op in arena.graph.operators), config.describe()
     wheel = tflm_interpreter(unfused, 1 << 24)
     wrong = []
     for seed in range(INPUTS):
@@ -53,7 +53,7 @@ def _case(description: str, unfused: bytes) -> Case:
         expected = tflm_invoke(wheel, inputs, len(graph.outputs))
         if not all(np.array_equal(a, b) for a, b in zip(arena.run(inputs), expected)):
             wrong.append(seed)
-    return Case(description, unfused, fused, wrong)
+    return Case(config, unfused, fused, wrong)
 
 
 def _configs(preset: str, seeds, first_block_only: bool) -> list:
@@ -84,7 +84,7 @@ def _perturbed_cases(preset: str, seeds, first_block_only: bool) -> list:
         images = np.random.default_rng(0).uniform(
             0, 1, (CALIBRATION_IMAGES, config.image_size, config.image_size, 3)).astype(np.float32)
         unfused = to_int8_tflite(extract_subnet(supernet, config), images)
-        cases.append(_case(config.describe(), unfused))
+        cases.append(_case(config, unfused))
     return cases
 
 
@@ -97,7 +97,7 @@ def _in_two_processes(preset: str, seeds: list, first_block_only: bool, parts: i
 
 @pytest.fixture(scope="module")
 def digits_cases(digits_int8_models):
-    trained = [_case(config.describe(), data) for config, data in digits_int8_models]
+    trained = [_case(config, data) for config, data in digits_int8_models]
     seeds = list(range(100, 100 + SUBNETS - len(trained)))
     return trained + _in_two_processes("digits", seeds, False, 2)
 
@@ -107,12 +107,38 @@ def deit_first_block_cases():
     configs = _configs("deit-tiny-mcu", range(SUBNETS), True)
     assert {(c.image_size, c.patch_size) for c in configs} == DEIT_PAIRS
     cases = _in_two_processes("deit-tiny-mcu", list(range(SUBNETS)), True, 4)
-    assert sorted(c.description for c in cases) == sorted(c.describe() for c in configs)
+    assert sorted(c.config.describe() for c in cases) == sorted(c.describe() for c in configs)
     return cases
 
 
 def _wrong(cases) -> list:
-    return [(case.description, case.wrong) for case in cases if case.wrong]
+    return [(case.config.describe(), case.wrong) for case in cases if case.wrong]
+
+
+def _memory_model_misses(cases) -> list:
+    """Cases (float-form exports) whose memory model differs from the export and its compiled
+    model: non-persistent plans and counts exact, fused flash within the fit (the whole check of
+    test_memory_model, on these deit-tiny-mcu exports)."""
+    from mcuformer_tf import memory_model, memory_report
+    from mcuformer_tf.tflite_graph import read_model
+    from test_memory_model import FUSED_FLASH_TOLERANCE, _real_counts, _real_fused_counts
+
+    misses = []
+    for case in cases:
+        config, graph = case.config, read_model(case.unfused)
+        estimate = memory_model.memory_of(config, qat=False)
+        counts = memory_model.fused_graph_counts(config, qat=False)
+        fused = memory_report.memory_report(case.fused).peak
+        if (estimate.unfused.non_persistent != memory_report.memory_report(case.unfused).peak
+                or memory_model.graph_counts(config, qat=False) != _real_counts(graph,
+                                                                                case.unfused)
+                or estimate.fused.non_persistent != fused
+                or {name: getattr(counts, name) for name in ("tensors", "operators", "data",
+                                                            "quantized", "options")}
+                != _real_fused_counts(case.fused)
+                or abs(estimate.fused.flash - len(case.fused)) > FUSED_FLASH_TOLERANCE):
+            misses.append(config.describe())
+    return misses
 
 
 def test_digits_fused_equals_unfused(digits_cases):
@@ -123,6 +149,7 @@ def test_digits_fused_equals_unfused(digits_cases):
 def test_deit_first_blocks_fused_equal_unfused(deit_first_block_cases):
     assert len(deit_first_block_cases) == SUBNETS
     assert _wrong(deit_first_block_cases) == []
+    assert _memory_model_misses(deit_first_block_cases) == []
 
 
 @pytest.mark.slow
@@ -131,6 +158,7 @@ def test_deit_whole_subnets_fused_equal_unfused():
     cases = _in_two_processes("deit-tiny-mcu", list(range(SUBNETS)), False, 4)
     assert len(cases) == SUBNETS
     assert _wrong(cases) == []
+    assert _memory_model_misses(cases) == []
 
 
 @pytest.mark.parametrize("preset_cases", ["digits_cases", "deit_first_block_cases"])
@@ -155,7 +183,7 @@ def test_host_runner_fused_equals_its_unfused_run(request, tmp_path, preset_case
             (image,) = model_inputs(graph, seed)
             fused, _ = host_runner.run_host(paths["fused"], image.tobytes(), 1 << 24)
             unfused, _ = host_runner.run_host(paths["unfused"], image.tobytes(), 1 << 24)
-            assert fused == unfused, (case.description, seed)
+            assert fused == unfused, (case.config.describe(), seed)
             unequal_to_wheel += fused != [a.tobytes() for a in run_tflm(case.unfused, image)]
     print(f"{preset_cases}: host runner = wheel on {len(cases) * INPUTS - unequal_to_wheel} of "
           f"{len(cases) * INPUTS} runs")

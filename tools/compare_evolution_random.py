@@ -15,8 +15,8 @@ from pathlib import Path
 
 from mcuformer_tf.data import load_data
 from mcuformer_tf.run_dir import RunDir
-from mcuformer_tf.training import load_supernet
 from mcuformer_tf.targets import RUNTIME_SRAM
+from mcuformer_tf.training import load_supernet
 from tuner.budget import Budget, footprint, resolve_target
 from tuner.search import TuneSettings, tune
 from tuner.subnet_tuner import SubnetScorer
