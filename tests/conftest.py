@@ -123,3 +123,4 @@ def perturbed_int8_tflite(digits_space, tmp_path_factory):
     """As fresh_int8_tflite, every weight moved by noise (std 0.05) first, so the converter keeps
     the LayerNorm gamma and beta and the biases it folds away where they are still 1 and 0."""
     return _int8_tflite_factory(digits_space, tmp_path_factory.mktemp("perturbed_int8"), 0.05)
+

@@ -1,4 +1,5 @@
-"""Fresh supernets for tests whose subject is shapes, graphs and bytes, not accuracy."""
+"""Fresh supernets, and int8 models of their subnets, for tests whose subject is shapes, graphs
+and bytes, not accuracy."""
 import numpy as np
 
 
@@ -19,3 +20,16 @@ def perturbed_supernet(space, std: float = 0.05, seed: int = 0):
         variable.assign(variable + rng.normal(0, std, variable.shape).astype(
             variable.dtype.as_numpy_dtype))
     return supernet
+
+def digits_models(space, fresh_int8_tflite, perturbed_int8_tflite, fresh_seeds, perturbed_seeds):
+    """[(label, SubnetConfig, .tflite bytes)]: `space.sample(random.Random(seed))` of each seed,
+    converted from the fresh and from the perturbed supernet."""
+    import random
+
+    cases = []
+    for label, make, seeds in (("fresh", fresh_int8_tflite, fresh_seeds),
+                               ("perturbed", perturbed_int8_tflite, perturbed_seeds)):
+        for seed in seeds:
+            config = space.sample(random.Random(seed))
+            cases.append((f"{label} {seed}", config, make(config).read_bytes()))
+    return cases

@@ -1,8 +1,6 @@
 """Link (4) of the chain of trust: the fused graph runs in ONE arena laid out by its offline plan
 (C kernels for MCUF operators, the numpy TFLM model for builtins), so a wrong plan shows; its
 equality with the stock TFLM wheel over random subnets is test_fused_equals_unfused.py."""
-import random
-
 import numpy as np
 import pytest
 
@@ -15,6 +13,7 @@ from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.memory_report import OFFLINE_PLAN
 from mcuformer_tf.tflite_graph import read_model
 from mcuformer_tf.tflm_runtime import model_inputs, run_tflm
+from supernets import digits_models
 
 FRESH_SEEDS = (0, 1, 3, 7)  # as test_compiler_fuse: both patch sizes, dense and low-rank, 1-2 heads
 PERTURBED_SEEDS = (0, 4)  # LayerNorm affine and biases kept; tokens larger than the image
@@ -24,13 +23,8 @@ INPUT_SEEDS = (1, 2, 3)
 @pytest.fixture(scope="module")
 def models(digits_space, fresh_int8_tflite, perturbed_int8_tflite):
     """(label, unfused bytes, fused and planned bytes) of every model under test."""
-    cases = []
-    for label, make, seeds in (("fresh", fresh_int8_tflite, FRESH_SEEDS),
-                               ("perturbed", perturbed_int8_tflite, PERTURBED_SEEDS)):
-        for seed in seeds:
-            raw = make(digits_space.sample(random.Random(seed))).read_bytes()
-            cases.append((f"{label} {seed}", raw, compile_model(raw).model_bytes))
-    return cases
+    return [(label, raw, compile_model(raw).model_bytes) for label, _, raw in digits_models(
+        digits_space, fresh_int8_tflite, perturbed_int8_tflite, FRESH_SEEDS, PERTURBED_SEEDS)]
 
 
 def _same(outputs, expected) -> bool:

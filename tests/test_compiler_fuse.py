@@ -5,8 +5,6 @@ options, wiring, shapes, quantisation, constants; only the intermediate tensors'
 and runs in stock TFLM to the same bytes; the fused graph's plan honours the kernels' in-place
 memory and their scratch, and is smaller than TFLM's plan of the unfused graph.
 """
-import random
-
 import numpy as np
 import pytest
 from flatbuffers import flexbuffers
@@ -19,6 +17,7 @@ from mcuformer_tf.compiler.unfuse import KINDS, kernel, unfuse
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.tflite_graph import read_model
 from mcuformer_tf.tflm_runtime import model_inputs, run_tflm
+from supernets import digits_models
 
 # fresh (LayerNorm affine and zero biases folded away): patch 8 low-rank 2 heads; patch 4
 # low-rank 1-2 heads; patch 4 dense+low-rank 1-2 heads; patch 8 dense attention with 1 head and
@@ -31,13 +30,8 @@ PERTURBED_SEEDS = (0, 4)
 @pytest.fixture(scope="module")
 def models(digits_space, fresh_int8_tflite, perturbed_int8_tflite):
     """(label, config, .tflite bytes) of every model under test."""
-    cases = []
-    for label, make, seeds in (("fresh", fresh_int8_tflite, FRESH_SEEDS),
-                               ("perturbed", perturbed_int8_tflite, PERTURBED_SEEDS)):
-        for seed in seeds:
-            config = digits_space.sample(random.Random(seed))
-            cases.append((f"{label} {seed}", config, make(config).read_bytes()))
-    return cases
+    return digits_models(digits_space, fresh_int8_tflite, perturbed_int8_tflite, FRESH_SEEDS,
+                         PERTURBED_SEEDS)
 
 
 @pytest.fixture(scope="module")
