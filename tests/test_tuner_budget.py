@@ -132,6 +132,17 @@ def test_no_trial_over_budget_is_ever_started(digits_space, algorithm):
         assert oracle.rejected > 0
 
 
+@pytest.mark.parametrize("algorithm", ["evolution", "random"])
+def test_seed_zero_fixes_the_draws_too(digits_space, algorithm):
+    from tuner.budget_oracle import make_oracle
+
+    budget = _budget_rejecting_most(digits_space)
+    draws = [[t.hyperparameters.values for t in _drive(
+        make_oracle(algorithm, digits_space, budget, max_trials=15, seed=0), digits_space,
+        15).trials.values()] for _ in range(2)]
+    assert len(draws[0]) == 15 and draws[0] == draws[1]
+
+
 def test_counts_survive_a_reload(digits_space):
     from tuner.budget_oracle import make_oracle
 

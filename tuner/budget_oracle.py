@@ -17,6 +17,9 @@ Grid search computes its next point from the last trial's values, so rejecting
 a point after the fact would end its walk: `FeasibleGridSearchOracle` skips
 infeasible combinations where the grid computes them. The evolution oracle
 draws only admissible children itself. Both ask the mixin through `admits`.
+
+The budget oracles of `make_oracle` also write their project files only when a
+trial ends (`tuner.trial_end_writes`).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from mcuformer_tf.search_space import SearchSpace
 from tuner.budget import Budget, Verdict, check_space_fits
 from tuner.evolution import EvolutionOracle
 from tuner.hyperparameters import config_from_values, hyperparameters_of
+from tuner.trial_end_writes import WritesAtTrialEnd
 
 RUNNING, STOPPED = trial_module.TrialStatus.RUNNING, trial_module.TrialStatus.STOPPED
 OBJECTIVE = kt.Objective("val_accuracy", direction="max")
@@ -46,6 +50,8 @@ class MemoryBudgetMixin:
         kwargs.setdefault("hyperparameters", hyperparameters_of(space))
         kwargs.setdefault("objective", OBJECTIVE)
         super().__init__(*args, **self._base_kwargs(space, kwargs))
+        if kwargs.get("seed") is not None:  # KerasTuner's Oracle draws a seed for seed=0
+            self.seed = self._seed_state = kwargs["seed"]
         self.space, self.budget = space, budget
         self.retries, self.max_rejections = retries, max_rejections
         self.checked = self.rejected = self.fallbacks = 0
@@ -105,7 +111,7 @@ class MemoryBudgetMixin:
             for name, value in verdict.metrics().items():
                 trial.metrics.register(name, direction="min")
                 trial.metrics.update(name, value)
-            # Saved with the trial's score (`update_trial`); a trial killed before that is run
+            # Written with the trial when it ends; a trial interrupted before that is drawn
             # again after a resume and gets them here again.
         return trial
 
@@ -147,11 +153,12 @@ class FeasibleGridSearchOracle(kt.oracles.GridSearchOracle):
         return response
 
 
-class BudgetRandomSearchOracle(MemoryBudgetMixin, kt.oracles.RandomSearchOracle):
+class BudgetRandomSearchOracle(MemoryBudgetMixin, WritesAtTrialEnd, kt.oracles.RandomSearchOracle):
     """Random search over the subnets that fit the budget."""
 
 
-class BudgetBayesianOptimizationOracle(MemoryBudgetMixin, kt.oracles.BayesianOptimizationOracle):
+class BudgetBayesianOptimizationOracle(MemoryBudgetMixin, WritesAtTrialEnd,
+                                       kt.oracles.BayesianOptimizationOracle):
     """Bayesian optimisation over the subnets that fit the budget.
 
     A fitted Gaussian process proposes its optimum again when asked again (and each proposal
@@ -162,11 +169,11 @@ class BudgetBayesianOptimizationOracle(MemoryBudgetMixin, kt.oracles.BayesianOpt
         super().__init__(*args, retries=retries, **kwargs)
 
 
-class BudgetGridSearchOracle(MemoryBudgetMixin, FeasibleGridSearchOracle):
+class BudgetGridSearchOracle(MemoryBudgetMixin, WritesAtTrialEnd, FeasibleGridSearchOracle):
     """Grid search over the subnets that fit the budget."""
 
 
-class BudgetEvolutionOracle(MemoryBudgetMixin, EvolutionOracle):
+class BudgetEvolutionOracle(MemoryBudgetMixin, WritesAtTrialEnd, EvolutionOracle):
     """Evolutionary search whose children all fit the budget."""
 
     def _base_kwargs(self, space: SearchSpace, kwargs: dict) -> dict:

@@ -29,6 +29,7 @@ from mcuformer_tf.search_space import SearchSpace, SubnetConfig
 from tuner.budget import Budget, format_size
 from tuner.budget_oracle import make_oracle
 from tuner.hyperparameters import config_from_values
+from tuner.interrupts import remembered_interrupts
 
 PROJECT = "search"
 SPEC_FILE, BEST_FILE, RESULTS_FILE = "tune.json", "best_config.json", "results.json"
@@ -119,12 +120,14 @@ class Progress:
         from tqdm.auto import tqdm
 
         done = sum(1 for t in oracle.trials.values() if t.status == "COMPLETED")
-        self.oracle = oracle
+        self.oracle, self.enabled = oracle, enabled
         self.bar = tqdm(total=total, initial=done, unit="trial", disable=not enabled,
                         dynamic_ncols=True)
         self.refresh()
 
     def refresh(self):
+        if not self.enabled:
+            return
         trials = list(getattr(self.oracle, "trials", {}).values())
         scores = [t.score for t in trials if t.status == "COMPLETED" and t.score is not None]
         postfix = {"best": f"{max(scores):.2%}" if scores else "-", "feasible": len(trials)}
@@ -192,7 +195,8 @@ def tune(run: RunDir, budget: Budget, out: Path, settings: TuneSettings,
     show = Progress(oracle, settings.trials, progress and not tuner._is_worker())
     tuner.on_trial_end_hook = show
     try:
-        tuner.search(verbose=0)
+        with remembered_interrupts() as tuner.interrupted:
+            tuner.search(verbose=0)
     finally:
         show.close()
     seconds = time.perf_counter() - began

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 
 from keras_tuner.engine import base_tuner
-from keras_tuner.src.engine.stateful import Stateful
 
 from mcuformer_tf.data import ImageData
 from mcuformer_tf.evaluation import EVAL_BATCH, accuracy, traced_predict
@@ -60,15 +59,21 @@ class SubnetTuner(base_tuner.BaseTuner):
 
     `scorer` may be None in the chief of a distributed search, which runs no trial.
     `on_trial_end_hook(tuner, trial)` is called after each trial is recorded (progress display).
+    `interrupted` (a threading.Event, see tuner.interrupts) stops the search before the next trial
+    once set.
     """
 
     def __init__(self, oracle, scorer: SubnetScorer | None, space, on_trial_end_hook=None,
-                 **kwargs):
+                 interrupted=None, **kwargs):
         super().__init__(oracle, **kwargs)
         self.scorer, self.space = scorer, space
-        self.on_trial_end_hook = on_trial_end_hook
+        self.on_trial_end_hook, self.interrupted = on_trial_end_hook, interrupted
         self.eval_seconds = 0.0
         self.trials_run = 0
+
+    def pre_create_trial(self):
+        if self.interrupted is not None and self.interrupted.is_set():
+            raise KeyboardInterrupt
 
     def run_trial(self, trial, *args, **kwargs):
         config = config_from_values(self.space, trial.hyperparameters.values)
@@ -78,9 +83,14 @@ class SubnetTuner(base_tuner.BaseTuner):
         self.trials_run += 1
         return {"val_accuracy": score}
 
+    def on_search_begin(self):
+        # The tuner's state file is what makes a rerun reload the project: write it (and the
+        # oracle's) before the first trial. Its state never changes, so it is written only here.
+        self.save()
+
     def on_trial_end(self, trial):
-        # As BaseTuner's, less its second write of the oracle's state: `end_trial` saved it.
+        # As BaseTuner's, less its writes of the tuner's and the oracle's state: the oracle
+        # writes its own when the trial ends (tuner.trial_end_writes).
         self.oracle.end_trial(trial)
-        Stateful.save(self, self._get_tuner_fname())
         if self.on_trial_end_hook is not None:
             self.on_trial_end_hook(self, trial)
