@@ -12,6 +12,7 @@ The integer widths every part of the chain must agree on live here too:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -34,11 +35,13 @@ def _round_half_up(value: Fraction) -> int:
     return math.floor(value + Fraction(1, 2))
 
 
+@functools.cache  # a few dozen distinct arguments per space; Fractions are slow
 def mlp_hidden(embed_dim: int, mlp_ratio: float) -> int:
     """Hidden width of an MLP: mlp_ratio * embed_dim, rounded half up."""
     return _round_half_up(Fraction(str(mlp_ratio)) * embed_dim)
 
 
+@functools.cache
 def low_rank(in_dim: int, out_dim: int, rank_ratio: float) -> int:
     """Rank of a low-rank linear layer: rank_ratio * min(in, out), rounded half up, at least 1.
 

@@ -125,7 +125,7 @@ class Progress:
                         dynamic_ncols=True)
         self.refresh()
 
-    def refresh(self):
+    def refresh(self, redraw: bool = True):
         if not self.enabled:
             return
         trials = list(getattr(self.oracle, "trials", {}).values())
@@ -133,11 +133,11 @@ class Progress:
         postfix = {"best": f"{max(scores):.2%}" if scores else "-", "feasible": len(trials)}
         if hasattr(self.oracle, "rejected"):
             postfix["rejected"] = self.oracle.rejected
-        self.bar.set_postfix(postfix, refresh=True)
+        self.bar.set_postfix(postfix, refresh=redraw)
 
     def __call__(self, tuner, trial):
-        self.bar.update(1)
-        self.refresh()
+        self.refresh(redraw=False)
+        self.bar.update(1)  # redraws at most every tqdm's mininterval
 
     def close(self):
         self.bar.close()
