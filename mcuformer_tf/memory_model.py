@@ -25,6 +25,14 @@ operators, weight/bias/constant bytes, quantisation channels) and
 `fused_graph_counts` (the same for the compiled model, and the exact length of
 the MCUF ops' flexbuffer options, rebuilt in the compiler's order).
 
+Planning bytes (`Footprint.planning`; on the exports measured the working arena
+is exact for unfused models and 8 bytes over for fused ones, tests:
+test_arena_search): while TFLM plans it takes from the free arena the scratch
+requests' head, one AllocationInfo per tensor and scratch buffer and the
+greedy planner's 40 bytes per planned buffer; for small graphs of many
+tensors that is more than the plan it makes, so a model runs only with
+`Footprint.working_arena`, which the tuner budgets.
+
 Fused persistent tail, exact for the host runner (TFLM tree 90b983c2 on 64-bit
 x86, our glue; tests with TFLM_ROOT: arena_used_bytes = plan + tail, to the
 byte): TFLM allocates from a 16-byte boundary one TfLiteEvalTensor (24 B) per
@@ -85,15 +93,25 @@ def _align(n: int) -> int:
 
 @dataclass(frozen=True)
 class Footprint:
-    """Bytes of one model in TFLM: arena = persistent + non_persistent; flash = the .tflite."""
+    """Bytes of one model in TFLM: arena = persistent + non_persistent (what TFLM reports using);
+    flash = the .tflite. `planning`: the free arena TFLM's allocator needs beside the persistent
+    tail while it plans (see `planning_bytes`), so the arena a model runs with is
+    `working_arena`: above `arena` where planning needs more than the plan it makes."""
 
     non_persistent: int
     persistent: int | None
     flash: int | None
+    planning: int = 0
 
     @property
     def arena(self) -> int | None:
         return None if self.persistent is None else self.persistent + self.non_persistent
+
+    @property
+    def working_arena(self) -> int | None:
+        if self.persistent is None:
+            return None
+        return max(self.arena, self.persistent - PERSISTENT_AFTER_PLANNING + self.planning)
 
 
 @dataclass(frozen=True)
@@ -133,6 +151,32 @@ class _Net:
         for k, (_, _, scratch) in enumerate(self.ops):
             buffers += [PlannedBuffer(_align(s), k + 1, k + 1, operator=k) for s in scratch]
         return buffers
+
+
+# What TFLM's allocator takes from the free arena while it plans (micro_allocator.cc,
+# CommitStaticMemoryPlan; 64-bit host sizes, which bound the 32-bit target's): the head of
+# scratch buffer requests (room for kMaxScratchBuffersPerOp more), one size_t per subgraph, one
+# AllocationInfo per tensor and scratch buffer, then the GreedyMemoryPlanner's workspace.
+# The interpreter allocates its input and output TfLiteTensors after planning, so they are not
+# in the persistent tail yet (measured: 208 bytes, one input and one output).
+SCRATCH_REQUEST_BYTES, MAX_SCRATCH_PER_OP = 16, 12
+ALLOCATION_INFO_BYTES = 32
+PLANNER_BYTES_PER_BUFFER = 40
+PERSISTENT_AFTER_PLANNING = 208
+
+
+def planning_bytes(tensors: int, activations: int, scratch: int) -> int:
+    """The free arena TFLM needs to plan a one-subgraph model: `tensors` in all (constants too),
+    `activations` of them planned, and `scratch` scratch buffers."""
+    return (_align(SCRATCH_REQUEST_BYTES * (scratch + MAX_SCRATCH_PER_OP)) + _align(8)
+            + _align(ALLOCATION_INFO_BYTES * (tensors + scratch))
+            + PLANNER_BYTES_PER_BUFFER * (activations + scratch))
+
+
+def _planned_counts(buffers) -> tuple:
+    """(activations, scratch buffers) among planned buffers."""
+    activations = sum(1 for b in buffers if b.tensor is not None)
+    return activations, len(buffers) - activations
 
 
 def _mean_scratch(out_elements: int) -> tuple:
@@ -368,6 +412,29 @@ def unfused_non_persistent(config: SubnetConfig, trained: bool = True, qat: bool
         right, segment_top = _segment_plan(key, build, right)
         top = max(top, segment_top)
     return top
+
+
+_PLANNED: dict = {}  # segment key, or ("fused", depth, trained) -> (activations, scratch)
+
+
+def _planned_of(key, build) -> tuple:
+    if key not in _PLANNED:
+        _PLANNED[key] = _planned_counts(build().buffers())
+    return _PLANNED[key]
+
+
+def unfused_planned(config: SubnetConfig, trained: bool = True, qat: bool = True) -> tuple:
+    """(activations, scratch buffers) TFLM plans for the exported model, from the segments (a
+    cut between two segments is one tensor)."""
+    segments = _segments(config, trained, qat)
+    activations, scratch = map(sum, zip(*(_planned_of(key, build) for key, build in segments)))
+    return activations - (len(segments) - 1), scratch
+
+
+def fused_planned(config: SubnetConfig, trained: bool = True) -> tuple:
+    """(activations, scratch buffers) TFLM plans for the compiled model: they depend on the
+    depth (and the trained form of the head) only."""
+    return _planned_of(("fused", config.depth, trained), lambda: fused_net(config, trained)[0])
 
 
 def _compiler_plan(net: _Net, links) -> int:
@@ -886,7 +953,9 @@ def memory_of(config: SubnetConfig, trained: bool = True, qat: bool = True) -> M
     fused = fused_graph_counts(config, trained, qat)
     names = {model: _qat_names(model, fused) if qat else 0 for model in QAT_NAMES_FIT}
     unfused = Footprint(unfused_non_persistent(config, trained, qat), _persistent(counts),
-                        _flash(counts) + names["unfused"])
-    return MemoryEstimate(unfused, Footprint(fused_non_persistent(config, trained),
-                                             fused_persistent(fused),
-                                             fused_flash(fused) + names["fused"]))
+                        _flash(counts) + names["unfused"],
+                        planning_bytes(counts.tensors, *unfused_planned(config, trained, qat)))
+    return MemoryEstimate(unfused, Footprint(
+        fused_non_persistent(config, trained), fused_persistent(fused),
+        fused_flash(fused) + names["fused"],
+        planning_bytes(fused.tensors, *fused_planned(config, trained))))

@@ -8,6 +8,7 @@ import pytest
 
 from mcuformer_tf.arena_search import ALIGNMENT, _finish, find_arena, run_trials
 from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.memory_model import PERSISTENT_AFTER_PLANNING, memory_of
 from mcuformer_tf.tflite_graph import read_model
 from mcuformer_tf.tflm_runtime import model_inputs, run_tflm
 
@@ -19,11 +20,18 @@ def models(digits_space, fresh_int8_tflite):
             "p8": fresh_int8_tflite(digits_space.smallest())}
 
 
-def test_the_arena_is_what_tflm_reports_and_16_bytes_less_fails(models):
+def _planning_arena(config, size) -> int:
+    """The arena the memory model says TFLM needs to plan, beside the measured persistent tail."""
+    planning = memory_of(config, trained=False, qat=False).unfused.planning
+    return -(-(size.persistent - PERSISTENT_AFTER_PLANNING + planning) // ALIGNMENT) * ALIGNMENT
+
+
+def test_the_arena_is_what_tflm_reports_and_16_bytes_less_fails(models, digits_space):
     path = models["p4"]
     size = find_arena(path)
     assert size.arena % ALIGNMENT == 0
     assert size.arena == size.used == size.persistent + size.non_persistent
+    assert _planning_arena(digits_space.sample(random.Random(2)), size) < size.arena
     assert size.failing == size.arena - ALIGNMENT
     assert size.trials <= 5
     # Checked again in fresh processes, and the model computes with exactly that arena.
@@ -36,10 +44,12 @@ def test_the_arena_is_what_tflm_reports_and_16_bytes_less_fails(models):
     np.testing.assert_array_equal(run_tflm(raw, inputs, size.arena)[0], run_tflm(raw, inputs)[0])
 
 
-def test_planning_room_beyond_the_final_usage_is_found(models):
-    """With few tokens TFLM's planner workspace (40 B a buffer) outgrows the plan it returns."""
+def test_planning_room_beyond_the_final_usage_is_found(models, digits_space):
+    """With few tokens TFLM's planner workspace (40 B a buffer) outgrows the plan it returns;
+    the memory model's planning bytes give the arena exactly."""
     size = find_arena(models["p8"].read_bytes())
     assert size.arena > size.used == size.persistent + size.non_persistent
+    assert size.arena == _planning_arena(digits_space.smallest(), size)
     assert size.failing == size.arena - ALIGNMENT
     assert "Too many buffers" in size.failure
     assert size.trials <= 8

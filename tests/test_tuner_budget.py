@@ -55,12 +55,13 @@ def test_a_plan_takes_its_footprint_of_the_memory_model(digits_space):
 def test_check_sums_runtime_share_and_names_what_is_over(digits_space):
     config = digits_space.largest()
     used = footprint(config, "unfused")
-    exact = resolve_target("custom", f"{used.arena + RUNTIME_SRAM}", "1MiB")
+    exact = resolve_target("custom", f"{used.working_arena + RUNTIME_SRAM}", "1MiB")
     verdict = Budget(exact, "unfused").check(config)
     assert verdict.fits and verdict.sram_used == exact.sram
     assert verdict.flash_used == used.flash + exact.runtime_flash
     assert verdict.macs == config.mac_count() > 0
-    over = Budget(resolve_target("custom", f"{used.arena + RUNTIME_SRAM - 1}", "1MiB"), "unfused")
+    over = Budget(resolve_target("custom", f"{used.working_arena + RUNTIME_SRAM - 1}", "1MiB"),
+                  "unfused")
     assert over.check(config).reason.startswith("SRAM ")
 
 
@@ -85,7 +86,8 @@ def test_no_subnet_is_below_the_least_memory_configs(space):
 # -- oracles ------------------------------------------------------------------------------------
 def _budget_rejecting_most(space):
     """An SRAM budget at the 20th percentile of the fused arenas of random subnets."""
-    arenas = sorted(footprint(c, "fused").arena for c in space.sample_many(400, seed=9))
+    arenas = sorted(footprint(c, "fused").working_arena
+                    for c in space.sample_many(400, seed=9))
     target = resolve_target("custom", str(arenas[len(arenas) // 5] + RUNTIME_SRAM), "1MiB")
     return Budget(target, "fused")
 
@@ -173,7 +175,7 @@ def test_an_algorithm_that_finds_nothing_feasible_stops_with_a_reason(digits_spa
     from tuner.budget_oracle import make_oracle
 
     # Only the subnets with the least arena fit: random draws almost never hit one.
-    least = min(footprint(c, "fused").arena for c in least_memory_configs(digits_space))
+    least = min(footprint(c, "fused").working_arena for c in least_memory_configs(digits_space))
     budget = Budget(resolve_target("custom", str(least + RUNTIME_SRAM), "1MiB"))
     oracle = make_oracle("random", digits_space, budget, max_trials=50, seed=0)
     oracle.max_rejections = 30

@@ -27,7 +27,8 @@ from tuner.search import TuneSettings, tune
 def half_budget(space, target: str = "custom") -> Budget:
     """SRAM at the median fused arena of random subnets (plus the runtime share), on `target`
     (custom: 1 MiB of flash)."""
-    arenas = sorted(footprint(c, "fused").arena for c in space.sample_many(500, seed=7))
+    arenas = sorted(footprint(c, "fused").working_arena
+                    for c in space.sample_many(500, seed=7))
     return Budget(resolve_target(target, str(arenas[len(arenas) // 2] + RUNTIME_SRAM),
                                  "1MiB" if target == "custom" else None))
 

@@ -29,7 +29,7 @@ from tuner.subnet_tuner import SubnetScorer
 def budget_rejecting(space, share: float) -> tuple[Budget, float]:
     """An SRAM budget at the `1 - share` quantile of fused arenas; the share it rejects."""
     sample = space.sample_many(2000, seed=7)
-    arenas = sorted(footprint(c, "fused").arena for c in sample)
+    arenas = sorted(footprint(c, "fused").working_arena for c in sample)
     budget = Budget(resolve_target(
         "custom", str(arenas[int(len(arenas) * (1 - share))] + RUNTIME_SRAM), "1MiB"))
     return budget, 1 - sum(budget.check(c).fits for c in sample) / len(sample)

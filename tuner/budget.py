@@ -84,7 +84,7 @@ def footprint(config: SubnetConfig, plan: str) -> Footprint:
 class Verdict:
     """Predicted bytes and cost of one subnet, and whether it fits the budget (else why not)."""
 
-    arena: int
+    arena: int  # the arena the model runs with (the memory model's working_arena)
     flash: int  # the model (.tflite)
     macs: int
     sram_used: int  # arena + runtime SRAM
@@ -112,10 +112,11 @@ class Budget:
     def check(self, config: SubnetConfig) -> Verdict:
         used = footprint(config, self.plan)
         t = self.target
-        sram_used = used.arena + t.runtime_sram
+        arena = used.working_arena
+        sram_used = arena + t.runtime_sram
         reasons = []
         if sram_used > t.sram:
-            reasons.append(f"SRAM {format_size(sram_used)} (arena {format_size(used.arena)} + "
+            reasons.append(f"SRAM {format_size(sram_used)} (arena {format_size(arena)} + "
                            f"runtime {format_size(t.runtime_sram)}) > {format_size(t.sram)}")
         if t.external_flash:
             flash_used = t.runtime_flash
@@ -128,7 +129,7 @@ class Budget:
                 reasons.append(f"flash {format_size(flash_used)} (model "
                                f"{format_size(used.flash)} + runtime code "
                                f"{format_size(t.runtime_flash)}) > {format_size(t.flash)}")
-        return Verdict(used.arena, used.flash, config.mac_count(), sram_used, flash_used,
+        return Verdict(arena, used.flash, config.mac_count(), sram_used, flash_used,
                        "; ".join(reasons) or None)
 
     def describe(self) -> str:

@@ -68,8 +68,11 @@ class MemoryBudgetMixin:
         return self.budget.check(config_from_values(self.space, values))
 
     def admits(self, values: dict) -> bool:
-        """Check `values` against the budget; count and remember a rejection."""
+        """Check `values` against the budget; count and remember a rejection. Values a trial
+        already had (an optimiser may propose its optimum again) are refused, uncounted."""
         key = self._compute_values_hash(values)
+        if key in self._tried_so_far:
+            return False
         if key == self._admitted:
             return True
         began = time.perf_counter()
