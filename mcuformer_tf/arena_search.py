@@ -30,14 +30,13 @@ from ai_edge_litert import schema_py_generated as schema
 
 from mcuformer_tf import memory_report
 from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.memory_model import PLANNER_BYTES_PER_BUFFER
 from mcuformer_tf.tflite_graph import read_model
 from mcuformer_tf.tflm_runtime import DEFAULT_ARENA, native_stderr, tflm_interpreter, tflm_invoke
 
 ALIGNMENT = 16
 GALLOP_STEP = 512  # bytes; the first stride when the reported usage is not the minimum
 TRIAL_TIMEOUT = 600  # seconds; a trial is one allocation and one inference on the host
-# GreedyMemoryPlanner::per_buffer_size(): its workspace, taken from the free arena while it plans.
-PLANNER_BYTES_PER_BUFFER = 40
 _TOO_MANY_BUFFERS = re.compile(r"Too many buffers \(max is (\d+)\)")
 _USAGE = re.compile(r"\[RecordingMicroAllocator\] Arena allocation (total|head|tail) (\d+) bytes")
 

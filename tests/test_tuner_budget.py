@@ -8,7 +8,7 @@ from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.memory_model import memory_of
 from mcuformer_tf.search_space import SearchSpace
 from mcuformer_tf.targets import RUNTIME_SRAM
-from tuner.budget import (KIB, MIB, Budget, check_space_fits, footprint,
+from tuner.budget import (KIB, MIB, Budget, budget_rejecting, check_space_fits, footprint,
                           least_memory_configs, parse_size,
                           resolve_target)
 from tuner.hyperparameters import config_from_values
@@ -86,10 +86,7 @@ def test_no_subnet_is_below_the_least_memory_configs(space):
 # -- oracles ------------------------------------------------------------------------------------
 def _budget_rejecting_most(space):
     """An SRAM budget at the 20th percentile of the fused arenas of random subnets."""
-    arenas = sorted(footprint(c, "fused").working_arena
-                    for c in space.sample_many(400, seed=9))
-    target = resolve_target("custom", str(arenas[len(arenas) // 5] + RUNTIME_SRAM), "1MiB")
-    return Budget(target, "fused")
+    return budget_rejecting(space, 0.8, samples=400, seed=9)[0]
 
 
 def _score(config):

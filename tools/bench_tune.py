@@ -18,26 +18,17 @@ import time
 from pathlib import Path
 
 from mcuformer_tf.run_dir import RunDir
-from mcuformer_tf.targets import RUNTIME_SRAM
-from tuner.budget import Budget, footprint, resolve_target
+from tuner.budget import budget_rejecting
 from tuner.budget_oracle import make_oracle
 from tuner.search import TuneSettings, tune
-
-
-def half_budget(space, target: str = "custom") -> Budget:
-    """SRAM at the median fused arena of random subnets (plus the runtime share), on `target`
-    (custom: 1 MiB of flash)."""
-    arenas = sorted(footprint(c, "fused").working_arena
-                    for c in space.sample_many(500, seed=7))
-    return Budget(resolve_target(target, str(arenas[len(arenas) // 2] + RUNTIME_SRAM),
-                                 "1MiB" if target == "custom" else None))
 
 
 def search_overhead(run: RunDir, trials: int, target: str = "custom", scorer=None) -> str:
     """One search of `trials` trials under a budget rejecting about half of the run's space."""
     with tempfile.TemporaryDirectory() as out:
-        result = tune(run, half_budget(run.space(), target), Path(out), TuneSettings(trials=trials),
-                      progress=False, log=lambda *_: None, scorer=scorer)
+        budget, _ = budget_rejecting(run.space(), 0.5, samples=500, target=target)
+        result = tune(run, budget, Path(out), TuneSettings(trials=trials), progress=False,
+                      log=lambda *_: None, scorer=scorer)
     outside = result.seconds - result.eval_seconds
     return (f"{result.finished} trials of {run.space().name}: {result.seconds:.1f} s, scoring "
             f"{result.eval_seconds / result.finished * 1e3:,.0f} ms a trial, outside scoring "
@@ -74,7 +65,7 @@ def main():
     args = parser.parse_args()
     run = RunDir(args.supernet)
     space = run.space()
-    budget = half_budget(space)
+    budget, _ = budget_rejecting(space, 0.5, samples=500)
     configs = space.sample_many(3000, seed=11)
     began = time.perf_counter()
     feasible = sum(budget.check(c).fits for c in configs)

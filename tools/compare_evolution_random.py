@@ -21,20 +21,10 @@ from pathlib import Path
 
 from mcuformer_tf.data import load_data
 from mcuformer_tf.run_dir import RunDir
-from mcuformer_tf.targets import RUNTIME_SRAM
 from mcuformer_tf.training import load_supernet
-from tuner.budget import Budget, footprint, resolve_target
+from tuner.budget import budget_rejecting
 from tuner.search import TuneSettings, tune
 from tuner.subnet_tuner import SubnetScorer
-
-
-def budget_rejecting(space, share: float) -> tuple[Budget, float]:
-    """An SRAM budget at the `1 - share` quantile of fused arenas; the share it rejects."""
-    sample = space.sample_many(2000, seed=7)
-    arenas = sorted(footprint(c, "fused").working_arena for c in sample)
-    budget = Budget(resolve_target(
-        "custom", str(arenas[int(len(arenas) * (1 - share))] + RUNTIME_SRAM), "1MiB"))
-    return budget, 1 - sum(budget.check(c).fits for c in sample) / len(sample)
 
 
 def random_feasible(space, budget, count, seed):

@@ -24,7 +24,7 @@ from decimal import Decimal
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.memory_model import Footprint, memory_of
 from mcuformer_tf.search_space import SearchSpace, SubnetConfig
-from mcuformer_tf.targets import KIB, MIB, TARGETS, Target
+from mcuformer_tf.targets import KIB, MIB, RUNTIME_SRAM, TARGETS, Target
 
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
           "kib": KIB, "mib": MIB, "gib": 1024 ** 3}
@@ -146,6 +146,18 @@ class Budget:
                 "external_flash": self.target.external_flash,
                 "runtime_sram": self.target.runtime_sram,
                 "runtime_flash": self.target.runtime_flash, "memory_plan": self.plan}
+
+
+def budget_rejecting(space: SearchSpace, share: float, samples: int = 2000, seed: int = 7,
+                     target: str = CUSTOM) -> tuple[Budget, float]:
+    """A fused-plan budget whose SRAM is the `1 - share` quantile of the working arenas of
+    `samples` random subnets (plus the runtime share), on `target` (custom: 1 MiB of flash);
+    and the share of that sample it rejects (benchmarks and tests of the oracles)."""
+    sample = space.sample_many(samples, seed=seed)
+    arenas = sorted(footprint(c, "fused").working_arena for c in sample)
+    sram = arenas[min(round(len(arenas) * (1 - share)), len(arenas) - 1)] + RUNTIME_SRAM
+    budget = Budget(resolve_target(target, str(sram), "1MiB" if target == CUSTOM else None))
+    return budget, 1 - sum(budget.check(c).fits for c in sample) / len(sample)
 
 
 def least_memory_configs(space: SearchSpace) -> list[SubnetConfig]:

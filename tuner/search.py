@@ -120,13 +120,13 @@ class Progress:
         from tqdm.auto import tqdm
 
         done = sum(1 for t in oracle.trials.values() if t.status == "COMPLETED")
-        self.oracle, self.enabled = oracle, enabled
+        self.oracle = oracle
         self.bar = tqdm(total=total, initial=done, unit="trial", disable=not enabled,
                         dynamic_ncols=True)
         self.refresh()
 
     def refresh(self, redraw: bool = True):
-        if not self.enabled:
+        if self.bar.disable:
             return
         trials = list(getattr(self.oracle, "trials", {}).values())
         scores = [t.score for t in trials if t.status == "COMPLETED" and t.score is not None]
