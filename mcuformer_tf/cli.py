@@ -510,6 +510,11 @@ def kernel_test_command(model, target_name, portable, build_dir, seed):
                              f"(firmware exit code {result.exit_code})")
 
 
+def _short_hex(data: bytes, shown: int = 16) -> str:
+    """Up to `shown` bytes as hex; a longer output ends in the count of bytes left out."""
+    return data.hex() if len(data) <= shown else f"{data[:shown].hex()}… {len(data):,} bytes"
+
+
 def _reference_outputs(model: Path, example):
     """(where from, output bytes) of the model on `example` on the host: the host runner's TFLM when
     it can be built, else the arena executor (fused) or the TFLM wheel (unfused)."""
@@ -561,12 +566,16 @@ def deploy_command(model, target_name, output, arena, seed):
     if reason:
         click.echo(f"full firmware: skipped: {reason}")
         return
-    got, usage, instructions = deploy.build_and_run(output)
+    firmware = deploy.build_and_run(output, plan.output.nbytes)
     source, expected = _reference_outputs(model, example)
     click.echo("linked for " + plan.target.name + ": " + ", ".join(
-        f"{region} {used:,} B" for region, used in usage.items()))
-    if got != expected:
-        raise McuformerError(f"the emulated Cortex-M7's output bytes {got.hex()} differ from {source}'s "
-                             f"{expected.hex()}")
-    click.echo(f"one inference on the emulated Cortex-M7: {instructions:,} instructions, output bytes "
-               f"equal to {source}'s ({got.hex()})")
+        f"{region} {used:,} B" for region, used in firmware.usage.items()))
+    if firmware.output != expected:
+        differ = [i for i, (a, b) in enumerate(zip(firmware.output, expected)) if a != b]
+        raise McuformerError(f"the emulated Cortex-M7's output bytes differ from {source}'s in {len(differ)} of "
+                             f"{len(expected)} bytes (first at byte {differ[0]})")
+    click.echo(f"one inference on the emulated Cortex-M7: {firmware.instructions:,} instructions, output bytes "
+               f"equal to {source}'s ({_short_hex(firmware.output)})")
+    if firmware.top1:
+        _, index, value, score = firmware.top1.split()
+        click.echo(f"top-1 on the firmware: class {index} (int8 {value}, score {score})")

@@ -8,8 +8,9 @@ overhead (stack and TFLM's objects outside the arena) exceeds its SRAM, or whose
 stated code size exceeds its flash (the disco profile puts the flatbuffer in its 16 MiB QSPI flash).
 `write` renders the project from jinja2 templates (templates/deploy/): model data (a 16-byte aligned
 C array), model_settings.h (arena, tensor shapes and quantisation), the op resolver, an example
-input, main.cc and a Makefile. `build_and_run` links it with the user's Cortex-M7 TFLM library
-(TFLM_ROOT, TFLM_M7_LIB) through that Makefile and runs one inference in qemu.
+input, the output's printing (output_print.cc: lines that fit TFLM's log buffer), main.cc and a
+Makefile. `build_and_run` links it with the user's Cortex-M7 TFLM library (TFLM_ROOT, TFLM_M7_LIB)
+through that Makefile, runs one inference in qemu and reads the output back from the printed lines.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from mcuformer_tf.tflm_runtime import check_stock_model
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 FILES = ("model_data.h", "model_data.cc", "model_settings.h", "op_resolver.h", "example_input.h",
-         "example_input.cc", "main.cc", "Makefile")
+         "example_input.cc", "output_print.h", "output_print.cc", "main.cc", "Makefile")
 # MicroMutableOpResolver's method per builtin a ViT export holds.
 BUILTIN_METHODS = {"ADD": "AddAdd", "BATCH_MATMUL": "AddBatchMatMul", "CONV_2D": "AddConv2D",
                    "FULLY_CONNECTED": "AddFullyConnected", "LOGISTIC": "AddLogistic", "MEAN": "AddMean",
@@ -189,9 +190,38 @@ def m7_library_missing() -> str | None:
     return cortex_m7.toolchain_missing()
 
 
-def build_and_run(out_dir: Path) -> tuple[bytes, dict, int]:
-    """Links the project in out_dir with TFLM_M7_LIB through its Makefile, runs it in qemu:
-    (the output tensor's bytes, the linker's memory usage, instructions of the inference)."""
+def read_output(printed: str, expected_bytes: int) -> bytes:
+    """The output tensor's bytes from what the firmware printed: its `output <offset> <hex>` lines joined,
+    after checking that they follow each other from 0 and add up to `output_bytes` = `expected_bytes`."""
+    lines = [line.split() for line in printed.splitlines()]
+    counts = [int(words[1]) for words in lines if len(words) == 2 and words[0] == "output_bytes"]
+    if counts != [expected_bytes]:
+        raise McuformerError(f"the firmware announced output_bytes {counts or 'nowhere'}, the model's output "
+                             f"has {expected_bytes} bytes")
+    data = b""
+    for words in lines:
+        if len(words) != 3 or words[0] != "output":
+            continue
+        if int(words[1]) != len(data):
+            raise McuformerError(f"the firmware's output line at byte {words[1]} follows {len(data)} bytes: "
+                                 "a line was lost or cut")
+        data += bytes.fromhex(words[2])
+    if len(data) != expected_bytes:
+        raise McuformerError(f"the firmware printed {len(data)} of its {expected_bytes} output bytes")
+    return data
+
+
+@dataclass
+class FirmwareRun:
+    output: bytes  # the output tensor's bytes
+    usage: dict  # memory region -> bytes, as the linker reports them
+    instructions: int  # of the inference
+    top1: str | None  # the firmware's "top1 <index> <int8> <score>" line, for an int8 output
+
+
+def build_and_run(out_dir: Path, output_bytes: int) -> FirmwareRun:
+    """Links the project in out_dir with TFLM_M7_LIB through its Makefile, runs it in qemu and reads the
+    `output_bytes` bytes of its output tensor from what it prints."""
     reason = m7_library_missing()
     if reason:
         raise McuformerError(reason)
@@ -205,9 +235,10 @@ def build_and_run(out_dir: Path) -> tuple[bytes, dict, int]:
                               result.stderr.splitlines()[-1:] or ["?"])[0])
     usage = cortex_m7.parse_usage(result.stdout)
     ran = cortex_m7.run(Path(out_dir) / "firmware.elf")
-    found = dict(line.split(" ", 1) for line in ran.output.splitlines()
-                 if line.startswith(("output ", "instructions ")))
-    if ran.exit_code != 0 or "output" not in found:
+    instructions = [line.split()[1] for line in ran.output.splitlines() if line.startswith("instructions ")]
+    if ran.exit_code != 0 or not instructions:
         raise McuformerError(f"the firmware failed in qemu (exit code {ran.exit_code}): "
                              f"{ran.output.strip().splitlines()[-2:]}")
-    return bytes.fromhex(found["output"]), usage, int(found["instructions"])
+    top1 = [line.strip() for line in ran.output.splitlines() if line.startswith("top1 ")]
+    return FirmwareRun(read_output(ran.output, output_bytes), usage, int(instructions[0]),
+                       top1[0] if top1 else None)

@@ -2,12 +2,17 @@
 
 Without TFLM_ROOT and a Cortex-M7 TFLM library (TFLM_M7_LIB) the project is written and checked and
 the firmware step says what it skipped; with them, the firmware is linked for the STM32F746 and one
-inference in qemu must give the host TFLM run's output bytes.
+inference in qemu must give the host TFLM run's output bytes. A 1000-class model's output (the
+paper's case) must come through TFLM's 256-character log lines whole: without TFLM the generated
+printing code is compiled for the host beside a MicroPrintf that formats into TFLM's buffer size.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -76,3 +81,122 @@ def test_full_firmware_equals_the_host_run(fused, tmp_path):
     assert "the smallest with which the host runner's TFLM runs it" in result.output
     assert re.search(r"one inference on the emulated Cortex-M7: [\d,]+ instructions, output bytes equal to "
                      r"the host runner's TFLM's", result.output), result.output
+
+
+THOUSAND = 1000
+LOG_BUFFER = 256  # cortex_m_generic's DebugLog formats each MicroPrintf line into this many chars
+
+
+@pytest.fixture(scope="module")
+def thousand_class_fused(digits_space, tmp_path_factory):
+    """A fused model of the smallest digits-width subnet with a 1000-class head, fresh weights."""
+    from conftest import _int8_tflite_factory
+
+    space = dataclasses.replace(digits_space, num_classes=THOUSAND)
+    folder = tmp_path_factory.mktemp("thousand")
+    unfused = _int8_tflite_factory(space, folder)(space.smallest())
+    path = folder / "fused.tflite"
+    assert run_cli("compile", unfused, "-o", path).exit_code == 0
+    return path
+
+
+# What the test puts in TFLM's place: MicroPrintf formats as cortex_m_generic's DebugLog does, into a
+# 256-character buffer, and prints the length the line would have had beside what the buffer kept.
+LOG_STAND_IN = """
+#include <cstdarg>
+void MicroPrintf(const char* format, ...);
+"""
+PRINT_DRIVER = """
+#include <cstdarg>
+#include <cstdio>
+#include "model_settings.h"
+#include "output_print.h"
+void MicroPrintf(const char* format, ...) {
+  char line[%d];
+  va_list args;
+  va_start(args, format);
+  const int wanted = vsnprintf(line, sizeof line, format, args);
+  va_end(args);
+  std::printf("%%d %%s\\n", wanted, line);
+}
+int main() {
+  static uint8_t bytes[kOutputBytes];
+  if (std::fread(bytes, 1, kOutputBytes, stdin) != kOutputBytes) return 1;
+  PrintOutput(bytes);
+  return 0;
+}
+""" % LOG_BUFFER
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no host g++ to compile the printing code")
+def test_a_thousand_class_output_prints_in_lines_that_fit_the_log_buffer(thousand_class_fused, tmp_path):
+    plan = deploy.plan(thousand_class_fused, "stm32f746", arena=64_000)
+    assert plan.output.nbytes == THOUSAND and plan.output.c_type == "int8_t"
+    out = tmp_path / "out"
+    deploy.write(plan, thousand_class_fused, out, np.zeros(plan.input.shape, np.int8))
+    (tmp_path / "stand_in/tensorflow/lite/micro").mkdir(parents=True)
+    (tmp_path / "stand_in/tensorflow/lite/micro/micro_log.h").write_text(LOG_STAND_IN)
+    (tmp_path / "driver.cc").write_text(PRINT_DRIVER)
+    program = tmp_path / "print_output"
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", f"-I{out}", f"-I{tmp_path / 'stand_in'}",
+                    str(out / "output_print.cc"), str(tmp_path / "driver.cc"), "-o", str(program)], check=True)
+    # Worst cases for the line lengths: every byte 0xff, and a negative top score at the last class.
+    rng = np.random.default_rng(0)
+    outputs = [np.full(THOUSAND, -1, np.int8), rng.integers(-128, 128, THOUSAND).astype(np.int8),
+               np.concatenate([np.full(THOUSAND - 1, -128, np.int8), np.int8([-100])])]
+    for output in outputs:
+        printed = subprocess.run([str(program)], input=output.tobytes(), capture_output=True, check=True).stdout
+        lines = [line.decode().split(" ", 1) for line in printed.splitlines()]
+        assert max(int(wanted) for wanted, _ in lines) < LOG_BUFFER
+        assert all(int(wanted) == len(text) for wanted, text in lines)  # nothing was cut
+        text = "\n".join(text for _, text in lines)
+        assert deploy.read_output(text, THOUSAND) == output.tobytes()
+        best = int(np.argmax(output))
+        score = np.float32(int(output[best]) - plan.output.zero_point) * np.float32(plan.output.scale)
+        milli = int(score * np.float32(1000) + np.float32(-0.5 if score < 0 else 0.5))  # as the C rounds
+        assert lines[-1][1] == f"top1 {best} {output[best]} {'-' if milli < 0 else ''}{abs(milli) // 1000}." \
+            f"{abs(milli) % 1000:03d}"
+        assert len([text for _, text in lines if text.startswith("output ")]) == -(-THOUSAND // 64)
+
+
+def test_reading_the_output_refuses_a_lost_or_cut_line():
+    lines = ["output_bytes 70", "output 0 " + "ab" * 64, "output 64 " + "cd" * 6]
+    assert deploy.read_output("\n".join(lines), 70) == bytes([0xab] * 64 + [0xcd] * 6)
+    with pytest.raises(deploy.McuformerError, match="a line was lost or cut"):
+        deploy.read_output("\n".join(lines[:1] + lines[2:]), 70)
+    with pytest.raises(deploy.McuformerError, match="printed 67 of its 70 output bytes"):
+        deploy.read_output("\n".join(lines[:2] + ["output 64 " + "cd" * 3]), 70)
+    with pytest.raises(deploy.McuformerError, match="announced output_bytes nowhere"):
+        deploy.read_output("\n".join(lines[1:]), 70)
+
+
+@pytest.mark.skipif(deploy.m7_library_missing() is not None, reason=str(deploy.m7_library_missing()))
+def test_a_thousand_class_firmware_equals_the_host_run(thousand_class_fused, tmp_path):
+    result = run_cli("deploy", thousand_class_fused, "-o", tmp_path / "out", "--target", "stm32f746-disco")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"output bytes equal to the host runner's TFLM's \([0-9a-f]{32}… 1,000 bytes\)",
+                     result.output), result.output
+    assert re.search(r"top-1 on the firmware: class \d+ \(int8 -?\d+, score -?\d+\.\d{3}\)", result.output)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(deploy.m7_library_missing() is not None, reason=str(deploy.m7_library_missing()))
+def test_the_smallest_deit_subnet_deploys_on_the_disco_board(tmp_path):
+    """The paper's case whole: the smallest deit-tiny-mcu subnet (12 blocks, 1000 classes, fresh
+    weights) deployed for the 32F746G-DISCOVERY: the firmware's 1000 bytes equal the host runner's."""
+    from mcuformer_tf.convert import to_int8_tflite
+    from mcuformer_tf.extract import extract_subnet
+    from mcuformer_tf.search_space import SearchSpace
+    from supernets import perturbed_supernet
+
+    space = SearchSpace.load("deit-tiny-mcu")
+    config = space.smallest()
+    images = np.random.default_rng(0).uniform(0, 1, (4, config.image_size, config.image_size, 3))
+    unfused = tmp_path / "unfused.tflite"
+    unfused.write_bytes(to_int8_tflite(extract_subnet(perturbed_supernet(space, 0.0), config),
+                                       images.astype(np.float32)))
+    fused = tmp_path / "fused.tflite"
+    assert run_cli("compile", unfused, "-o", fused).exit_code == 0
+    result = run_cli("deploy", fused, "-o", tmp_path / "out", "--target", "stm32f746-disco")
+    assert result.exit_code == 0, result.output
+    assert "output bytes equal to the host runner's TFLM's" in result.output and "1,000 bytes" in result.output

@@ -72,7 +72,7 @@ def whole_inferences(model: bytes, folder: Path) -> dict:
     for name, path in paths.items():
         plan = deploy.plan(path, "stm32f746")
         deploy.write(plan, path, folder / name, example)
-        _, _, counts[name] = deploy.build_and_run(folder / name)
+        counts[name] = deploy.build_and_run(folder / name, plan.output.nbytes).instructions
     return counts
 
 
