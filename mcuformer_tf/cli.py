@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.search_space import PRESETS, SearchSpace
+from mcuformer_tf.nas.search_space import PRESETS, SearchSpace
 
 
 class UsageProblem(click.ClickException):
@@ -68,9 +68,9 @@ def sample(space_name, pick, seed, output):
 
 
 def _train(out, space_name, data_spec, settings, strategy, resume):
-    from mcuformer_tf.data import load_data
-    from mcuformer_tf.run_dir import RunDir
-    from mcuformer_tf.training import STRATEGIES, train_supernet
+    from mcuformer_tf.nas.data import load_data
+    from mcuformer_tf.nas.run_dir import RunDir
+    from mcuformer_tf.nas.training import STRATEGIES, train_supernet
 
     if strategy not in STRATEGIES:
         raise McuformerError(f"unknown strategy {strategy!r} (use one of: {', '.join(STRATEGIES)})")
@@ -117,7 +117,7 @@ def _train_options(func):
 
 
 def _settings(epochs, batch_size, lr, random_subnets, seed):
-    from mcuformer_tf.training import TrainSettings
+    from mcuformer_tf.nas.training import TrainSettings
 
     return TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=lr,
                          random_subnets=random_subnets, seed=seed)
@@ -136,10 +136,10 @@ def train(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, s
 
 
 def _evaluate(run_path, config_specs):
-    from mcuformer_tf.data import load_data
-    from mcuformer_tf.evaluation import subnet_accuracy
-    from mcuformer_tf.run_dir import RunDir
-    from mcuformer_tf.training import load_supernet
+    from mcuformer_tf.nas.data import load_data
+    from mcuformer_tf.nas.evaluation import subnet_accuracy
+    from mcuformer_tf.nas.run_dir import RunDir
+    from mcuformer_tf.nas.training import load_supernet
 
     run = RunDir(run_path)
     space = run.space()
@@ -165,10 +165,10 @@ def evaluate(run_path, config_specs):
 
 
 def _export(run_path, config_spec, qat_epochs, output, seed):
-    from mcuformer_tf.data import load_data
-    from mcuformer_tf.export import export_subnet
-    from mcuformer_tf.run_dir import RunDir
-    from mcuformer_tf.training import load_supernet
+    from mcuformer_tf.nas.data import load_data
+    from mcuformer_tf.nas.run_dir import RunDir
+    from mcuformer_tf.nas.training import load_supernet
+    from mcuformer_tf.quantize.export import export_subnet
 
     run = RunDir(run_path)
     space = run.space()
@@ -199,7 +199,7 @@ def export(run_path, config_spec, qat_epochs, output, seed):
 
 def _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_space=False):
     """Check the budget and the run, then search; returns the TuneResult."""
-    from mcuformer_tf.run_dir import RunDir
+    from mcuformer_tf.nas.run_dir import RunDir
     from tuner.budget import Budget, check_space_fits, resolve_target
 
     budget = Budget(resolve_target(target, sram, flash), memory_plan)
@@ -282,7 +282,7 @@ def demo(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, st
 
     Train, evaluate the largest and smallest subnets, tune within DEMO_SRAM, export the tuned
     subnet, find its arena, report its memory and compile it."""
-    from mcuformer_tf.run_dir import RunDir
+    from mcuformer_tf.nas.run_dir import RunDir
 
     click.echo(f"== train the supernet ({out})")
     _train(out, space_name, data_spec, _settings(epochs, batch_size, lr, random_subnets, seed),
@@ -307,8 +307,8 @@ def demo(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, st
     click.echo("== compile: fused MCUF operators and an offline arena plan")
     fused = out / "fused.tflite"
     context.invoke(compile_command, model=model, output=fused)
-    from mcuformer_tf.cortex_m7 import toolchain_missing
-    from mcuformer_tf.deploy import m7_library_missing
+    from mcuformer_tf.board.cortex_m7 import toolchain_missing
+    from mcuformer_tf.board.deploy import m7_library_missing
 
     if m7_library_missing() is None:
         click.echo("== deploy: the fused model as full firmware on an emulated Cortex-M7 (STM32F746)")
@@ -324,8 +324,8 @@ def demo(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, st
 
 
 def _checked_graph(model, allow_mcuf=False):
-    from mcuformer_tf.tflite_graph import read_model
-    from mcuformer_tf.tflm_runtime import check_stock_model
+    from mcuformer_tf.tflm.runtime import check_stock_model
+    from mcuformer_tf.tflm.tflite_graph import read_model
 
     graph = read_model(model)
     check_stock_model(graph, allow_mcuf=allow_mcuf)
@@ -342,12 +342,12 @@ def _run_outputs(model, graph, inputs, arena_size):
     """(runtime name, outputs, LiteRT outputs or None): the TFLM wheel, or the host runner."""
     import numpy as np
 
-    from mcuformer_tf.tflm_runtime import DEFAULT_ARENA, has_mcuf_ops, run_litert, run_tflm
+    from mcuformer_tf.tflm.runtime import DEFAULT_ARENA, has_mcuf_ops, run_litert, run_tflm
 
     raw = Path(model).read_bytes()
     if not has_mcuf_ops(graph):
         return "TFLM", run_tflm(raw, inputs, arena_size), run_litert(raw, inputs)
-    from mcuformer_tf.host_runner import host_runner_skip_reason, run_host
+    from mcuformer_tf.tflm.host_runner import host_runner_skip_reason, run_host
 
     reason = host_runner_skip_reason()
     if reason is not None:
@@ -372,7 +372,7 @@ def run(model, input_file, seed, arena_size):
     """Run a .tflite in stock TFLM beside the TFLite reference; print both and their difference."""
     import numpy as np
 
-    from mcuformer_tf.tflm_runtime import model_inputs
+    from mcuformer_tf.tflm.runtime import model_inputs
 
     graph = _checked_graph(model, allow_mcuf=True)
     inputs = model_inputs(graph, seed, input_file)
@@ -397,7 +397,7 @@ def run(model, input_file, seed, arena_size):
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 def arena(model):
     """The smallest arena with which stock TFLM allocates and runs MODEL (found by trial)."""
-    from mcuformer_tf.arena_search import find_arena
+    from mcuformer_tf.memory.arena_search import find_arena
 
     _checked_graph(model)
     size = find_arena(model)
@@ -417,8 +417,7 @@ def report(model, png, compare):
     """Memory report: the TFLM arena plan per operator, its peak, and flash by content.
 
     A compiled model's plan is its offline plan, which TFLM follows."""
-    from mcuformer_tf.memory_report import (format_comparison, format_report, memory_report,
-                                            plot_arena)
+    from mcuformer_tf.memory.report import format_comparison, format_report, memory_report, plot_arena
 
     _checked_graph(model, allow_mcuf=True)
     result = memory_report(model)
@@ -447,8 +446,8 @@ def report(model, png, compare):
 def compile_command(model, output):
     """Fuse MODEL's ViT blocks into MCUF custom ops and plan its arena offline (TFLM metadata)."""
     from mcuformer_tf.compiler.pipeline import compile_model
-    from mcuformer_tf.memory_report import memory_report
-    from mcuformer_tf.tflm_runtime import has_mcuf_ops
+    from mcuformer_tf.memory.report import memory_report
+    from mcuformer_tf.tflm.runtime import has_mcuf_ops
 
     if has_mcuf_ops(_checked_graph(model, allow_mcuf=True)):
         raise McuformerError(f"{model} already holds MCUF operators: compile the unfused int8 "
@@ -484,8 +483,8 @@ def kernel_test_command(model, target_name, portable, build_dir, seed):
     """Run every MCUF kernel of MODEL (unfused int8) on an emulated Cortex-M7 against the host build."""
     import numpy as np
 
-    from mcuformer_tf import kernel_test
-    from mcuformer_tf.tflm_runtime import has_mcuf_ops
+    from mcuformer_tf.board import kernel_test
+    from mcuformer_tf.tflm.runtime import has_mcuf_ops
 
     graph = _checked_graph(model, allow_mcuf=True)
     if has_mcuf_ops(graph):
@@ -518,8 +517,8 @@ def _short_hex(data: bytes, shown: int = 16) -> str:
 def _reference_outputs(model: Path, example):
     """(where from, output bytes) of the model on `example` on the host: the host runner's TFLM when
     it can be built, else the arena executor (fused) or the TFLM wheel (unfused)."""
-    from mcuformer_tf.host_runner import host_runner_skip_reason, run_host
-    from mcuformer_tf.tflm_runtime import DEFAULT_ARENA, has_mcuf_ops, run_tflm
+    from mcuformer_tf.tflm.host_runner import host_runner_skip_reason, run_host
+    from mcuformer_tf.tflm.runtime import DEFAULT_ARENA, has_mcuf_ops, run_tflm
 
     raw = model.read_bytes()
     if host_runner_skip_reason() is None:
@@ -546,7 +545,7 @@ def deploy_command(model, target_name, output, arena, seed):
     """Write a TFLM project for MODEL on an STM32F746; link and run it on the emulator given TFLM."""
     import numpy as np
 
-    from mcuformer_tf import deploy
+    from mcuformer_tf.board import deploy
 
     plan = deploy.plan(model, target_name, arena)
     if plan.input.c_type != "int8_t":

@@ -6,7 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from mcuformer_tf.search_space import PRESETS, SearchSpace  # noqa: E402
+from mcuformer_tf.nas.search_space import PRESETS, SearchSpace  # noqa: E402
 
 TRAINED_EPOCHS = 5
 
@@ -31,9 +31,9 @@ def trained_run(tmp_path_factory):
     """A digits supernet trained for 5 epochs under tf.distribute (mirrored) with the CLI's own
     code path (about a minute; val accuracy about 69% largest, 51% smallest): trained enough that
     int8 logits of its subnets are not near-ties."""
-    from mcuformer_tf.data import load_digits
-    from mcuformer_tf.run_dir import RunDir
-    from mcuformer_tf.training import TrainSettings, train_supernet
+    from mcuformer_tf.nas.data import load_digits
+    from mcuformer_tf.nas.run_dir import RunDir
+    from mcuformer_tf.nas.training import TrainSettings, train_supernet
 
     space = SearchSpace.load("digits")
     run = RunDir(tmp_path_factory.mktemp("run") / "demo")
@@ -48,12 +48,12 @@ def _export_int8_subnets(run_path, seeds):
     """[(seed, model bytes)]: the export pipeline without QAT epochs, one subnet per seed."""
     import random
 
-    from mcuformer_tf.convert import to_int8_tflite
-    from mcuformer_tf.data import load_digits
-    from mcuformer_tf.extract import extract_subnet
-    from mcuformer_tf.qat import calibration_images, quantization_aware_subnet
-    from mcuformer_tf.run_dir import RunDir
-    from mcuformer_tf.training import load_supernet
+    from mcuformer_tf.nas.data import load_digits
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.nas.run_dir import RunDir
+    from mcuformer_tf.nas.training import load_supernet
+    from mcuformer_tf.quantize.convert import to_int8_tflite
+    from mcuformer_tf.quantize.qat import calibration_images, quantization_aware_subnet
 
     run = RunDir(run_path)
     space, supernet, data = run.space(), load_supernet(run), load_digits(32)
@@ -90,10 +90,10 @@ def _int8_tflite_factory(space, folder, perturbation: float = 0.0):
     """SubnetConfig -> path of its int8 .tflite, from one fresh supernet whose weights are moved
     by normal noise of std `perturbation`; each config converted once."""
     import numpy as np
-
-    from mcuformer_tf.convert import to_int8_tflite
-    from mcuformer_tf.extract import extract_subnet
     from supernets import perturbed_supernet
+
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.quantize.convert import to_int8_tflite
 
     supernet = perturbed_supernet(space, perturbation)
     images = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 3)).astype(np.float32)

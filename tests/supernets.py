@@ -9,7 +9,7 @@ def perturbed_supernet(space, std: float = 0.05, seed: int = 0):
     and the biases it folds away where they are still exactly 1 and 0."""
     import tf_keras
 
-    from mcuformer_tf.supernet import Supernet
+    from mcuformer_tf.nas.supernet import Supernet
 
     tf_keras.utils.set_random_seed(seed)
     supernet = Supernet(space)

@@ -3,17 +3,19 @@
 equality with the stock TFLM wheel over random subnets is test_fused_equals_unfused.py."""
 import numpy as np
 import pytest
+from supernets import digits_models
 
-from mcuformer_tf import memory_report
 from mcuformer_tf.compiler import ir
 from mcuformer_tf.compiler.arena_executor import Arena, run_planned
 from mcuformer_tf.compiler.pipeline import compile_model
 from mcuformer_tf.compiler.plan import plan
+from mcuformer_tf.compiler.unfuse import MCUF_SCRATCH
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory_report import OFFLINE_PLAN
-from mcuformer_tf.tflite_graph import read_model
-from mcuformer_tf.tflm_runtime import model_inputs, run_tflm
-from supernets import digits_models
+from mcuformer_tf.memory import report as memory_report
+from mcuformer_tf.tflm import arena_plan
+from mcuformer_tf.tflm.arena_plan import OFFLINE_PLAN
+from mcuformer_tf.tflm.runtime import model_inputs, run_tflm
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 FRESH_SEEDS = (0, 1, 3, 7)  # as test_compiler_fuse: both patch sizes, dense and low-rank, 1-2 heads
 PERTURBED_SEEDS = (0, 4)  # LayerNorm affine and biases kept; tokens larger than the image
@@ -57,7 +59,7 @@ def _overlapping_pair(graph, buffers):
 def test_two_live_tensors_on_one_offset_change_the_result(models):
     for label, raw, fused in models[:3]:
         graph = read_model(fused)
-        a, b = _overlapping_pair(graph, memory_report.planned_buffers(graph))
+        a, b = _overlapping_pair(graph, arena_plan.planned_buffers(graph, MCUF_SCRATCH))
         words = np.frombuffer(graph.metadata[OFFLINE_PLAN], "<i4").copy()
         words[3 + b] = words[3 + a]
         model = ir.read(fused)

@@ -6,11 +6,12 @@ import sys
 import numpy as np
 import pytest
 
-from mcuformer_tf.arena_search import ALIGNMENT, _finish, find_arena, run_trials
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory_model import PERSISTENT_AFTER_PLANNING, memory_of
-from mcuformer_tf.tflite_graph import read_model
-from mcuformer_tf.tflm_runtime import model_inputs, run_tflm
+from mcuformer_tf.memory.arena_search import ALIGNMENT, _finish, find_arena, run_trials
+from mcuformer_tf.memory.model import memory_of
+from mcuformer_tf.tflm.arena_plan import PERSISTENT_AFTER_PLANNING
+from mcuformer_tf.tflm.runtime import model_inputs, run_tflm
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 
 @pytest.fixture(scope="module")

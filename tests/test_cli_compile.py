@@ -4,13 +4,13 @@ import random
 import re
 
 import pytest
-
 from cli_runner import assert_one_line_error, run_cli
+
 from mcuformer_tf.compiler import ir
 from mcuformer_tf.compiler.arena_executor import run_planned
-from mcuformer_tf.memory_report import memory_report
-from mcuformer_tf.tflite_graph import read_model
-from mcuformer_tf.tflm_runtime import model_inputs, run_tflm
+from mcuformer_tf.memory.report import memory_report
+from mcuformer_tf.tflm.runtime import model_inputs, run_tflm
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 SEED = 0  # patch 8, 3 blocks of each kind
 

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from cli_runner import assert_one_line_error, run_cli
 
 
@@ -32,9 +31,9 @@ def files(digits_space, tmp_path_factory):
     import tensorflow as tf
     import tf_keras as keras
 
-    from mcuformer_tf.convert import to_int8_tflite
-    from mcuformer_tf.extract import extract_subnet
-    from mcuformer_tf.supernet import Supernet
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.nas.supernet import Supernet
+    from mcuformer_tf.quantize.convert import to_int8_tflite
 
     supernet = Supernet(digits_space)
     supernet(np.zeros((1, 32, 32, 3), np.float32))
@@ -101,7 +100,7 @@ def test_report_prints_the_plan_and_draws_it(files, tmp_path):
 
 
 def test_report_of_a_fused_model_says_what_it_does_not_model(files):
-    from mcuformer_tf.tflite_graph import read_model
+    from mcuformer_tf.tflm.tflite_graph import read_model
 
     count = sum(op.opcode == "MCUF_FUTURE" for op in read_model(files["mcuf"]).operators)
     result = run_cli("report", files["mcuf"])
@@ -130,7 +129,7 @@ def test_every_error_is_one_line_and_exit_code_2(files, command, name):
 
 
 def test_a_fused_model_needs_the_host_runner(files):
-    from mcuformer_tf.host_runner import host_runner_skip_reason
+    from mcuformer_tf.tflm.host_runner import host_runner_skip_reason
 
     assert_one_line_error(run_cli("arena", files["bad_mlp"]),
                           "custom op MCUF_MLP: stock TFLM has no kernel for it; fused models run "

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cli_runner import assert_one_line_error, run_cli
-from mcuformer_tf.search_space import SubnetConfig
+
+from mcuformer_tf.nas.search_space import SubnetConfig
 from tuner.budget import Budget, resolve_target
 from tuner.hyperparameters import config_from_values
 
@@ -147,9 +147,9 @@ def test_killed_tune_resumes_keeping_finished_trials(trained_run, tmp_path):
 def test_best_subnet_measured_in_tflm_stays_within_budget(trained_run, tmp_path):
     """The tuned subnet, exported and compiled: stock TFLM's measured arena (unfused plan) fits
     the budget, and the compiler's fused plan is the non-persistent arena the oracle predicted."""
-    from mcuformer_tf.arena_search import find_arena
     from mcuformer_tf.compiler.pipeline import compile_model
-    from mcuformer_tf.memory_model import memory_of
+    from mcuformer_tf.memory.arena_search import find_arena
+    from mcuformer_tf.memory.model import memory_of
 
     out, model = tmp_path / "t", tmp_path / "model.tflite"
     result = run_cli("tune", "--supernet", trained_run.path, "--out", out, *UNFUSED_BUDGET,

@@ -8,16 +8,16 @@ memory and their scratch, and is smaller than TFLM's plan of the unfused graph.
 import numpy as np
 import pytest
 from flatbuffers import flexbuffers
+from supernets import digits_models
 
-from mcuformer_tf import memory_report
 from mcuformer_tf.compiler import ir, subgraphs
 from mcuformer_tf.compiler.match import TENSOR_ROLES, match
 from mcuformer_tf.compiler.pipeline import compile_model
-from mcuformer_tf.compiler.unfuse import KINDS, kernel, unfuse
+from mcuformer_tf.compiler.unfuse import KINDS, MCUF_SCRATCH, kernel, unfuse
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.tflite_graph import read_model
-from mcuformer_tf.tflm_runtime import model_inputs, run_tflm
-from supernets import digits_models
+from mcuformer_tf.memory import report as memory_report
+from mcuformer_tf.tflm.runtime import model_inputs, run_tflm
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 # fresh (LayerNorm affine and zero biases folded away): patch 8 low-rank 2 heads; patch 4
 # low-rank 1-2 heads; patch 4 dense+low-rank 1-2 heads; patch 8 dense attention with 1 head and
@@ -121,7 +121,7 @@ def test_unfuse_rebuilds_the_original_graph_and_tflm_runs_it_to_the_same_bytes(m
 
 def test_every_constant_is_an_input_or_implied_by_the_kind():
     for kind, spec in subgraphs.FUSED.items():
-        assert spec.code in KINDS and spec.code in memory_report.SCRATCH
+        assert spec.code in KINDS and spec.code in MCUF_SCRATCH
         steps = subgraphs.STEPS[kind]
         written = {role for step in steps for role in step.outputs}
         read = {role for step in steps for spec_input in step.inputs if spec_input is not None
@@ -219,7 +219,7 @@ def test_recorded_wiring_rebuilds_another_operand_order(compiled):
 
 
 def test_a_block_its_kernel_refuses_stays_builtin(models, monkeypatch):
-    from mcuformer_tf import mcuf_kernels
+    from mcuformer_tf.compiler import kernels as mcuf_kernels
 
     def refuse(graph, ops):
         raise McuformerError("MCUF_MLP: refused for the test")

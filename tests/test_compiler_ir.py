@@ -7,9 +7,9 @@ from ai_edge_litert import schema_py_generated as schema
 
 from mcuformer_tf.compiler import ir
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory_report import OFFLINE_PLAN
-from mcuformer_tf.tflite_graph import read_model
-from mcuformer_tf.tflm_runtime import model_inputs, run_tflm
+from mcuformer_tf.tflm.arena_plan import OFFLINE_PLAN
+from mcuformer_tf.tflm.runtime import model_inputs, run_tflm
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 SEEDS = (0, 3)  # patch 8, low-rank, 2 heads; patch 4, dense and low-rank layers, 1 and 2 heads
 

@@ -28,11 +28,11 @@ def fresh(digits_space, fresh_int8_tflite):
 def exported(digits_space):
     """(config, bytes) exported as `export` does (QAT model, calibrated, converted) from a
     supernet whose weights are all perturbed, so every LayerNorm and bias constant is kept."""
-    from mcuformer_tf.convert import to_int8_tflite
-    from mcuformer_tf.data import load_digits
-    from mcuformer_tf.extract import extract_subnet
-    from mcuformer_tf.qat import calibration_images, quantization_aware_subnet
-    from mcuformer_tf.supernet import Supernet
+    from mcuformer_tf.nas.data import load_digits
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.nas.supernet import Supernet
+    from mcuformer_tf.quantize.convert import to_int8_tflite
+    from mcuformer_tf.quantize.qat import calibration_images, quantization_aware_subnet
 
     supernet = Supernet(digits_space)
     supernet(np.zeros((1, 32, 32, 3), np.float32))

@@ -5,15 +5,15 @@ import random
 import numpy as np
 import pytest
 
-from mcuformer_tf import memory_report
-from mcuformer_tf.arena_search import run_trials
 from mcuformer_tf.compiler import ir
 from mcuformer_tf.compiler.pipeline import compile_model, match_pass, plan_pass
 from mcuformer_tf.compiler.plan import ONLINE, offline_plan_metadata, pack, plan
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory_report import OFFLINE_PLAN, PlannedBuffer
-from mcuformer_tf.tflite_graph import read_model
-from mcuformer_tf.tflm_runtime import DEFAULT_ARENA, model_inputs, run_tflm
+from mcuformer_tf.memory import report as memory_report
+from mcuformer_tf.memory.arena_search import run_trials
+from mcuformer_tf.tflm.arena_plan import OFFLINE_PLAN, PlannedBuffer
+from mcuformer_tf.tflm.runtime import DEFAULT_ARENA, model_inputs, run_tflm
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 SEEDS = (0, 3)
 

@@ -14,7 +14,7 @@ import random
 import numpy as np
 import pytest
 
-from mcuformer_tf import cortex_m7, kernel_test
+from mcuformer_tf.board import cortex_m7, kernel_test
 from mcuformer_tf.errors import McuformerError
 
 pytestmark = pytest.mark.skipif(cortex_m7.toolchain_missing() is not None,

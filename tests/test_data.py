@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mcuformer_tf.data import load_data
 from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.nas.data import load_data
 
 
 def test_digits_split_is_fixed_and_scaled():

@@ -25,7 +25,7 @@ def test_demo_reaches_its_accuracy_targets(tmp_path):
                          result.stdout)
     assert float(exported[2]) >= float(exported[1]) - 1.5
     assert re.search(r"^arena [\d,]+ bytes", result.stdout, re.M)
-    from mcuformer_tf.search_space import SubnetConfig
+    from mcuformer_tf.nas.search_space import SubnetConfig
 
     tuned = SubnetConfig.load(tmp_path / "demo" / "tune" / "best_config.json")
     assert "rejected before a trial existed" in result.stdout

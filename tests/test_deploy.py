@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from cli_runner import assert_one_line_error, run_cli
 
-from mcuformer_tf import deploy
-from mcuformer_tf.tflite_graph import read_model
+from mcuformer_tf.board import deploy
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 SEED = 7  # a digits config: 1 head, dense, patch 8
 
@@ -184,10 +184,11 @@ def test_a_thousand_class_firmware_equals_the_host_run(thousand_class_fused, tmp
 def test_the_smallest_deit_subnet_deploys_on_the_disco_board(tmp_path):
     """The paper's case whole: the smallest deit-tiny-mcu subnet (12 blocks, 1000 classes, fresh
     weights) deployed for the 32F746G-DISCOVERY: the firmware's 1000 bytes equal the host runner's."""
-    from mcuformer_tf.convert import to_int8_tflite
-    from mcuformer_tf.extract import extract_subnet
-    from mcuformer_tf.search_space import SearchSpace
     from supernets import perturbed_supernet
+
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.nas.search_space import SearchSpace
+    from mcuformer_tf.quantize.convert import to_int8_tflite
 
     space = SearchSpace.load("deit-tiny-mcu")
     config = space.smallest()

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from mcuformer_tf import host_runner
+from mcuformer_tf.tflm import host_runner
 
 SUBNETS = 20
 INPUTS = 20
@@ -39,8 +39,8 @@ def _case(config, unfused: bytes) -> Case:
     """Compiles `unfused` and runs both models on INPUTS random inputs (seeds 0, 1, ...)."""
     from mcuformer_tf.compiler.arena_executor import Arena
     from mcuformer_tf.compiler.pipeline import compile_model
-    from mcuformer_tf.tflite_graph import read_model
-    from mcuformer_tf.tflm_runtime import model_inputs, tflm_interpreter, tflm_invoke
+    from mcuformer_tf.tflm.runtime import model_inputs, tflm_interpreter, tflm_invoke
+    from mcuformer_tf.tflm.tflite_graph import read_model
 
     graph = read_model(unfused)
     fused = compile_model(unfused).model_bytes
@@ -57,7 +57,7 @@ def _case(config, unfused: bytes) -> Case:
 
 
 def _configs(preset: str, seeds, first_block_only: bool) -> list:
-    from mcuformer_tf.search_space import SearchSpace
+    from mcuformer_tf.nas.search_space import SearchSpace
 
     space = SearchSpace.load(preset)
     configs = [space.sample(random.Random(seed)) for seed in seeds]
@@ -73,10 +73,11 @@ def _perturbed_cases(preset: str, seeds, first_block_only: bool) -> list:
 
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from mcuformer_tf.convert import to_int8_tflite
-    from mcuformer_tf.extract import extract_subnet
-    from mcuformer_tf.search_space import SearchSpace
     from supernets import perturbed_supernet
+
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.nas.search_space import SearchSpace
+    from mcuformer_tf.quantize.convert import to_int8_tflite
 
     supernet = perturbed_supernet(SearchSpace.load(preset))
     cases = []
@@ -119,9 +120,11 @@ def _memory_model_misses(cases) -> list:
     """Cases (float-form exports) whose memory model differs from the export and its compiled
     model: non-persistent plans and counts exact, fused flash within the fit (the whole check of
     test_memory_model, on these deit-tiny-mcu exports)."""
-    from mcuformer_tf import memory_model, memory_report
-    from mcuformer_tf.tflite_graph import read_model
     from test_memory_model import FUSED_FLASH_TOLERANCE, _real_counts, _real_fused_counts
+
+    from mcuformer_tf.memory import model as memory_model
+    from mcuformer_tf.memory import report as memory_report
+    from mcuformer_tf.tflm.tflite_graph import read_model
 
     misses = []
     for case in cases:
@@ -169,8 +172,8 @@ def test_host_runner_fused_equals_its_unfused_run(request, tmp_path, preset_case
     reason = host_runner.host_runner_skip_reason()
     if reason is not None:
         pytest.skip(reason)
-    from mcuformer_tf.tflite_graph import read_model
-    from mcuformer_tf.tflm_runtime import model_inputs, run_tflm
+    from mcuformer_tf.tflm.runtime import model_inputs, run_tflm
+    from mcuformer_tf.tflm.tflite_graph import read_model
 
     cases = request.getfixturevalue(preset_cases)
     unequal_to_wheel = 0

@@ -4,8 +4,8 @@ import random
 import signal
 
 import pytest
-
 from cli_runner import run_cli
+
 from mcuformer_tf.compiler.pipeline import compile_model
 
 MUTATIONS = 250  # per base model

@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mcuformer_tf
-from mcuformer_tf import host_runner, mcuf_c
+from mcuformer_tf.compiler import c_library as mcuf_c
 from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.tflm import host_runner
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 int32s = st.integers(INT32_MIN, INT32_MAX)
@@ -74,7 +75,7 @@ def test_fixedpoint_primitives_equal_gemmlowp(a, b, x, exponent):
 @settings(max_examples=300, deadline=None)
 @given(real=st.just(0.0) | st.floats(2.0**-45, 2.0**24) | st.floats(-(2.0**24), -(2.0**-45)))
 def test_quantize_multiplier_equals_numpy_model(real):
-    from mcuformer_tf.tflm_arith.quantization import quantize_multiplier
+    from mcuformer_tf.tflm.arith.quantization import quantize_multiplier
 
     assert mcuf_c.quantize_multiplier(real) == quantize_multiplier(real)
 
@@ -83,7 +84,7 @@ def test_quantize_multiplier_equals_numpy_model(real):
 @given(xs=st.lists(int32s, min_size=1, max_size=16), multiplier=st.integers(0, INT32_MAX),
        shift=st.integers(-31, 30))
 def test_multiply_by_quantized_multiplier_equals_numpy_model(xs, multiplier, shift):
-    from mcuformer_tf.tflm_arith.quantization import multiply_by_quantized_multiplier
+    from mcuformer_tf.tflm.arith.quantization import multiply_by_quantized_multiplier
 
     expected = multiply_by_quantized_multiplier(np.array(xs, np.int64), multiplier, shift)
     got = [mcuf_c.multiply_by_quantized_multiplier(x, multiplier, shift) for x in xs]
@@ -93,7 +94,7 @@ def test_multiply_by_quantized_multiplier_equals_numpy_model(xs, multiplier, shi
 def test_sanitized_library_runs_clean_and_traps_undefined_behaviour():
     """Under ASan+UBSan, 2000 requantisations over the whole valid domain equal the numpy model;
     then an out-of-range shift (called past mcuf_c's checks) is trapped."""
-    from mcuformer_tf.tflm_arith.quantization import multiply_by_quantized_multiplier
+    from mcuformer_tf.tflm.arith.quantization import multiply_by_quantized_multiplier
 
     rng = np.random.default_rng(0)
     xs = rng.integers(INT32_MIN, INT32_MAX, 2000, endpoint=True).tolist()
@@ -101,7 +102,7 @@ def test_sanitized_library_runs_clean_and_traps_undefined_behaviour():
     shifts = rng.integers(-31, 30, 2000, endpoint=True).tolist()
     script = (
         "import json, sys\n"
-        "from mcuformer_tf import mcuf_c\n"
+        "from mcuformer_tf.compiler import c_library as mcuf_c\n"
         "args = zip(*json.load(sys.stdin))\n"
         "print(*(mcuf_c.multiply_by_quantized_multiplier(*a, sanitize=True) for a in args))\n"
         "sys.stdout.flush()\n"
@@ -278,11 +279,11 @@ def test_host_runner_runs_fused_blocks_bit_exact(runner, request, tmp_path, kind
     weights keep the LayerNorm gamma and beta and the biases a fresh supernet's converter drops."""
     import random
 
-    from mcuformer_tf import tflm_runtime
     from mcuformer_tf.compiler import arena_executor
     from mcuformer_tf.compiler.pipeline import compile_model
     from mcuformer_tf.compiler.subgraphs import FUSED
-    from mcuformer_tf.tflite_graph import read_model
+    from mcuformer_tf.tflm import runtime as tflm_runtime
+    from mcuformer_tf.tflm.tflite_graph import read_model
 
     int8_tflite = request.getfixturevalue(weights)
     space = request.getfixturevalue("digits_space")

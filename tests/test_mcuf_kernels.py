@@ -32,12 +32,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcuformer_tf import host_runner, mcuf_kernels
+from mcuformer_tf.compiler import kernels as mcuf_kernels
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.search_space import SearchSpace
-from mcuformer_tf.tflite_graph import Graph, Operator, Quantization, Tensor, read_model
-from mcuformer_tf.tflm_arith import elementwise, fully_connected, logistic, prepare, reduce, run_graph, softmax
-from mcuformer_tf.tflm_arith.executor import KERNELS
+from mcuformer_tf.nas.search_space import SearchSpace
+from mcuformer_tf.tflm import host_runner
+from mcuformer_tf.tflm.arith import elementwise, fully_connected, logistic, prepare, reduce, run_graph, softmax
+from mcuformer_tf.tflm.arith.executor import KERNELS
+from mcuformer_tf.tflm.tflite_graph import Graph, Operator, Quantization, Tensor, read_model
 
 SANITIZE = os.environ.get("MCUF_TEST_SANITIZE") == "1"
 CASES_DIR_VARIABLE = "MCUF_TEST_BLOCK_CASES"
@@ -302,9 +303,9 @@ def _affine_model(space, folder: Path) -> Path:
     both, block 1 gamma only, block 2 beta only), so its graph keeps MUL(gamma) and ADD(beta) where they
     are not identities (a fresh supernet's ones and zeros are folded away by the converter), and whose
     patch embedding, qkv and proj have random biases (a fresh supernet's zero biases are dropped)."""
-    from mcuformer_tf.convert import to_int8_tflite
-    from mcuformer_tf.extract import extract_subnet
-    from mcuformer_tf.supernet import Supernet
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.nas.supernet import Supernet
+    from mcuformer_tf.quantize.convert import to_int8_tflite
 
     config = space.sample(random.Random(AFFINE_SEED))
     supernet = Supernet(space)

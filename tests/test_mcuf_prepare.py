@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcuformer_tf import mcuf_kernels as mk
+from mcuformer_tf.compiler import kernels as mk
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.tflm_arith.conv import prepare_conv_2d
-from mcuformer_tf.tflm_arith.elementwise import prepare_add, prepare_mul, prepare_rsqrt, prepare_sub
-from mcuformer_tf.tflm_arith.fully_connected import prepare_batch_matmul, prepare_fully_connected
-from mcuformer_tf.tflm_arith.logistic import prepare_logistic
-from mcuformer_tf.tflm_arith.reduce import prepare_mean
-from mcuformer_tf.tflm_arith.softmax import prepare_softmax
+from mcuformer_tf.tflm.arith.conv import prepare_conv_2d
+from mcuformer_tf.tflm.arith.elementwise import prepare_add, prepare_mul, prepare_rsqrt, prepare_sub
+from mcuformer_tf.tflm.arith.fully_connected import prepare_batch_matmul, prepare_fully_connected
+from mcuformer_tf.tflm.arith.logistic import prepare_logistic
+from mcuformer_tf.tflm.arith.reduce import prepare_mean
+from mcuformer_tf.tflm.arith.softmax import prepare_softmax
 
 MCUF_OK = 0
 

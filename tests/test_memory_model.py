@@ -12,10 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from mcuformer_tf import memory_model, memory_report
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.search_space import SearchSpace
-from mcuformer_tf.tflite_graph import read_model
+from mcuformer_tf.memory import model as memory_model
+from mcuformer_tf.memory import report as memory_report
+from mcuformer_tf.nas.search_space import SearchSpace
+from mcuformer_tf.tflm import arena_plan
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 CONFIGS = 50
 FAST_CONFIGS = 4  # checked in `make test`; the rest of the 50 in `make test-all` (slow)
@@ -75,7 +77,7 @@ def _check_export(config, path, trained):
     raw = path.read_bytes()
     graph = read_model(raw)
     assert _shape(memory_model.unfused_net(config, trained, QAT).buffers()) == _shape(
-        memory_report.planned_buffers(graph))
+        arena_plan.planned_buffers(graph))
     assert memory_model.unfused_non_persistent(config, trained, QAT) == \
         memory_report.memory_report(path).peak
     assert memory_model.graph_counts(config, trained, QAT) == _real_counts(graph, raw)
@@ -105,9 +107,9 @@ def test_digits_trained_form_exports_match(perturbed_int8_tflite, index):
 @pytest.fixture(scope="module")
 def deit_tflite(tmp_path_factory):
     """deit-tiny-mcu SubnetConfig -> its int8 .tflite from a perturbed fresh supernet."""
-    from mcuformer_tf.convert import to_int8_tflite
-    from mcuformer_tf.extract import extract_subnet
-    from mcuformer_tf.supernet import Supernet
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.nas.supernet import Supernet
+    from mcuformer_tf.quantize.convert import to_int8_tflite
 
     space = SearchSpace.load("deit-tiny-mcu")
     supernet = Supernet(space)
@@ -138,7 +140,7 @@ def test_deit_exports_match(deit_tflite, index):
 
 
 def _host_runner():
-    from mcuformer_tf.host_runner import host_runner_skip_reason
+    from mcuformer_tf.tflm.host_runner import host_runner_skip_reason
 
     reason = host_runner_skip_reason()
     if reason:
@@ -148,7 +150,7 @@ def _host_runner():
 def _check_fused_arena(config, path, trained, folder):
     """The model's fused arena (plan + persistent tail) is what TFLM uses in the host runner."""
     from mcuformer_tf.compiler.pipeline import compile_model
-    from mcuformer_tf.host_runner import run_host
+    from mcuformer_tf.tflm.host_runner import run_host
 
     fused = folder / "fused.tflite"
     fused.write_bytes(compile_model(path.read_bytes()).model_bytes)
@@ -196,7 +198,7 @@ def test_fast_paths_equal_the_whole_plans(preset, trained, qat):
 @pytest.mark.parametrize("index", range(3))
 def test_persistent_and_flash_within_the_fit(perturbed_int8_tflite, index):
     """The wheel's arena (arena_search: head exact, tail and file size within the fit)."""
-    from mcuformer_tf.arena_search import find_arena
+    from mcuformer_tf.memory.arena_search import find_arena
 
     config = _configs("digits", seed=3)[index]
     path = perturbed_int8_tflite(config)
@@ -237,7 +239,7 @@ def test_qat_exports_match_the_default_form(digits_int8_models, tmp_path):
     form: plans and counts exact, flash within the fits, and with TFLM_ROOT the fused arena
     exact in the host runner, on the 10 QAT exports of the trained supernet."""
     from mcuformer_tf.compiler.pipeline import compile_model
-    from mcuformer_tf.host_runner import host_runner_skip_reason, run_host
+    from mcuformer_tf.tflm.host_runner import host_runner_skip_reason, run_host
 
     for config, raw in digits_int8_models:
         graph = read_model(raw)

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mcuformer_tf.arena_search import run_trials
-from mcuformer_tf.memory_report import (PlannedBuffer, format_report, greedy_plan, memory_report,
-                                        planned_buffers, plot_arena)
-from mcuformer_tf.tflite_graph import read_model
-from mcuformer_tf.tflm_runtime import DEFAULT_ARENA
+from mcuformer_tf.memory.arena_search import run_trials
+from mcuformer_tf.memory.report import format_report, memory_report, plot_arena
+from mcuformer_tf.tflm.arena_plan import PlannedBuffer, greedy_plan, planned_buffers
+from mcuformer_tf.tflm.runtime import DEFAULT_ARENA
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,15 @@ import numpy as np
 import pytest
 import tf_keras as keras
 from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import QuantizeLayer
-from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import (
-    QuantizeWrapperV2)
+from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapperV2
 
-from mcuformer_tf.data import load_digits
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.evaluation import quantize_input
-from mcuformer_tf.extract import extract_subnet
-from mcuformer_tf.qat import QUANTIZE_CONFIGS, quantize_subnet
-from mcuformer_tf.supernet import Supernet
-from mcuformer_tf.tflite_graph import read_model
+from mcuformer_tf.nas.data import load_digits
+from mcuformer_tf.nas.extract import extract_subnet
+from mcuformer_tf.nas.supernet import Supernet
+from mcuformer_tf.quantize.int8_accuracy import quantize_input
+from mcuformer_tf.quantize.qat import QUANTIZE_CONFIGS, quantize_subnet
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 # What the converter's int8 lowering of our subnets may contain; all are TFLM builtins.
 TFLM_BUILTINS_OF_SUBNETS = {"CONV_2D", "RESHAPE", "ADD", "SUB", "MUL", "MEAN", "SQUARED_DIFFERENCE",

@@ -4,11 +4,17 @@ import random
 
 import pytest
 import yaml
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.search_space import (
-    PRESETS, SearchSpace, SubnetConfig, keeps_dense, low_rank, mlp_hidden,
+from mcuformer_tf.nas.search_space import (
+    PRESETS,
+    SearchSpace,
+    SubnetConfig,
+    keeps_dense,
+    low_rank,
+    mlp_hidden,
 )
 
 DIGITS_LARGEST = dict(image_size=32, patch_size=4, rank_ratio=1.0, embed_dim=64, depth=4,

@@ -1,10 +1,9 @@
 """Search-space evolution moves the rank-ratio and patch window towards higher scores."""
 import random
 
-from mcuformer_tf.search_space import SearchSpace
+from mcuformer_tf.nas.search_space import SearchSpace
 from tuner.budget import Budget, resolve_target
 from tuner.space_evolution import Window, evolve_space, score_space, sub_space
-
 
 
 def test_window_moves_towards_high_rank_and_small_patches():

@@ -4,9 +4,9 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from mcuformer_tf.evaluation import traced_predict
-from mcuformer_tf.extract import extract_subnet
-from mcuformer_tf.supernet import Supernet
+from mcuformer_tf.nas.evaluation import traced_predict
+from mcuformer_tf.nas.extract import extract_subnet
+from mcuformer_tf.nas.supernet import Supernet
 
 CONFIGS_PER_PRESET = 20
 

@@ -15,13 +15,14 @@ import flatbuffers
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
-from hypothesis import assume, example, given, settings, strategies as st
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 from tflite_micro.python.tflite_micro import runtime
 
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.tflite_graph import read_model
-from mcuformer_tf.tflm_arith import fixedpoint, prepare, run_graph
-from mcuformer_tf.tflm_arith.quantization import multiply_by_quantized_multiplier, quantize_multiplier
+from mcuformer_tf.tflm.arith import fixedpoint, prepare, run_graph
+from mcuformer_tf.tflm.arith.quantization import multiply_by_quantized_multiplier, quantize_multiplier
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 SUBNETS = 10
 INPUTS_PER_SUBNET = 20

@@ -7,17 +7,24 @@ import numpy as np
 import pytest
 
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.tflite_graph import read_model
-from mcuformer_tf.tflm_runtime import (TFLM_BUILTINS, check_int8, check_stock_model, model_inputs,
-                                       native_stderr, run_litert, run_tflm)
+from mcuformer_tf.tflm.runtime import (
+    TFLM_BUILTINS,
+    check_int8,
+    check_stock_model,
+    model_inputs,
+    native_stderr,
+    run_litert,
+    run_tflm,
+)
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 
 @pytest.fixture(scope="module")
 def vit(digits_space):
     """A random digits subnet of an untrained supernet as an int8 .tflite: (bytes, Graph)."""
-    from mcuformer_tf.convert import to_int8_tflite
-    from mcuformer_tf.extract import extract_subnet
-    from mcuformer_tf.supernet import Supernet
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.nas.supernet import Supernet
+    from mcuformer_tf.quantize.convert import to_int8_tflite
 
     supernet = Supernet(digits_space)
     supernet(np.zeros((1, 32, 32, 3), np.float32))

@@ -11,9 +11,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from mcuformer_tf.data import load_digits
-from mcuformer_tf.run_dir import RunDir
-from mcuformer_tf.training import SandwichTrainer, TrainSettings, train_supernet
+from mcuformer_tf.nas.data import load_digits
+from mcuformer_tf.nas.run_dir import RunDir
+from mcuformer_tf.nas.training import SandwichTrainer, TrainSettings, train_supernet
 
 
 def test_sandwich_step_trains_every_subnet_with_one_trace(digits_space):

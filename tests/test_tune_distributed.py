@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mcuformer_tf.search_space import SubnetConfig
+from mcuformer_tf.nas.search_space import SubnetConfig
 
 TRIALS = 8
 BUDGET = ("--target", "custom", "--sram", "42KiB", "--flash", "1MiB")
@@ -28,8 +28,8 @@ def _start(role, run_path, out, port):
 
 
 def test_chief_and_two_workers_finish_a_search_together(trained_run, tmp_path):
-    from mcuformer_tf.data import load_digits
-    from mcuformer_tf.training import load_supernet
+    from mcuformer_tf.nas.data import load_digits
+    from mcuformer_tf.nas.training import load_supernet
     from tuner.subnet_tuner import SubnetScorer
 
     out, port = tmp_path / "t", _free_port()

@@ -4,13 +4,21 @@ import tempfile
 
 import pytest
 
+from mcuformer_tf.board.targets import RUNTIME_SRAM
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory_model import memory_of
-from mcuformer_tf.search_space import SearchSpace
-from mcuformer_tf.targets import RUNTIME_SRAM
-from tuner.budget import (KIB, MIB, Budget, budget_rejecting, check_space_fits, footprint,
-                          least_memory_configs, parse_size,
-                          resolve_target)
+from mcuformer_tf.memory.model import memory_of
+from mcuformer_tf.nas.search_space import SearchSpace
+from tuner.budget import (
+    KIB,
+    MIB,
+    Budget,
+    budget_rejecting,
+    check_space_fits,
+    footprint,
+    least_memory_configs,
+    parse_size,
+    resolve_target,
+)
 from tuner.hyperparameters import config_from_values
 
 

@@ -27,7 +27,7 @@ def test_per_layer_choices_are_conditional_on_depth(space):
 
 
 def test_resolution_offers_only_divisible_pairs():
-    from mcuformer_tf.search_space import SearchSpace
+    from mcuformer_tf.nas.search_space import SearchSpace
 
     space = SearchSpace.load("deit-tiny-mcu")
     hp = hyperparameters_of(space)

@@ -12,13 +12,13 @@ tensors the block holds at once.
 """
 import argparse
 
-import mcuformer_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 
-from mcuformer_tf.arena_search import find_arena
-from mcuformer_tf.convert import to_int8_tflite
-from mcuformer_tf.extract import block_model
-from mcuformer_tf.search_space import SubnetConfig
+import mcuformer_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from mcuformer_tf.memory.arena_search import find_arena
+from mcuformer_tf.nas.extract import block_model
+from mcuformer_tf.nas.search_space import SubnetConfig
+from mcuformer_tf.quantize.convert import to_int8_tflite
 
 PAPER_SCALE = ((224, 16), (240, 24), (160, 16))
 KIB = 1024

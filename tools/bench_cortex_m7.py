@@ -27,7 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from mcuformer_tf import cortex_m7, kernel_test, mcuf_kernels  # noqa: E402
+from mcuformer_tf.board import cortex_m7, kernel_test
+from mcuformer_tf.compiler import kernels as mcuf_kernels  # noqa: E402
 
 OUTPUTS = 64
 LINEAR_DEPTHS = (256, 512)
@@ -47,10 +48,10 @@ def loop_cases(rng) -> list:
 
 
 def demo_model() -> bytes:
-    from mcuformer_tf.convert import to_int8_tflite
-    from mcuformer_tf.extract import extract_subnet
-    from mcuformer_tf.search_space import SearchSpace
-    from mcuformer_tf.supernet import Supernet
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.nas.search_space import SearchSpace
+    from mcuformer_tf.nas.supernet import Supernet
+    from mcuformer_tf.quantize.convert import to_int8_tflite
 
     space = SearchSpace.load("digits")
     supernet = Supernet(space)
@@ -61,7 +62,7 @@ def demo_model() -> bytes:
 
 def whole_inferences(model: bytes, folder: Path) -> dict:
     """Instructions of one inference of the unfused and the fused model as deployed firmware."""
-    from mcuformer_tf import deploy
+    from mcuformer_tf.board import deploy
     from mcuformer_tf.compiler.pipeline import compile_model
 
     paths = {"unfused": folder / "unfused.tflite", "fused": folder / "fused.tflite"}
@@ -116,7 +117,7 @@ def main() -> int:
     print(f"3. fused kernels of one inference: {total[True]:,} instructions with the DSP loops, "
           f"{total[False]:,} portable ({total[False] / total[True]:.2f}x); "
           f"{sum(c.macs for c in kernels) / total[True]:.3f} MAC/instr")
-    from mcuformer_tf.deploy import m7_library_missing
+    from mcuformer_tf.board.deploy import m7_library_missing
 
     reason = m7_library_missing()
     if reason:

@@ -23,17 +23,17 @@ non-persistent part).
 import tempfile
 from pathlib import Path
 
-import mcuformer_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 
-from mcuformer_tf import memory_model
-from mcuformer_tf.arena_search import find_arena
+import mcuformer_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from mcuformer_tf.compiler.pipeline import compile_model
-from mcuformer_tf.convert import to_int8_tflite
-from mcuformer_tf.extract import extract_subnet
-from mcuformer_tf.host_runner import find_host_arena, host_runner_skip_reason
-from mcuformer_tf.search_space import SearchSpace, SubnetConfig
-from mcuformer_tf.supernet import Supernet
+from mcuformer_tf.memory import model as memory_model
+from mcuformer_tf.memory.arena_search import find_arena
+from mcuformer_tf.nas.extract import extract_subnet
+from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
+from mcuformer_tf.nas.supernet import Supernet
+from mcuformer_tf.quantize.convert import to_int8_tflite
+from mcuformer_tf.tflm.host_runner import find_host_arena, host_runner_skip_reason
 
 KIB = 1024
 PAPER_SCALE = ((224, 16), (240, 24), (160, 16))

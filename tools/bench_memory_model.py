@@ -1,4 +1,4 @@
-"""Configs per second of the memory model (`mcuformer_tf.memory_model.memory_of`).
+"""Configs per second of the memory model (`mcuformer_tf.memory.model.memory_of`).
 
 For each preset, N random configs (fresh ones: the per-block caches start cold, as in a
 tuner's first generation), then the same N again (caches warm); prints both rates and the
@@ -10,8 +10,8 @@ import argparse
 import random
 import time
 
-from mcuformer_tf import memory_model
-from mcuformer_tf.search_space import PRESETS, SearchSpace
+from mcuformer_tf.memory import model as memory_model
+from mcuformer_tf.nas.search_space import PRESETS, SearchSpace
 
 
 def rate(function, configs) -> float:

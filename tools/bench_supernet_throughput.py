@@ -16,14 +16,14 @@ import argparse
 import random
 import time
 
-import mcuformer_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
-from mcuformer_tf.data import load_digits
-from mcuformer_tf.extract import extract_subnet
-from mcuformer_tf.search_space import SearchSpace
-from mcuformer_tf.training import SandwichTrainer, TrainSettings
+import mcuformer_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from mcuformer_tf.nas.data import load_digits
+from mcuformer_tf.nas.extract import extract_subnet
+from mcuformer_tf.nas.search_space import SearchSpace
+from mcuformer_tf.nas.training import SandwichTrainer, TrainSettings
 
 
 def plain_train_step(model):

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mcuformer_tf.run_dir import RunDir
+from mcuformer_tf.nas.run_dir import RunDir
 from tuner.budget import budget_rejecting
 from tuner.budget_oracle import make_oracle
 from tuner.search import TuneSettings, tune
@@ -41,9 +41,9 @@ def deit_scale(trials: int) -> str:
     the disco board (no deit subnet fits the 1 MiB internal flash: its weights go to QSPI)."""
     import numpy as np
 
-    from mcuformer_tf.data import load_data
-    from mcuformer_tf.search_space import SearchSpace
-    from mcuformer_tf.supernet import Supernet
+    from mcuformer_tf.nas.data import load_data
+    from mcuformer_tf.nas.search_space import SearchSpace
+    from mcuformer_tf.nas.supernet import Supernet
     from tuner.subnet_tuner import SubnetScorer
 
     space = SearchSpace.load("deit-tiny-mcu")

@@ -12,9 +12,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from mcuformer_tf.data import load_data
-from mcuformer_tf.run_dir import RunDir
-from mcuformer_tf.training import load_supernet
+from mcuformer_tf.nas.data import load_data
+from mcuformer_tf.nas.run_dir import RunDir
+from mcuformer_tf.nas.training import load_supernet
 from tuner.budget import Budget, format_size, resolve_target
 from tuner.search import TuneSettings, tune
 from tuner.subnet_tuner import SubnetScorer

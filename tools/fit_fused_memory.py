@@ -24,13 +24,13 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import mcuformer_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 
-from mcuformer_tf import memory_model
+import mcuformer_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from mcuformer_tf.compiler.pipeline import compile_model
-from mcuformer_tf.host_runner import host_runner_skip_reason, run_host
-from mcuformer_tf.search_space import SearchSpace
+from mcuformer_tf.memory import model as memory_model
+from mcuformer_tf.nas.search_space import SearchSpace
+from mcuformer_tf.tflm.host_runner import host_runner_skip_reason, run_host
 
 GENEROUS_ARENA = 1 << 25
 PERTURBATION = 0.05
@@ -43,9 +43,9 @@ def configs(preset, count, seed):
 
 def converter(preset, perturbation):
     """config -> int8 .tflite bytes from one fresh supernet of `preset` (moved by noise)."""
-    from mcuformer_tf.convert import to_int8_tflite
-    from mcuformer_tf.extract import extract_subnet
-    from mcuformer_tf.supernet import Supernet
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.nas.supernet import Supernet
+    from mcuformer_tf.quantize.convert import to_int8_tflite
 
     space = SearchSpace.load(preset)
     supernet = Supernet(space)

@@ -1,6 +1,6 @@
 """Memory budgets of a target board, and the check every candidate subnet must pass (DESIGN.md §6).
 
-A `Target` (mcuformer_tf.targets) is a named profile: SRAM, internal flash, flash for weights outside
+A `Target` (mcuformer_tf.board.targets) is a named profile: SRAM, internal flash, flash for weights outside
 the chip (the STM32F746-DISCO's 16 MiB QSPI) and the runtime's own share of
 both, which lies outside the TFLM arena and the model. A `Budget` is a target
 with the user's overrides and a memory plan: `unfused` (stock TFLM, builtins
@@ -21,10 +21,10 @@ import re
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from mcuformer_tf.board.targets import KIB, MIB, RUNTIME_SRAM, TARGETS, Target
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory_model import Footprint, memory_of
-from mcuformer_tf.search_space import SearchSpace, SubnetConfig
-from mcuformer_tf.targets import KIB, MIB, RUNTIME_SRAM, TARGETS, Target
+from mcuformer_tf.memory.model import Footprint, memory_of
+from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
 
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
           "kib": KIB, "mib": MIB, "gib": 1024 ** 3}

@@ -29,7 +29,7 @@ import keras_tuner as kt
 from keras_tuner.engine import trial as trial_module
 
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.search_space import SearchSpace
+from mcuformer_tf.nas.search_space import SearchSpace
 from tuner.budget import Budget, Verdict, check_space_fits
 from tuner.evolution import EvolutionOracle
 from tuner.hyperparameters import config_from_values, hyperparameters_of

@@ -23,7 +23,7 @@ from keras_tuner.engine import oracle as oracle_module
 from keras_tuner.engine import trial as trial_module
 
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.search_space import SearchSpace, SubnetConfig
+from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
 from tuner.hyperparameters import config_from_values, hyperparameters_of, values_of_config
 
 RUNNING, STOPPED = trial_module.TrialStatus.RUNNING, trial_module.TrialStatus.STOPPED

@@ -14,7 +14,7 @@ from typing import Mapping
 import keras_tuner as kt
 
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.search_space import SearchSpace, SubnetConfig
+from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
 
 
 def _resolution(image_size: int, patch_size: int) -> str:

@@ -24,8 +24,8 @@ from pathlib import Path
 from keras_tuner.src.distribute import utils as dist_utils
 
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.run_dir import RunDir, write_json_atomic
-from mcuformer_tf.search_space import SearchSpace, SubnetConfig
+from mcuformer_tf.nas.run_dir import RunDir, write_json_atomic
+from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
 from tuner.budget import Budget, format_size
 from tuner.budget_oracle import make_oracle
 from tuner.hyperparameters import config_from_values
@@ -168,8 +168,8 @@ def tune(run: RunDir, budget: Budget, out: Path, settings: TuneSettings,
     """Search `space` (default: the run's) for the most accurate subnets within `budget`.
 
     `scorer` (a `SubnetScorer` of this run) saves loading the supernet again."""
-    from mcuformer_tf.data import load_data
-    from mcuformer_tf.training import load_supernet
+    from mcuformer_tf.nas.data import load_data
+    from mcuformer_tf.nas.training import load_supernet
     from tuner.subnet_tuner import SubnetScorer, SubnetTuner
 
     run_space = run.space()

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from mcuformer_tf.search_space import SearchSpace, SubnetConfig
+from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
 from tuner.budget import Budget
 
 

@@ -15,10 +15,10 @@ import time
 
 from keras_tuner.engine import base_tuner
 
-from mcuformer_tf.data import ImageData
-from mcuformer_tf.evaluation import EVAL_BATCH, accuracy, traced_predict
-from mcuformer_tf.search_space import SubnetConfig
-from mcuformer_tf.supernet import Supernet
+from mcuformer_tf.nas.data import ImageData
+from mcuformer_tf.nas.evaluation import EVAL_BATCH, accuracy, traced_predict
+from mcuformer_tf.nas.search_space import SubnetConfig
+from mcuformer_tf.nas.supernet import Supernet
 from tuner.hyperparameters import config_from_values
 
 FINE_TUNE_LR = 1e-4
@@ -43,7 +43,7 @@ class SubnetScorer:
     def _fine_tuned(self, config: SubnetConfig) -> float:
         import tf_keras as keras
 
-        from mcuformer_tf.extract import extract_subnet
+        from mcuformer_tf.nas.extract import extract_subnet
 
         model = extract_subnet(self.supernet, config)
         model.compile(optimizer=keras.optimizers.AdamW(FINE_TUNE_LR),

@@ -3,7 +3,7 @@
 Link (4) of the chain of trust (DESIGN.md §7). The arena is one numpy byte
 array as large as the plan: every activation lives at its
 OfflineMemoryAllocation offset, every scratch buffer where TFLM places it
-around them (`memory_report.planned_buffers` and `greedy_plan`, the plan the
+around them (`arena_plan.planned_buffers` and `greedy_plan`, the plan the
 report of the model shows). A builtin operator is computed by `tflm_arith`
 from its input tensors' bytes in the arena and writes its outputs' bytes
 back; an MCUF operator runs its C kernel (`unfuse.kernel`) through ctypes on
@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcuformer_tf import mcuf_kernels, memory_report
-from mcuformer_tf.compiler.unfuse import kernel
+from mcuformer_tf.compiler import kernels as mcuf_kernels
+from mcuformer_tf.compiler.unfuse import MCUF_SCRATCH, kernel
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory_report import OFFLINE_PLAN
-from mcuformer_tf.tflite_graph import read_model
-from mcuformer_tf.tflm_arith.executor import KERNELS
+from mcuformer_tf.tflm import arena_plan
+from mcuformer_tf.tflm.arena_plan import OFFLINE_PLAN
+from mcuformer_tf.tflm.arith.executor import KERNELS
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 GUARD = np.resize(np.frombuffer(b"\xde\xad\xbe\xef", np.int8), 64)
 JUNK = np.int8(-91)  # 0xa5
@@ -40,11 +41,11 @@ class Arena:
             raise McuformerError(f"the model has no {OFFLINE_PLAN} metadata: compile it first "
                                  "(mcuformer-tf compile)")
         self.graph = graph
-        buffers = memory_report.planned_buffers(graph)
+        buffers = arena_plan.planned_buffers(graph, MCUF_SCRATCH)
         unplanned = [b.tensor for b in buffers if b.tensor is not None and b.offline_offset is None]
         if unplanned:
             raise McuformerError(f"the offline plan gives tensor {unplanned[0]} no offset")
-        self.size = memory_report.greedy_plan(buffers)
+        self.size = arena_plan.greedy_plan(buffers)
         self.memory = np.concatenate([GUARD, np.zeros(self.size, np.int8), GUARD])
         self.offsets = {b.tensor: b.offset for b in buffers if b.tensor is not None}
         self.scratch = {}  # operator -> its scratch buffers' (offset, size)

@@ -28,9 +28,8 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory_report import OFFLINE_PLAN
-from mcuformer_tf.tflite_graph import (BUILTIN_NAMES, DTYPES, FILE_IDENTIFIER, Quantization,
-                                       read_model)
+from mcuformer_tf.tflm.arena_plan import OFFLINE_PLAN
+from mcuformer_tf.tflm.tflite_graph import BUILTIN_NAMES, DTYPES, FILE_IDENTIFIER, Quantization, read_model
 
 BUFFER_ALIGNMENT = 16  # the schema's `force_align: 16` on Buffer.data
 _BUILTIN_CODES = {name: code for code, name in BUILTIN_NAMES.items()}

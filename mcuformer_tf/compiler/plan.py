@@ -1,6 +1,6 @@
 """The offline memory plan: an arena offset for every activation, as TFLM's OfflineMemoryAllocation.
 
-The buffers are the ones TFLM's planner receives (`memory_report.planned_buffers`:
+The buffers are the ones TFLM's planner receives (`arena_plan.planned_buffers`:
 each activation's size rounded up to 16 bytes and its lifetime in TFLM's
 scopes, plus the scratch every kernel requests in Prepare). An operator's
 `in_place` outputs share their input's memory (the fused kernels overwrite
@@ -9,7 +9,7 @@ operator's `in_place_offset` for that output (0: the same offset), which is
 sound only where the input is read by nothing after that operator; `plan`
 refuses any other pair. Buffers are then placed as TFLM's
 GreedyMemoryPlanner places them (largest first, each at the lowest offset
-free throughout its lifetime: `memory_report.greedy_plan`), tensors linked
+free throughout its lifetime: `arena_plan.greedy_plan`), tensors linked
 in place as one rigid piece in which each takes room only while it is
 alive, so every offset is a multiple of 16.
 
@@ -28,11 +28,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mcuformer_tf import memory_report
 from mcuformer_tf.compiler import ir
+from mcuformer_tf.compiler.unfuse import MCUF_SCRATCH
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory_report import OFFLINE_PLAN
-from mcuformer_tf.tflite_graph import read_model
+from mcuformer_tf.tflm import arena_plan
+from mcuformer_tf.tflm.arena_plan import OFFLINE_PLAN
+from mcuformer_tf.tflm.tflite_graph import read_model
 
 FORMAT_VERSION = 1
 ONLINE = -1  # a tensor TFLM plans itself
@@ -118,19 +119,19 @@ def _in_place_links(model, graph, buffers) -> list:
                 raise McuformerError(f"operator {position} ({op.opcode}) overwrites "
                                      f"'{op.inputs[inp].name}', which is read after it")
             shift = op.in_place_offset.get(out, 0)
-            if shift % memory_report.ALIGNMENT:
+            if shift % arena_plan.ALIGNMENT:
                 raise McuformerError(f"operator {position} ({op.opcode}): in-place offset {shift} "
-                                     f"is not a multiple of {memory_report.ALIGNMENT}")
+                                     f"is not a multiple of {arena_plan.ALIGNMENT}")
             links.append((source, target, shift))
     return links
 
 
 def _check_scratch_modelled(graph) -> None:
     for op in graph.operators:
-        if op.opcode in memory_report.UNMODELLED_SCRATCH or (
-                op.is_custom and op.opcode not in memory_report.SCRATCH):
+        if op.opcode in arena_plan.UNMODELLED_SCRATCH or (op.is_custom and op.opcode not in MCUF_SCRATCH):
             raise McuformerError(f"operator {op.index} ({op.opcode}): its scratch is not modelled "
-                                 "(memory_report.SCRATCH), so no plan can predict TFLM's arena")
+                                 "(arena_plan.SCRATCH, unfuse.MCUF_SCRATCH), so no plan can predict "
+                                 "TFLM's arena")
 
 
 def offline_plan_metadata(offsets) -> bytes:
@@ -142,7 +143,7 @@ def _as_tflm_places(buffers, offsets) -> Plan:
     """The plan TFLM makes of tensor `offsets`: it keeps them and places the scratch online."""
     placed = [replace(b, offline_offset=offsets[b.tensor] if b.tensor is not None else None,
                       offset=-1) for b in buffers]
-    return Plan(offsets, memory_report.greedy_plan(placed), placed)
+    return Plan(offsets, arena_plan.greedy_plan(placed), placed)
 
 
 def plan(model: ir.Model) -> Plan:
@@ -156,7 +157,7 @@ def plan(model: ir.Model) -> Plan:
     model.metadata.pop(OFFLINE_PLAN, None)
     graph = read_model(ir.write(model))
     _check_scratch_modelled(graph)
-    buffers = memory_report.planned_buffers(graph)
+    buffers = arena_plan.planned_buffers(graph, MCUF_SCRATCH)
     links = _in_place_links(model, graph, buffers)
     best = None
     for with_scratch in (True, False):

@@ -37,8 +37,8 @@ from typing import Callable
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from mcuformer_tf import mcuf_kernels
-from mcuformer_tf.memory_report import ALIGNMENT
+from mcuformer_tf.compiler import kernels as mcuf_kernels
+from mcuformer_tf.tflm.arena_plan import ALIGNMENT
 
 OPTIONAL = "?"
 

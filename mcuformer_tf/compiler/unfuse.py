@@ -19,8 +19,8 @@ from flatbuffers import flexbuffers
 from mcuformer_tf.compiler import ir, subgraphs
 from mcuformer_tf.compiler.subgraphs import FUSED, resolve
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory_report import OFFLINE_PLAN
-from mcuformer_tf.tflite_graph import Quantization, read_model
+from mcuformer_tf.tflm.arena_plan import OFFLINE_PLAN
+from mcuformer_tf.tflm.tflite_graph import Quantization, read_model
 
 KINDS = {spec.code: kind for kind, spec in FUSED.items()}
 FIELDS = ("dims", "has", "scale", "zero_point", "shape", "reads")
@@ -186,3 +186,13 @@ def kernel(graph, op):
                          [_ir_tensor(graph, i) for i in op.outputs], op.custom_options)
     sub = subgraph_graph(fused, label)
     return make(sub, sub.operators)
+
+
+def mcuf_scratch(graph, op) -> list:
+    """The scratch an MCUF operator's glue requests in Prepare: one buffer, its kernel's
+    *_get_buffer_size for the subgraph it stands for."""
+    return [kernel(graph, op).buffer_size()]
+
+
+# For arena_plan.planned_buffers: the scratch requests of every MCUF op.
+MCUF_SCRATCH = {opcode: mcuf_scratch for opcode in KINDS}

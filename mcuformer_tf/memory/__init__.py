@@ -1,0 +1,7 @@
+"""Memory, predicted and measured (the README's "Memory" and `report`): SRAM and flash of a subnet.
+
+`model` predicts, from a SubnetConfig alone, the arena and flash of its unfused and fused exports
+(the tuner's budget check, thousands a second); `report` measures a .tflite's plan and flash split;
+`arena_search` finds the smallest arena with which stock TFLM allocates and invokes. Uses `nas`,
+`tflm` and `compiler`.
+"""

@@ -1,0 +1,184 @@
+"""Supernet training with the sandwich rule, checkpoints every epoch and resume.
+
+Each step trains the largest subnet on the labels, then the smallest and
+`random_subnets` random subnets on the same batch, each learning half from the
+labels and half from the largest subnet's predictions (in-place distillation,
+BigNAS). The largest subnet's loss and the students' mean loss weigh half
+each, and their gradients make one AdamW update. The step is one
+`tf.function` traced once: the subnets enter as fixed-shape int32 encodings
+(see `supernet.py`). It runs under any `tf.distribute` strategy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import sys
+import time
+
+import tensorflow as tf
+import tf_keras as keras
+
+from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.nas.data import ImageData
+from mcuformer_tf.nas.evaluation import EVAL_BATCH, accuracy, traced_predict
+from mcuformer_tf.nas.run_dir import RunDir
+from mcuformer_tf.nas.search_space import SearchSpace
+from mcuformer_tf.nas.supernet import Supernet
+
+STRATEGIES = ("default", "mirrored", "one-device")
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """A tf.distribute strategy by name: default (no distribution), mirrored, one-device."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "one-device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    raise McuformerError(f"unknown strategy {name!r} (use one of: {', '.join(STRATEGIES)})")
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    epochs: int = 32
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 2
+    random_subnets: int = 1
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise McuformerError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.random_subnets < 0:
+            raise McuformerError(f"random_subnets must be >= 0, got {self.random_subnets}")
+        if not self.learning_rate > 0:
+            raise McuformerError(f"learning_rate must be positive, got {self.learning_rate}")
+
+
+class SandwichTrainer:
+    """Owns the supernet, optimizer and traced train step of one run (see module docstring)."""
+
+    def __init__(self, space: SearchSpace, settings: TrainSettings, steps_per_epoch: int,
+                 strategy: tf.distribute.Strategy):
+        self.space, self.settings, self.strategy = space, settings, strategy
+        self.steps_per_epoch = steps_per_epoch
+        total = settings.epochs * steps_per_epoch
+        warmup = min(settings.warmup_epochs * steps_per_epoch, total - 1)
+        with strategy.scope():
+            self.supernet = Supernet(space)
+            schedule = keras.optimizers.schedules.CosineDecay(
+                initial_learning_rate=0.0, decay_steps=total - warmup, alpha=0.01,
+                warmup_target=settings.learning_rate, warmup_steps=warmup)
+            self.optimizer = keras.optimizers.AdamW(
+                schedule, weight_decay=settings.weight_decay, global_clipnorm=1.0)
+            self.optimizer.build(self.supernet.trainable_variables)
+            self.epoch = tf.Variable(0, trainable=False, dtype=tf.int64, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(model=self.supernet, optimizer=self.optimizer,
+                                              epoch=self.epoch)
+        self.hard_loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=settings.label_smoothing,
+            reduction=keras.losses.Reduction.NONE)
+        self.predict = traced_predict(self.supernet)
+
+    # -- one step ---------------------------------------------------------------
+    def subnets_for_step(self, rng: random.Random) -> list[dict]:
+        """Encodings of the sandwich: largest, smallest, then random subnets."""
+        configs = [self.space.largest(), self.space.smallest()]
+        configs += [self.space.sample(rng) for _ in range(self.settings.random_subnets)]
+        return [tf.nest.map_structure(tf.convert_to_tensor, self.supernet.encode(c))
+                for c in configs]
+
+    def _replica_step(self, images, labels, encodings):
+        batch = self.settings.batch_size
+        onehot = tf.one_hot(labels, self.space.num_classes)
+        variables = self.supernet.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.supernet(images, training=True, config=encodings[0])
+            loss = tf.nn.compute_average_loss(self.hard_loss(onehot, logits), global_batch_size=batch)
+            teacher = tf.stop_gradient(tf.nn.softmax(logits))
+            students = encodings[1:]
+            for encoding in students:
+                student = self.supernet(images, training=True, config=encoding)
+                per_example = 0.5 * self.hard_loss(onehot, student) + 0.5 * (
+                    keras.losses.categorical_crossentropy(teacher, student, from_logits=True))
+                loss += tf.nn.compute_average_loss(per_example, global_batch_size=batch) / len(
+                    students)
+            loss /= 2.0
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    @tf.function(autograph=False)
+    def train_step(self, images, labels, encodings):
+        losses = self.strategy.run(self._replica_step, args=(images, labels, encodings))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    # -- epochs -----------------------------------------------------------------
+    def val_accuracy(self, config, data: ImageData) -> float:
+        self.supernet.set_active(config)
+        return accuracy(self.predict, data.val_batches(EVAL_BATCH))
+
+    def run_epoch(self, data: ImageData, epoch: int, progress: bool) -> float:
+        rng = random.Random(f"{self.settings.seed}-{epoch}")
+        batches = data.train_batches(self.settings.batch_size, seed=self.settings.seed + epoch)
+        bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss"],
+                                  verbose=1 if progress else 0)
+        total = 0.0
+        for step, (images, labels) in enumerate(self.strategy.experimental_distribute_dataset(
+                batches)):
+            loss = float(self.train_step(images, labels, self.subnets_for_step(rng)))
+            total += loss
+            bar.update(step + 1, [("loss", loss)])
+        return total / self.steps_per_epoch
+
+
+def train_supernet(space: SearchSpace, data: ImageData, run: RunDir, settings: TrainSettings,
+                   strategy_name: str = "default", resume: bool = False, log=print) -> list[dict]:
+    """Train (or with `resume`, continue) a supernet in `run`; returns the epoch history."""
+    if data.num_classes != space.num_classes:
+        raise McuformerError(f"data {data.name} has {data.num_classes} classes but the space "
+                             f"{space.name!r} has {space.num_classes}")
+    steps = data.train_count // settings.batch_size
+    if steps < 1:
+        raise McuformerError(f"batch size {settings.batch_size} exceeds the {data.train_count} "
+                             f"training images of {data.name}")
+    keras.utils.set_random_seed(settings.seed)  # weight init, augmentation: one seed, one run
+    trainer = SandwichTrainer(space, settings, steps, make_strategy(strategy_name))
+    if resume and run.latest_checkpoint():
+        trainer.checkpoint.restore(run.latest_checkpoint()).assert_existing_objects_matched()
+    manager = tf.train.CheckpointManager(trainer.checkpoint, str(run.checkpoint_dir), max_to_keep=2)
+    start = int(trainer.epoch.numpy())
+    if start:
+        log(f"resuming {run.path} after epoch {start}")
+    for epoch in range(start + 1, settings.epochs + 1):
+        began = time.time()
+        loss = trainer.run_epoch(data, epoch, progress=sys.stdout.isatty())
+        entry = {
+            "epoch": epoch, "loss": round(loss, 5),
+            "val_acc_largest": trainer.val_accuracy(space.largest(), data),
+            "val_acc_smallest": trainer.val_accuracy(space.smallest(), data),
+            "seconds": round(time.time() - began, 2),
+        }
+        trainer.epoch.assign(epoch)
+        manager.save(checkpoint_number=epoch)
+        run.record_epoch(entry)
+        log(f"epoch {epoch}/{settings.epochs}  loss {loss:.4f}  val acc largest "
+            f"{entry['val_acc_largest']:.2%}  smallest {entry['val_acc_smallest']:.2%}  "
+            f"({entry['seconds']:.1f} s)")
+    return run.history()
+
+
+def load_supernet(run: RunDir) -> Supernet:
+    """The supernet of a run with the weights of its latest checkpoint."""
+    space = run.space()
+    checkpoint_path = run.latest_checkpoint()
+    if checkpoint_path is None:
+        raise McuformerError(f"{run.path} has no checkpoint yet (no epoch finished)")
+    supernet = Supernet(space)
+    tf.train.Checkpoint(model=supernet).restore(checkpoint_path).expect_partial()
+    return supernet

@@ -1,0 +1,49 @@
+"""Export of a subnet: extract from the supernet, quantisation-aware fine-tune, int8 .tflite.
+
+The result is the "unfused" model of DESIGN.md §1: int8 in and out, batch 1,
+TFLM builtins only, which the stock TFLM wheel runs with no custom op. Its
+int8 accuracy is measured by running it in TFLM, image by image.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from mcuformer_tf.nas.data import ImageData
+from mcuformer_tf.nas.evaluation import EVAL_BATCH, accuracy, traced_predict
+from mcuformer_tf.nas.extract import extract_subnet
+from mcuformer_tf.nas.run_dir import write_bytes_atomic
+from mcuformer_tf.nas.search_space import SubnetConfig
+from mcuformer_tf.nas.supernet import Supernet
+from mcuformer_tf.quantize.convert import to_int8_tflite
+from mcuformer_tf.quantize.int8_accuracy import tflm_accuracy
+from mcuformer_tf.quantize.qat import calibration_images, quantization_aware_subnet
+
+
+@dataclasses.dataclass
+class ExportResult:
+    path: Path
+    size: int  # bytes of the .tflite
+    float_accuracy: float  # the extracted float subnet
+    qat_accuracy: float  # the fake-quantised model after fine-tuning, in TensorFlow
+    int8_accuracy: float  # the .tflite in the stock TFLM wheel
+
+    def summary(self) -> str:
+        return (f"val accuracy: float {self.float_accuracy:.2%}, QAT {self.qat_accuracy:.2%}, "
+                f"int8 in TFLM {self.int8_accuracy:.2%} "
+                f"({(self.int8_accuracy - self.float_accuracy) * 100:+.2f} points); "
+                f"{self.path} ({self.size:,} bytes)")
+
+
+def export_subnet(supernet: Supernet, config: SubnetConfig, data: ImageData, out: Path,
+                  qat_epochs: int, seed: int = 0, progress: bool = True) -> ExportResult:
+    """Write `config`'s int8 .tflite to `out` and measure it against the float subnet."""
+    val = data.val_batches(EVAL_BATCH, config.image_size)
+    model = extract_subnet(supernet, config)
+    float_accuracy = accuracy(traced_predict(model), val)
+    qat_model = quantization_aware_subnet(model, data, qat_epochs, seed=seed, progress=progress)
+    qat_accuracy = accuracy(traced_predict(qat_model), val)
+    model_bytes = to_int8_tflite(qat_model, calibration_images(data, config.image_size, seed=seed))
+    write_bytes_atomic(Path(out), model_bytes)
+    return ExportResult(Path(out), len(model_bytes), float_accuracy, qat_accuracy,
+                        tflm_accuracy(model_bytes, val))
