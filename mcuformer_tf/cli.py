@@ -1,18 +1,27 @@
 """The `mcuformer-tf` command line: one command per arrow of the chain (DESIGN.md §1).
 
 Mistakes a user can fix end in one line on stderr and exit code 2, never a
-traceback. TensorFlow is imported only by the commands that need it.
+traceback. Arguments are checked before anything heavy is imported, and
+TensorFlow is imported only by the commands that need it. What native libraries
+(TensorFlow, absl, oneDNN, TFLM) write to the process's stderr goes to
+NATIVE_LOG instead of the terminal, unless `--verbose`.
 """
 from __future__ import annotations
 
+import io
 import json
+import os
 import random
+import sys
 from pathlib import Path
 
 import click
 
 from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.nas.data_spec import check_data_spec
 from mcuformer_tf.nas.search_space import PRESETS, SearchSpace
+from mcuformer_tf.nas.train_settings import STRATEGIES, TrainSettings
+from tuner.tune_settings import TuneSettings
 
 
 class UsageProblem(click.ClickException):
@@ -42,10 +51,44 @@ DEMO_SRAM, DEMO_TRIALS = "48KiB", 60
 DATA_HELP = "Data: digits (built in), imagefolder:PATH (ImageNet layout), cifar10:PATH."
 
 
+NATIVE_LOG = Path.home() / ".cache" / "mcuformer-tf" / "native-stderr.log"
+
+
+def _native_stderr_to_log(ctx: click.Context) -> None:
+    """Point file descriptor 2 at NATIVE_LOG (native libraries write there) and keep Python's
+    sys.stderr, and so click's errors, on the terminal; restored when the command ends. Only where
+    sys.stderr is the process's fd 2 (not under click's test runner)."""
+    try:
+        if sys.stderr.fileno() != 2:
+            return
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return
+    NATIVE_LOG.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    terminal, python_stderr = os.dup(2), sys.stderr
+    sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(terminal), "wb"), encoding=python_stderr.encoding,
+                                  errors=python_stderr.errors, line_buffering=True)
+    with open(NATIVE_LOG, "wb") as log:
+        os.dup2(log.fileno(), 2)
+
+    def restore():
+        sys.stderr.flush()
+        os.dup2(terminal, 2)
+        os.close(terminal)
+        sys.stderr = python_stderr
+
+    ctx.call_on_close(restore)
+
+
 @click.group(cls=Commands)
 @click.version_option(package_name="mcuformer-tf")
-def main():
+@click.option("--verbose", is_flag=True,
+              help=f"Show what TensorFlow and TFLM print at start-up (otherwise in {NATIVE_LOG}).")
+@click.pass_context
+def main(ctx, verbose):
     """Put the most accurate vision transformer that fits on a Cortex-M7."""
+    if not verbose:
+        _native_stderr_to_log(ctx)
 
 
 @main.command()
@@ -68,9 +111,7 @@ def sample(space_name, pick, seed, output):
 
 
 def _train(out, space_name, data_spec, settings, strategy, resume):
-    from mcuformer_tf.nas.data import load_data
     from mcuformer_tf.nas.run_dir import RunDir
-    from mcuformer_tf.nas.training import STRATEGIES, train_supernet
 
     if strategy not in STRATEGIES:
         raise McuformerError(f"unknown strategy {strategy!r} (use one of: {', '.join(STRATEGIES)})")
@@ -90,6 +131,10 @@ def _train(out, space_name, data_spec, settings, strategy, resume):
                                  "it or choose another --out")
         space = SearchSpace.load(space_name or "digits")
         data_spec = data_spec or "digits"
+    check_data_spec(data_spec)
+    from mcuformer_tf.nas.data import load_data
+    from mcuformer_tf.nas.training import train_supernet
+
     data = load_data(data_spec, max(space.image_size))
     if not run.exists():
         run.create({"space": space.to_dict(), "data": data_spec,
@@ -117,8 +162,6 @@ def _train_options(func):
 
 
 def _settings(epochs, batch_size, lr, random_subnets, seed):
-    from mcuformer_tf.nas.training import TrainSettings
-
     return TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=lr,
                          random_subnets=random_subnets, seed=seed)
 
@@ -136,14 +179,15 @@ def train(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, s
 
 
 def _evaluate(run_path, config_specs):
-    from mcuformer_tf.nas.data import load_data
-    from mcuformer_tf.nas.evaluation import subnet_accuracy
     from mcuformer_tf.nas.run_dir import RunDir
-    from mcuformer_tf.nas.training import load_supernet
 
     run = RunDir(run_path)
     space = run.space()
     configs = [space.resolve_config(spec) for spec in config_specs]
+    from mcuformer_tf.nas.data import load_data
+    from mcuformer_tf.nas.evaluation import subnet_accuracy
+    from mcuformer_tf.nas.training import load_supernet
+
     supernet = load_supernet(run)
     data = load_data(run.spec()["data"], max(space.image_size))
     results = []
@@ -165,14 +209,15 @@ def evaluate(run_path, config_specs):
 
 
 def _export(run_path, config_spec, qat_epochs, output, seed):
-    from mcuformer_tf.nas.data import load_data
     from mcuformer_tf.nas.run_dir import RunDir
-    from mcuformer_tf.nas.training import load_supernet
-    from mcuformer_tf.quantize.export import export_subnet
 
     run = RunDir(run_path)
     space = run.space()
     config = space.resolve_config(config_spec)
+    from mcuformer_tf.nas.data import load_data
+    from mcuformer_tf.nas.training import load_supernet
+    from mcuformer_tf.quantize.export import export_subnet
+
     supernet = load_supernet(run)
     data = load_data(run.spec()["data"], max(space.image_size))
     click.echo(f"export {config.describe()}: {qat_epochs} QAT epochs")
@@ -263,8 +308,6 @@ def tune_command(run_path, target, sram, flash, memory_plan, algorithm, trials, 
                  population, parents, mutation_prob, crossover_prob, fine_tune_steps,
                  evolve_space):
     """Search a trained supernet for the most accurate subnets that fit a board's memory."""
-    from tuner.search import TuneSettings
-
     settings = TuneSettings(algorithm=algorithm, trials=trials, seed=seed, population=population,
                             parents=parents, mutation_prob=mutation_prob,
                             crossover_prob=crossover_prob, fine_tune_steps=fine_tune_steps)
@@ -291,8 +334,6 @@ def demo(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, st
     _evaluate(out, ["largest", "smallest"])
     click.echo(f"== tune: the most accurate subnet within {DEMO_SRAM} of SRAM ({DEMO_TRIALS} "
                "trials, evolution)")
-    from tuner.search import TuneSettings
-
     tuned = _tune(out, "stm32f746", DEMO_SRAM, None, "fused", out / "tune",
                   TuneSettings(algorithm="evolution", trials=DEMO_TRIALS, seed=seed,
                                population=10, parents=3))

@@ -32,6 +32,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mcuformer_tf.compiler import kernel_params, row_ops
 from mcuformer_tf.compiler import kernels as mcuf_kernels
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.nas.search_space import SearchSpace
@@ -113,7 +114,7 @@ def test_fully_connected_row(seed, depth, outputs, s_in, gain, zp_in, zp_out, pe
     params = prepare(graph, op)
     x = Guarded(random_int8(rng, depth))
     w, out = Guarded(weights), Guarded(np.zeros(outputs, np.int8))
-    mcuf_kernels.fully_connected_row(params, x.array, w.array, bias, out=out.array, sanitize=SANITIZE)
+    row_ops.fully_connected_row(params, x.array, w.array, bias, out=out.array, sanitize=SANITIZE)
     expected = fully_connected.fully_connected(params, x.array[None], weights, bias).reshape(-1)
     assert np.array_equal(out.array, expected)
     assert np.array_equal(w.array, weights) and x.intact() and w.intact() and out.intact()
@@ -134,7 +135,7 @@ def test_binary_rows(opcode, seed, size, layout, s1, s2_ratio, s_out_ratio, zp1,
     params = prepare(graph, op)
     values = [random_int8(rng, n) for n in sizes]
     x1, x2, out = Guarded(values[0]), Guarded(values[1]), Guarded(np.zeros(size, np.int8))
-    function = {"ADD": mcuf_kernels.add_row, "SUB": mcuf_kernels.sub_row, "MUL": mcuf_kernels.mul_row}[opcode]
+    function = {"ADD": row_ops.add_row, "SUB": row_ops.sub_row, "MUL": row_ops.mul_row}[opcode]
     function(params, x1.array, x2.array, out=out.array, sanitize=SANITIZE)
     expected = {"ADD": elementwise.add, "SUB": elementwise.sub, "MUL": elementwise.mul}[opcode](params, *values)
     assert np.array_equal(out.array, expected)
@@ -150,7 +151,7 @@ def test_binary_rows_may_write_over_their_row_operand():
     x1, x2 = random_int8(rng, 48), random_int8(rng, 48)
     expected = elementwise.mul(params, x1, x2)
     in_place = Guarded(x1)
-    mcuf_kernels.mul_row(params, in_place.array, x2, out=in_place.array, sanitize=SANITIZE)
+    row_ops.mul_row(params, in_place.array, x2, out=in_place.array, sanitize=SANITIZE)
     assert np.array_equal(in_place.array, expected) and in_place.intact()
 
 
@@ -163,7 +164,7 @@ def test_mean_row(seed, size, s_in, ratio, zp_in, zp_out):
                              int8_tensor((1, 1), s_in * ratio, zp_out), {"keep_dims": True})
     params = prepare(graph, op)
     x = Guarded(random_int8(np.random.default_rng(seed), size))
-    got = mcuf_kernels.mean_row(params, x.array, sanitize=SANITIZE)
+    got = row_ops.mean_row(params, x.array, sanitize=SANITIZE)
     assert got == reduce.mean(params, x.array[None]).item() and x.intact()
 
 
@@ -174,10 +175,10 @@ def test_rsqrt_of_every_int8(s_in, s_out, zp_in, zp_out):
     params = prepare(graph, op)
     valid = np.arange(zp_in, 128, dtype=np.int64).astype(np.int8)
     expected = elementwise.rsqrt(params, valid)
-    assert [mcuf_kernels.rsqrt(params, int(v), sanitize=SANITIZE) for v in valid] == expected.tolist()
+    assert [row_ops.rsqrt(params, int(v), sanitize=SANITIZE) for v in valid] == expected.tolist()
     if zp_in > -128:
         with pytest.raises(McuformerError, match="below the input zero point"):
-            mcuf_kernels.rsqrt(params, zp_in - 1, sanitize=SANITIZE)
+            row_ops.rsqrt(params, zp_in - 1, sanitize=SANITIZE)
 
 
 @PRIMITIVES
@@ -187,7 +188,7 @@ def test_logistic_of_every_int8(s_in, zp_in):
     params = prepare(graph, op)
     every = np.arange(-128, 128).astype(np.int8)
     expected = logistic.logistic(params, every)
-    assert [mcuf_kernels.logistic(params, int(v), sanitize=SANITIZE) for v in every] == expected.tolist()
+    assert [row_ops.logistic(params, int(v), sanitize=SANITIZE) for v in every] == expected.tolist()
 
 
 @PRIMITIVES
@@ -199,11 +200,11 @@ def test_softmax_row(seed, size, s_in, beta, zp_in, spread):
     params = prepare(graph, op)
     values = (np.random.default_rng(seed).integers(0, spread, size, endpoint=True) - 128).astype(np.int8)
     x, out = Guarded(values), Guarded(np.zeros(size, np.int8))
-    mcuf_kernels.softmax_row(params, x.array, out=out.array, sanitize=SANITIZE)
+    row_ops.softmax_row(params, x.array, out=out.array, sanitize=SANITIZE)
     assert np.array_equal(out.array, softmax.softmax(params, values[None]).reshape(-1))
     assert np.array_equal(x.array, values) and x.intact() and out.intact()
     in_place = Guarded(values)
-    mcuf_kernels.softmax_row(params, in_place.array, out=in_place.array, sanitize=SANITIZE)
+    row_ops.softmax_row(params, in_place.array, out=in_place.array, sanitize=SANITIZE)
     assert np.array_equal(in_place.array, out.array) and in_place.intact()
 
 
@@ -221,7 +222,7 @@ def test_batch_matmul_row(seed, depth, columns, adj_y, s_lhs, s_rhs, gain, zp_lh
     params = prepare(graph, op)
     lhs, rhs = Guarded(random_int8(rng, depth)), Guarded(random_int8(rng, rhs_shape))
     out = Guarded(np.zeros(columns, np.int8))
-    mcuf_kernels.batch_matmul_row(params, lhs.array, rhs.array, out=out.array, sanitize=SANITIZE)
+    row_ops.batch_matmul_row(params, lhs.array, rhs.array, out=out.array, sanitize=SANITIZE)
     expected = fully_connected.batch_matmul(params, lhs.array[None], rhs.array).reshape(-1)
     assert np.array_equal(out.array, expected)
     assert lhs.intact() and rhs.intact() and out.intact()
@@ -231,19 +232,19 @@ def test_primitive_arguments_outside_the_c_ranges_are_refused():
     graph, op = one_op_graph("SOFTMAX", [int8_tensor((1, 600), 0.05, 0)], int8_tensor((1, 600), 1 / 256, -128),
                              {"beta": 1.0})
     with pytest.raises(McuformerError, match="sum of exponentials reaches 512"):
-        mcuf_kernels.softmax_row(prepare(graph, op), np.zeros(600, np.int8), sanitize=SANITIZE)
+        row_ops.softmax_row(prepare(graph, op), np.zeros(600, np.int8), sanitize=SANITIZE)
     graph, op = one_op_graph("BATCH_MATMUL", [int8_tensor((4, 1), 0.1), int8_tensor((4, 3), 0.1)],
                              int8_tensor((1, 3), 0.1), {"adj_x": True, "adj_y": False})
     with pytest.raises(McuformerError, match="adj_x has no row kernel"):
-        mcuf_kernels.batch_matmul_row(prepare(graph, op), np.zeros(4, np.int8), np.zeros((4, 3), np.int8))
+        row_ops.batch_matmul_row(prepare(graph, op), np.zeros(4, np.int8), np.zeros((4, 3), np.int8))
     graph, op = one_op_graph("MUL", [int8_tensor((4,), 1.0), int8_tensor((4,), 1.0)], int8_tensor((4,), 2.0**-40))
     with pytest.raises(McuformerError, match=r"MUL shift=41 is outside \[-31, 30\]"):
-        mcuf_kernels.mul_row(prepare(graph, op), np.zeros(4, np.int8), np.zeros(4, np.int8))
+        row_ops.mul_row(prepare(graph, op), np.zeros(4, np.int8), np.zeros(4, np.int8))
     graph, op = one_op_graph("ADD", [int8_tensor((4,), 0.1), int8_tensor((4,), 0.1)], int8_tensor((4,), 0.1))
     with pytest.raises(McuformerError, match="operands of 4 and 3 elements"):
-        mcuf_kernels.add_row(prepare(graph, op), np.zeros(4, np.int8), np.zeros(3, np.int8))
+        row_ops.add_row(prepare(graph, op), np.zeros(4, np.int8), np.zeros(3, np.int8))
     with pytest.raises(McuformerError, match="C-contiguous int8 array is required, got int32"):
-        mcuf_kernels.add_row(prepare(graph, op), np.zeros(4, np.int32), np.zeros(4, np.int8))
+        row_ops.add_row(prepare(graph, op), np.zeros(4, np.int32), np.zeros(4, np.int8))
 
 
 # --- the fused kernels: cases from exported models ------------------------------------------------
@@ -619,4 +620,4 @@ def test_this_module_again_under_sanitizers(block_cases, tmp_path):
 
 @pytest.mark.skipif(not SANITIZE, reason="runs in the sanitized child only")
 def test_the_child_calls_the_sanitized_library():
-    assert mcuf_kernels.load(sanitize=True)._name == str(host_runner.build_mcuf_library(sanitize=True))
+    assert kernel_params.load(sanitize=True)._name == str(host_runner.build_mcuf_library(sanitize=True))

@@ -2,7 +2,7 @@
 
 The C derives each block builtin's parameters from float32 scales and zero points as the TFLM
 glue does in Prepare; the reference is what the Python pipeline hands the kernels:
-`mcuf_kernels.*_params(tflm_arith prepare_*(graph, op))`, on hypothesis-drawn scales. Where the
+`kernel_params.*_params(tflm.arith prepare_*(graph, op))`, on hypothesis-drawn scales. Where the
 Python refuses (McuformerError: TFLM's Prepare fails, or a shift outside the kernels' range), the
 C must return MCUF_ERR_ARGUMENT.
 """
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcuformer_tf.compiler import kernels as mk
+from mcuformer_tf.compiler import kernel_params as mk
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.tflm.arith.conv import prepare_conv_2d
 from mcuformer_tf.tflm.arith.elementwise import prepare_add, prepare_mul, prepare_rsqrt, prepare_sub

@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from mcuformer_tf.board import cortex_m7, kernel_test
-from mcuformer_tf.compiler import kernels as mcuf_kernels  # noqa: E402
+from mcuformer_tf.compiler import kernel_params  # noqa: E402
 
 OUTPUTS = 64
 LINEAR_DEPTHS = (256, 512)
@@ -40,7 +40,7 @@ def loop_cases(rng) -> list:
     cases = []
     for depth in LINEAR_DEPTHS:
         cases.append(kernel_test.synthetic_linear_case(f"loop.linear{depth}", depth, OUTPUTS, 3, 0, rng))
-    scores = mcuf_kernels.BatchMatmulParams(lhs_offset=5, rhs_offset=-1, output_offset=0, multiplier=1 << 30,
+    scores = kernel_params.BatchMatmulParams(lhs_offset=5, rhs_offset=-1, output_offset=0, multiplier=1 << 30,
                                             shift=-9, rhs_transposed=1)
     for depth in SCORE_DEPTHS:
         cases.append(kernel_test._matmul_case(f"loop.scores{depth}", scores, depth, SCORE_COLUMNS, rng))

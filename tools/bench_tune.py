@@ -20,7 +20,8 @@ from pathlib import Path
 from mcuformer_tf.nas.run_dir import RunDir
 from tuner.budget import budget_rejecting
 from tuner.budget_oracle import make_oracle
-from tuner.search import TuneSettings, tune
+from tuner.search import tune
+from tuner.tune_settings import TuneSettings
 
 
 def search_overhead(run: RunDir, trials: int, target: str = "custom", scorer=None) -> str:

@@ -16,8 +16,9 @@ from mcuformer_tf.nas.data import load_data
 from mcuformer_tf.nas.run_dir import RunDir
 from mcuformer_tf.nas.training import load_supernet
 from tuner.budget import Budget, format_size, resolve_target
-from tuner.search import TuneSettings, tune
+from tuner.search import tune
 from tuner.subnet_tuner import SubnetScorer
+from tuner.tune_settings import TuneSettings
 
 
 def main():

@@ -30,36 +30,11 @@ from tuner.budget import Budget, format_size
 from tuner.budget_oracle import make_oracle
 from tuner.hyperparameters import config_from_values
 from tuner.interrupts import remembered_interrupts
+from tuner.tune_settings import TuneSettings
 
 PROJECT = "search"
 SPEC_FILE, BEST_FILE, RESULTS_FILE = "tune.json", "best_config.json", "results.json"
 EVOLVED_FILE = "evolved_space.yaml"
-
-
-@dataclasses.dataclass(frozen=True)
-class TuneSettings:
-    algorithm: str = "evolution"
-    trials: int = 200
-    seed: int = 0
-    population: int = 20
-    parents: int = 5
-    mutation_prob: float = 0.3
-    crossover_prob: float = 0.5
-    fine_tune_steps: int = 0
-
-    def __post_init__(self):
-        if self.trials < 1:
-            raise McuformerError(f"--trials must be at least 1, got {self.trials}")
-
-    def evolution_options(self) -> dict:
-        if self.algorithm != "evolution":
-            return {}
-        return {"population_size": self.population, "parents": self.parents,
-                "mutation_prob": self.mutation_prob, "crossover_prob": self.crossover_prob}
-
-    def identity(self) -> dict:
-        """What a resumed search must share with the original (the trial count may grow)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "trials"}
 
 
 @dataclasses.dataclass

@@ -1,7 +1,7 @@
 """The kernel test firmware: every MCUF kernel of real exports, run on the emulated Cortex-M7 and on the host.
 
 `model_cases(model_bytes, image)` reads an unfused int8 .tflite, finds its blocks (compiler.match),
-builds each block's kernel parameters with mcuf_kernels (as TFLM's Prepare derives them), takes each
+builds each block's kernel parameters with compiler.kernels (as TFLM's Prepare derives them), takes each
 kernel's input from the numpy TFLM model's run of `image` and its expected output from the host build
 of libmcuf (ctypes), and adds cases for the linear inner loops of the first attention and MLP (a
 low-rank or dense layer, q·kᵀ and probs·v rows, v transposed as the kernel keeps it). `render`
@@ -21,8 +21,7 @@ import jinja2
 import numpy as np
 
 from mcuformer_tf.board import cortex_m7, targets
-from mcuformer_tf.compiler import ir, match
-from mcuformer_tf.compiler import kernels as mcuf_kernels
+from mcuformer_tf.compiler import ir, kernel_params, kernels, match
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.tflm.arith import run_graph
 from mcuformer_tf.tflm.tflite_graph import read_model
@@ -31,8 +30,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 C_TYPES = {"patch_embed": "mcuf_patch_embed_params", "attention": "mcuf_attention_params",
            "mlp": "mcuf_mlp_params", "linear": "mcuf_fc_layer", "matmul": "mcuf_batch_matmul_params"}
 ELEMENT_TYPES = {ctypes.c_int8: ("int8_t", np.int8), ctypes.c_int32: ("int32_t", np.int32)}
-BUILDERS = {"patch_embed": mcuf_kernels.patch_embed_kernel, "attention": mcuf_kernels.attention_kernel,
-            "mlp": mcuf_kernels.mlp_kernel}
+BUILDERS = {"patch_embed": kernels.patch_embed_kernel, "attention": kernels.attention_kernel,
+            "mlp": kernels.mlp_kernel}
 
 
 @dataclass
@@ -82,9 +81,9 @@ def _block_case(name: str, kind: str, graph, ops, values: dict) -> Case:
 def _linear_case(name: str, layer, x: np.ndarray, arrays: list) -> Case:
     x = np.ascontiguousarray(x[:layer.input_depth], np.int8)
     out = np.zeros(layer.output_depth, np.int8)
-    mcuf_kernels.load().mcuf_fully_connected_row(
-        ctypes.byref(layer.params), x.ctypes.data_as(mcuf_kernels._P8), layer.input_depth, layer.weights,
-        layer.bias, layer.output_depth, out.ctypes.data_as(mcuf_kernels._P8))
+    kernel_params.load().mcuf_fully_connected_row(
+        ctypes.byref(layer.params), x.ctypes.data_as(kernel_params.P8), layer.input_depth, layer.weights,
+        layer.bias, layer.output_depth, out.ctypes.data_as(kernel_params.P8))
     return Case(name, "linear", layer, arrays, x, out, layer.input_depth * layer.output_depth)
 
 
@@ -93,9 +92,9 @@ def synthetic_linear_case(name: str, depth: int, outputs: int, input_offset: int
     """A FULLY_CONNECTED row of random int8 weights [outputs, depth] and input, per-tensor requantised:
     for the dot product's edge cases (zero points at the int8 ends, odd depths) and for timing it."""
     weights = rng.integers(-128, 128, (outputs, depth), dtype=np.int8)
-    params = mcuf_kernels.FcParams(input_offset=input_offset, weights_offset=weights_offset, output_offset=-2,
+    params = kernel_params.FcParams(input_offset=input_offset, weights_offset=weights_offset, output_offset=-2,
                                    activation_min=-128, activation_max=127, multiplier=1 << 30, shift=-9)
-    layer = mcuf_kernels.FcLayer(params, weights.ctypes.data_as(mcuf_kernels._P8), None, depth, outputs)
+    layer = kernel_params.FcLayer(params, weights.ctypes.data_as(kernel_params.P8), None, depth, outputs)
     return _linear_case(name, layer, rng.integers(-128, 128, depth, dtype=np.int8), [weights])
 
 
@@ -103,9 +102,9 @@ def _matmul_case(name: str, params, depth: int, columns: int, rng) -> Case:
     lhs = rng.integers(-128, 128, depth, dtype=np.int8)
     rhs = rng.integers(-128, 128, depth * columns, dtype=np.int8)
     out = np.zeros(columns, np.int8)
-    mcuf_kernels.load().mcuf_batch_matmul_row(
-        ctypes.byref(params), lhs.ctypes.data_as(mcuf_kernels._P8), depth,
-        rhs.ctypes.data_as(mcuf_kernels._P8), columns, out.ctypes.data_as(mcuf_kernels._P8))
+    kernel_params.load().mcuf_batch_matmul_row(
+        ctypes.byref(params), lhs.ctypes.data_as(kernel_params.P8), depth,
+        rhs.ctypes.data_as(kernel_params.P8), columns, out.ctypes.data_as(kernel_params.P8))
     return Case(name, "matmul", params, [], lhs, out, depth * columns, rhs, columns)
 
 
@@ -131,7 +130,7 @@ def model_cases(model_bytes: bytes, image: np.ndarray, prefix: str = "m", inner_
             cases.append(_linear_case(f"{prefix}.{kind}0.{linear}", layer, case.input, case.arrays))
         p = next(c for c in cases if c.kind == "attention").params
         cases.append(_matmul_case(f"{prefix}.attention0.scores", p.scores, p.head_dim, p.tokens, rng))
-        context = mcuf_kernels.BatchMatmulParams.from_buffer_copy(p.context)
+        context = kernel_params.BatchMatmulParams.from_buffer_copy(p.context)
         context.rhs_transposed = 1  # as MCUF_ATTENTION runs it: V transposed in its scratch
         cases.append(_matmul_case(f"{prefix}.attention0.context", context, p.tokens, p.head_dim, rng))
     return cases
@@ -209,10 +208,10 @@ def _round16(n: int) -> int:
 def _arena_bytes(case: Case) -> int:
     """Bytes kernel_test.c's run_case lays out for the case."""
     if case.kind == "patch_embed":
-        size = mcuf_kernels.load().mcuf_patch_embed_get_buffer_size(ctypes.byref(case.params))
+        size = kernel_params.load().mcuf_patch_embed_get_buffer_size(ctypes.byref(case.params))
         return _round16(max(case.input.size, case.expected.size)) + size
     if case.kind in ("attention", "mlp"):
-        size = getattr(mcuf_kernels.load(), f"mcuf_{case.kind}_get_buffer_size")(ctypes.byref(case.params))
+        size = getattr(kernel_params.load(), f"mcuf_{case.kind}_get_buffer_size")(ctypes.byref(case.params))
         return _round16(case.input.size) + size
     return _round16(case.input.size) + case.expected.size
 

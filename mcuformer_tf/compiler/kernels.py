@@ -1,344 +1,47 @@
-"""ctypes binding of libmcuf's int8 row primitives (mcuf/int8_ops.h) and its fused kernels.
+"""The fused kernels MCUF_PATCH_EMBED, MCUF_ATTENTION and MCUF_MLP as Python objects over libmcuf.
 
-The fused kernels are MCUF_PATCH_EMBED (mcuf/patch_embed.h), MCUF_ATTENTION
-(mcuf/attention.h) and MCUF_MLP (mcuf/mlp.h). The C parameter structs are
-filled from `tflm_arith`'s prepare results, so from a .tflite exactly as
-TFLM's Prepare derives them. Every precondition the C leaves to its caller
-(shift ranges, sizes, buffer types) is checked here and raises
-McuformerError. `patch_embed_kernel`, `attention_kernel` and `mlp_kernel`
-(graph, ops) each read one exported subgraph into a kernel object that runs
-it on int8 buffers: the attention and the MLP in place on the tokens, the
-patch embedding into tokens that may share memory with the image
-(`PatchEmbedKernel.output_offset`). As in mcuf_c, `sanitize=True` calls the
-ASan+UBSan build (a process started with host_runner.sanitizer_env() only).
+`patch_embed_kernel`, `attention_kernel` and `mlp_kernel` (graph, ops) each read one exported
+subgraph into a kernel object whose parameter structs (`kernel_params`) hold exactly what TFLM's
+Prepare derives for its builtins; the object runs the subgraph on int8 buffers: the attention and
+the MLP in place on the tokens, the patch embedding into tokens that may share memory with the
+image (`PatchEmbedKernel.output_offset`). `buffer_size` is the C kernel's *_get_buffer_size.
 """
 from __future__ import annotations
 
 import ctypes
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from mcuformer_tf.compiler import c_library as mcuf_c
+from mcuformer_tf.compiler.kernel_params import (
+    MCUF_OK,
+    P8,
+    PADDING_VALID,
+    AttentionParams,
+    FcLayer,
+    LayerNorm,
+    Linear,
+    MlpParams,
+    PatchEmbedParams,
+    add_params,
+    batch_matmul_params,
+    fc_params,
+    int8_buffer,
+    int32_array,
+    load,
+    logistic_params,
+    mean_params,
+    mul_params,
+    p8,
+    rsqrt_params,
+    softmax_params,
+)
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.tflm.arith import prepare
-from mcuformer_tf.tflm.arith.elementwise import RSQRT_SHIFT
 
-_i32, _i8 = ctypes.c_int32, ctypes.c_int8
-_P8, _P32 = ctypes.POINTER(ctypes.c_int8), ctypes.POINTER(ctypes.c_int32)
-_MCUF_OK = 0
-_PADDING_VALID = 1  # the tflite schema's Padding.VALID
-_SHIFT_RANGE = (-31, 30)  # mcuf_multiply_by_quantized_multiplier's
-_RIGHT_SHIFT_RANGE = (-31, 0)  # MultiplyByQuantizedMultiplierSmallerThanOneExp's
-
-
-def _fields(*names):
-    return [(name, _i32) for name in names]
-
-
-class FcParams(ctypes.Structure):
-    _fields_ = _fields("input_offset", "weights_offset", "output_offset", "activation_min", "activation_max",
-                       "multiplier", "shift") + [("multipliers", _P32), ("shifts", _P32)]
-
-
-class AddParams(ctypes.Structure):
-    _fields_ = _fields("left_shift", "input1_offset", "input1_multiplier", "input1_shift", "input2_offset",
-                       "input2_multiplier", "input2_shift", "output_offset", "output_multiplier",
-                       "output_shift", "activation_min", "activation_max")
-
-
-class MulParams(ctypes.Structure):
-    _fields_ = _fields("input1_offset", "input2_offset", "output_offset", "output_multiplier", "output_shift",
-                       "activation_min", "activation_max")
-
-
-class MeanParams(ctypes.Structure):
-    _fields_ = _fields("input_zero_point", "output_zero_point", "multiplier", "shift")
-
-
-class RsqrtParams(ctypes.Structure):
-    _fields_ = _fields("input_zero_point", "output_zero_point", "multiplier", "shift")
-
-
-class LogisticParams(ctypes.Structure):
-    _fields_ = _fields("input_zero_point", "input_range_radius", "input_multiplier", "input_left_shift")
-
-
-class SoftmaxParams(ctypes.Structure):
-    _fields_ = _fields("input_multiplier", "input_left_shift", "diff_min")
-
-
-class BatchMatmulParams(ctypes.Structure):
-    _fields_ = _fields("lhs_offset", "rhs_offset", "output_offset", "multiplier", "shift", "rhs_transposed")
-
-
-class FcLayer(ctypes.Structure):
-    _fields_ = [("params", FcParams), ("weights", _P8), ("bias", _P32), ("input_depth", _i32),
-                ("output_depth", _i32)]
-
-
-class Linear(ctypes.Structure):
-    _fields_ = [("num_layers", _i32), ("layers", FcLayer * 2)]
-
-
-class LayerNorm(ctypes.Structure):
-    _fields_ = [("mean", MeanParams), ("centre", AddParams), ("square", MulParams), ("variance", MeanParams),
-                ("add_epsilon", AddParams), ("epsilon", _P8), ("rsqrt", RsqrtParams), ("normalize", MulParams),
-                ("scale", MulParams), ("gamma", _P8), ("offset", AddParams), ("beta", _P8)]
-
-
-class MlpParams(ctypes.Structure):
-    _fields_ = [("depth", _i32), ("hidden", _i32), ("ln", LayerNorm),
-                ("fc1", Linear),
-                ("gelu_scale", MulParams), ("gelu_coefficient", _P8), ("gelu_sigmoid", LogisticParams),
-                ("gelu_gate", MulParams),
-                ("fc2", Linear), ("residual", AddParams)]
-
-
-class AttentionParams(ctypes.Structure):
-    _fields_ = [("tokens", _i32), ("depth", _i32), ("heads", _i32), ("head_dim", _i32), ("ln", LayerNorm),
-                ("qkv", Linear), ("scores", BatchMatmulParams), ("softmax", SoftmaxParams),
-                ("context", BatchMatmulParams), ("proj", Linear), ("residual", AddParams)]
-
-
-class PatchEmbedParams(ctypes.Structure):
-    _fields_ = [("image_height", _i32), ("image_width", _i32), ("channels", _i32), ("patch", _i32),
-                ("depth", _i32), ("conv", FcParams), ("weights", _P8), ("bias", _P32),
-                ("position", AddParams), ("position_table", _P8)]
-
-
-@functools.lru_cache(maxsize=None)
-def load(sanitize: bool = False) -> ctypes.CDLL:
-    """mcuf_c.load's libmcuf with the int8 primitives' and the fused kernels' signatures declared too."""
-    lib = mcuf_c.load(sanitize)
-    P, c_int = ctypes.POINTER, ctypes.c_int
-    binary = [_P8, _i32, _P8, _i32, _P8, _i32]
-    signatures = {
-        "mcuf_fully_connected_row": (None, [P(FcParams), _P8, _i32, _P8, _P32, _i32, _P8]),
-        "mcuf_add_row": (None, [P(AddParams)] + binary),
-        "mcuf_sub_row": (None, [P(AddParams)] + binary),
-        "mcuf_mul_row": (None, [P(MulParams)] + binary),
-        "mcuf_mean_row": (_i8, [P(MeanParams), _P8, _i32]),
-        "mcuf_rsqrt": (c_int, [P(RsqrtParams), _i8, _P8]),
-        "mcuf_logistic": (_i8, [P(LogisticParams), _i8]),
-        "mcuf_softmax_row": (c_int, [P(SoftmaxParams), _P8, _i32, _P8]),
-        "mcuf_batch_matmul_row": (None, [P(BatchMatmulParams), _P8, _i32, _P8, _i32, _P8]),
-        "mcuf_mlp_get_buffer_size": (ctypes.c_size_t, [P(MlpParams)]),
-        "mcuf_mlp": (c_int, [P(MlpParams), _P8, _i32, _P8]),
-        "mcuf_attention_get_buffer_size": (ctypes.c_size_t, [P(AttentionParams)]),
-        "mcuf_attention": (c_int, [P(AttentionParams), _P8, _P8]),
-        "mcuf_patch_embed_get_buffer_size": (ctypes.c_size_t, [P(PatchEmbedParams)]),
-        "mcuf_patch_embed_output_offset": (ctypes.c_ssize_t, [P(PatchEmbedParams)]),
-        "mcuf_patch_embed": (c_int, [P(PatchEmbedParams), _P8, _P8, _P8]),
-    }
-    for name, (restype, argtypes) in signatures.items():
-        function = getattr(lib, name)
-        function.restype, function.argtypes = restype, argtypes
-    return lib
-
-
-# --- parameter structs from tflm_arith's prepare results ----------------------------------------
-
-def _in_range(name: str, value: int, bounds: tuple) -> int:
-    low, high = bounds
-    if not low <= int(value) <= high:
-        raise McuformerError(f"{name}={int(value)} is outside [{low}, {high}], which the C kernel requires")
-    return int(value)
-
-
-def _int32_array(values, keep: list):
-    array = np.ascontiguousarray(values, np.int32)
-    keep.append(array)
-    return array.ctypes.data_as(_P32)
-
-
-def fc_params(params, keep: list) -> FcParams:
-    """FcParams of a FullyConnectedParams (or a CONV_2D's ConvParams, whose weights offset is 0: TFLM's
-    ConvPerChannel ignores the weights' zero point): per tensor where every channel has one multiplier
-    and shift.
-
-    `keep` receives the per-channel arrays the struct points to; keep it alive with the struct.
-    """
-    multipliers, shifts = np.asarray(params.multipliers), np.asarray(params.shifts)
-    for shift in np.unique(shifts):
-        _in_range("FULLY_CONNECTED/CONV_2D shift", shift, _SHIFT_RANGE)
-    weights_offset = getattr(params, "weights_offset", 0)
-    struct = FcParams(params.input_offset, weights_offset, params.output_offset, params.activation_min,
-                      params.activation_max, int(multipliers[0]), int(shifts[0]))
-    if np.any(multipliers != multipliers[0]) or np.any(shifts != shifts[0]):
-        struct.multipliers, struct.shifts = _int32_array(multipliers, keep), _int32_array(shifts, keep)
-    return struct
-
-
-def add_params(params, swap: bool = False) -> AddParams:
-    """AddParams of ADD, SUB or SQUARED_DIFFERENCE's AddSubParams; `swap` exchanges the inputs (ADD only)."""
-    inputs = [(params.input1_offset, params.input1_multiplier, params.input1_shift),
-              (params.input2_offset, params.input2_multiplier, params.input2_shift)]
-    if swap:
-        inputs.reverse()
-    for name, value in (("input1_shift", inputs[0][2]), ("input2_shift", inputs[1][2]),
-                        ("output_shift", params.output_shift)):
-        _in_range(f"ADD/SUB {name}", value, _RIGHT_SHIFT_RANGE)
-    _in_range("ADD/SUB left_shift", params.left_shift, (0, 31))
-    return AddParams(params.left_shift, *inputs[0], *inputs[1], params.output_offset, params.output_multiplier,
-                     params.output_shift, params.activation_min, params.activation_max)
-
-
-def mul_params(params, swap: bool = False) -> MulParams:
-    """MulParams of a tflm_arith MulParams; `swap` exchanges the inputs."""
-    offsets = [params.input1_offset, params.input2_offset]
-    if swap:
-        offsets.reverse()
-    return MulParams(*offsets, params.output_offset, params.output_multiplier,
-                     _in_range("MUL shift", params.output_shift, _SHIFT_RANGE),
-                     params.activation_min, params.activation_max)
-
-
-def mean_params(params) -> MeanParams:
-    return MeanParams(params.input_zero_point, params.output_zero_point, params.multiplier,
-                      _in_range("MEAN shift", params.shift, _SHIFT_RANGE))
-
-
-def rsqrt_params(params) -> RsqrtParams:
-    _in_range("RSQRT shift - 20", params.shift - RSQRT_SHIFT, _SHIFT_RANGE)
-    return RsqrtParams(params.input_offset, params.output_offset, params.multiplier, params.shift)
-
-
-def logistic_params(params) -> LogisticParams:
-    if params.input_range_radius > 0:  # else every input saturates and the shift is never used
-        _in_range("LOGISTIC input_left_shift", params.input_left_shift, _SHIFT_RANGE)
-    return LogisticParams(params.input_zero_point, params.input_range_radius, params.input_multiplier,
-                          params.input_left_shift)
-
-
-def softmax_params(params) -> SoftmaxParams:
-    return SoftmaxParams(params.input_multiplier, _in_range("SOFTMAX input_left_shift",
-                                                            params.input_left_shift, (0, 31)),
-                         params.diff_min)
-
-
-def batch_matmul_params(params) -> BatchMatmulParams:
-    if params.adj_x:
-        raise McuformerError("BATCH_MATMUL with adj_x has no row kernel: its lhs rows are not contiguous")
-    return BatchMatmulParams(params.lhs_offset, params.rhs_offset, params.output_offset, params.multiplier,
-                             _in_range("BATCH_MATMUL shift", params.shift, _SHIFT_RANGE), int(params.adj_y))
-
-
-# --- the primitives, one row at a time ----------------------------------------------------------
-
-def _int8_buffer(name: str, array, writable: bool = False) -> np.ndarray:
-    array = np.asarray(array)
-    if array.dtype != np.int8 or not array.flags.c_contiguous or array.size == 0:
-        raise McuformerError(f"{name}: a non-empty C-contiguous int8 array is required, got "
-                             f"{array.dtype} {list(array.shape)}")
-    if writable and not array.flags.writeable:
-        raise McuformerError(f"{name}: the array is read-only")
-    return array
-
-
-def _output(out, size: int) -> np.ndarray:
-    if out is None:
-        return np.zeros(size, np.int8)
-    out = _int8_buffer("out", out, writable=True)
-    if out.size != size:
-        raise McuformerError(f"out: {size} elements are required, got {out.size}")
-    return out
-
-
-def _p8(array: np.ndarray):
-    return array.ctypes.data_as(_P8)
-
-
-def fully_connected_row(params, x, weights, bias=None, out=None, sanitize: bool = False) -> np.ndarray:
-    """One row x [K] through int8 weights [O, K] and int32 bias [O] (or None): int8 [O]."""
-    x, weights = _int8_buffer("x", x), _int8_buffer("weights", weights)
-    if weights.ndim != 2 or weights.shape[1] != x.size:
-        raise McuformerError(f"weights: [outputs, {x.size}] expected, got {list(weights.shape)}")
-    keep: list = []
-    struct = fc_params(params, keep)
-    bias_pointer = None
-    if bias is not None:
-        bias = np.ascontiguousarray(bias, np.int32)
-        if bias.shape != (weights.shape[0],):
-            raise McuformerError(f"bias: [{weights.shape[0]}] expected, got {list(bias.shape)}")
-        bias_pointer = bias.ctypes.data_as(_P32)
-    out = _output(out, weights.shape[0])
-    load(sanitize).mcuf_fully_connected_row(ctypes.byref(struct), _p8(x), x.size, _p8(weights), bias_pointer,
-                                            weights.shape[0], _p8(out))
-    return out
-
-
-def _binary_row(function: str, struct, x1, x2, out, sanitize: bool) -> np.ndarray:
-    x1, x2 = _int8_buffer("x1", x1), _int8_buffer("x2", x2)
-    size = max(x1.size, x2.size)
-    if {x1.size, x2.size} - {1, size}:
-        raise McuformerError(f"operands of {x1.size} and {x2.size} elements: each must be a row of the "
-                             f"output's size or one broadcast value")
-    out = _output(out, size)
-    getattr(load(sanitize), function)(ctypes.byref(struct), _p8(x1), int(x1.size == size), _p8(x2),
-                                      int(x2.size == size), _p8(out), size)
-    return out
-
-
-def add_row(params, x1, x2, out=None, sanitize: bool = False) -> np.ndarray:
-    """ADD of two rows, or of a row and one broadcast value (either side)."""
-    return _binary_row("mcuf_add_row", add_params(params), x1, x2, out, sanitize)
-
-
-def sub_row(params, x1, x2, out=None, sanitize: bool = False) -> np.ndarray:
-    return _binary_row("mcuf_sub_row", add_params(params), x1, x2, out, sanitize)
-
-
-def mul_row(params, x1, x2, out=None, sanitize: bool = False) -> np.ndarray:
-    return _binary_row("mcuf_mul_row", mul_params(params), x1, x2, out, sanitize)
-
-
-def mean_row(params, x, sanitize: bool = False) -> int:
-    """MEAN of one row's values."""
-    x = _int8_buffer("x", x)
-    return load(sanitize).mcuf_mean_row(ctypes.byref(mean_params(params)), _p8(x), x.size)
-
-
-def rsqrt(params, value: int, sanitize: bool = False) -> int:
-    result = ctypes.c_int8()
-    if load(sanitize).mcuf_rsqrt(ctypes.byref(rsqrt_params(params)), value, ctypes.byref(result)) != _MCUF_OK:
-        raise McuformerError(f"RSQRT: {value} is below the input zero point {params.input_offset}; TFLM "
-                             f"fails with 'Rsqrt is only defined for positive values'")
-    return result.value
-
-
-def logistic(params, value: int, sanitize: bool = False) -> int:
-    return load(sanitize).mcuf_logistic(ctypes.byref(logistic_params(params)), value)
-
-
-def softmax_row(params, x, out=None, sanitize: bool = False) -> np.ndarray:
-    x = _int8_buffer("x", x)
-    out = _output(out, x.size)
-    if load(sanitize).mcuf_softmax_row(ctypes.byref(softmax_params(params)), _p8(x), x.size,
-                                       _p8(out)) != _MCUF_OK:
-        raise McuformerError(f"SOFTMAX: the row's sum of exponentials reaches 512 ({x.size} values); TFLM's "
-                             f"TFLITE_CHECK on the reciprocal's exponent fails there")
-    return out
-
-
-def batch_matmul_row(params, lhs_row, rhs, out=None, sanitize: bool = False) -> np.ndarray:
-    """One lhs row [K] times rhs [K, N] (adj_y: [N, K]): int8 [N]."""
-    lhs_row, rhs = _int8_buffer("lhs_row", lhs_row), _int8_buffer("rhs", rhs)
-    depth_axis = 1 if params.adj_y else 0
-    if rhs.ndim != 2 or rhs.shape[depth_axis] != lhs_row.size:
-        raise McuformerError(f"rhs: {lhs_row.size} along axis {depth_axis} expected, got {list(rhs.shape)}")
-    columns = rhs.shape[1 - depth_axis]
-    out = _output(out, columns)
-    load(sanitize).mcuf_batch_matmul_row(ctypes.byref(batch_matmul_params(params)), _p8(lhs_row), lhs_row.size,
-                                         _p8(rhs), columns, _p8(out))
-    return out
-
-
-# --- the fused kernels --------------------------------------------------------------------------
 
 def _scratch(scratch, needed: int) -> np.ndarray:
-    scratch = np.zeros(needed, np.int8) if scratch is None else _int8_buffer("scratch", scratch, True)
+    scratch = np.zeros(needed, np.int8) if scratch is None else int8_buffer("scratch", scratch, True)
     if scratch.size < needed:
         raise McuformerError(f"scratch: {needed} bytes are required, got {scratch.size}")
     return scratch
@@ -366,7 +69,7 @@ class _TokenKernel:
         return getattr(load(sanitize), self._SIZE)(ctypes.byref(self.params))
 
     def _buffers(self, tokens, scratch, sanitize):
-        return (_int8_buffer("tokens", tokens, writable=True),
+        return (int8_buffer("tokens", tokens, writable=True),
                 _scratch(scratch, self.buffer_size(sanitize)))
 
 
@@ -380,9 +83,9 @@ class MlpKernel(_TokenKernel):
         tokens, scratch = self._buffers(tokens, scratch, sanitize)
         if tokens.size % self.depth:
             raise McuformerError(f"tokens: a multiple of {self.depth} elements is required, got {tokens.size}")
-        status = load(sanitize).mcuf_mlp(ctypes.byref(self.params), _p8(tokens), tokens.size // self.depth,
-                                         _p8(scratch))
-        if status != _MCUF_OK:
+        status = load(sanitize).mcuf_mlp(ctypes.byref(self.params), p8(tokens), tokens.size // self.depth,
+                                         p8(scratch))
+        if status != MCUF_OK:
             raise McuformerError(f"MCUF_MLP: {_RSQRT_FAILURE}")
 
 
@@ -397,7 +100,7 @@ class AttentionKernel(_TokenKernel):
         if tokens.size != self.num_tokens * self.depth:
             raise McuformerError(f"tokens: {self.num_tokens}x{self.depth} elements are required, got "
                                  f"{tokens.size}")
-        if load(sanitize).mcuf_attention(ctypes.byref(self.params), _p8(tokens), _p8(scratch)) != _MCUF_OK:
+        if load(sanitize).mcuf_attention(ctypes.byref(self.params), p8(tokens), p8(scratch)) != MCUF_OK:
             raise McuformerError(f"MCUF_ATTENTION: {_RSQRT_FAILURE}, or a softmax row's sum of exponentials "
                                  f"reaches 512, where TFLM's TFLITE_CHECK fails")
 
@@ -431,14 +134,14 @@ class PatchEmbedKernel:
         The two may be views of one buffer, `tokens` starting output_offset() bytes from `image` (or at
         any other placement mcuf/patch_embed.h allows); the C refuses any other overlap.
         """
-        image = _int8_buffer("image", image)
-        tokens = _int8_buffer("tokens", tokens, writable=True)
+        image = int8_buffer("image", image)
+        tokens = int8_buffer("tokens", tokens, writable=True)
         if image.size != self.image_bytes or tokens.size != self.num_tokens * self.depth:
             raise McuformerError(f"image and tokens: {self.image_bytes} and {self.num_tokens * self.depth} "
                                  f"elements are required, got {image.size} and {tokens.size}")
         scratch = _scratch(scratch, self.buffer_size(sanitize))
-        if load(sanitize).mcuf_patch_embed(ctypes.byref(self.params), _p8(image), _p8(tokens),
-                                           _p8(scratch)) != _MCUF_OK:
+        if load(sanitize).mcuf_patch_embed(ctypes.byref(self.params), p8(image), p8(tokens),
+                                           p8(scratch)) != MCUF_OK:
             raise McuformerError(f"MCUF_PATCH_EMBED: the tokens overlap the image at byte offset "
                                  f"{tokens.ctypes.data - image.ctypes.data}, where they would overwrite "
                                  f"pixels not yet read (mcuf/patch_embed.h; output_offset() is "
@@ -511,7 +214,7 @@ class _Subgraph:
             self.fail(op, f"tensor {index} must be an int8 constant of {rows}x{size} value(s) along its last axis")
         array = np.ascontiguousarray(tensor.data, np.int8).reshape(-1)
         self.arrays.append(array)
-        return array.ctypes.data_as(_P8)
+        return array.ctypes.data_as(P8)
 
     def binary(self, op, stream: int, other_ok, commutative: bool = True) -> tuple[bool, int]:
         """(swapped, other operand) of a binary operator, one of whose inputs is the token stream."""
@@ -532,7 +235,7 @@ class _Subgraph:
         bias = self.graph.tensor(op.inputs[2])
         if bias.data is None or bias.dtype != np.int32 or bias.data.size != outputs:
             self.fail(op, f"a constant int32 bias of {outputs} values expected")
-        return _int32_array(bias.data.reshape(-1), self.arrays)
+        return int32_array(bias.data.reshape(-1), self.arrays)
 
     def fully_connected(self, input_index: int, width: int, tokens: int) -> tuple:
         """(FcLayer, output tensor, output width) of the next FULLY_CONNECTED, which reads input_index."""
@@ -546,7 +249,7 @@ class _Subgraph:
         self.rows(op, op.outputs[0], outputs, tokens)
         weights_array = np.ascontiguousarray(weights.data, np.int8)
         self.arrays.append(weights_array)
-        layer = FcLayer(fc_params(prepare(self.graph, op), self.arrays), weights_array.ctypes.data_as(_P8),
+        layer = FcLayer(fc_params(prepare(self.graph, op), self.arrays), weights_array.ctypes.data_as(P8),
                         None, width, outputs)
         layer.bias = self.bias(op, outputs)
         return layer, op.outputs[0], outputs
@@ -770,7 +473,7 @@ def patch_embed_kernel(graph, ops) -> PatchEmbedKernel:
     depth, patch = weights.shape[0], weights.shape[1]
     options = conv.options
     if (options["padding"], options["stride_h"], options["stride_w"], options["dilation_hfactor"],
-            options["dilation_wfactor"]) != (_PADDING_VALID, patch, patch, 1, 1):
+            options["dilation_wfactor"]) != (PADDING_VALID, patch, patch, 1, 1):
         sub.fail(conv, "VALID with stride = kernel and no dilation expected")
     if height % patch or width % patch:
         sub.fail(conv, f"image {height}x{width} is not a whole number of {patch}x{patch} patches")
@@ -780,7 +483,7 @@ def patch_embed_kernel(graph, ops) -> PatchEmbedKernel:
     weights_array = np.ascontiguousarray(weights.data, np.int8)
     sub.arrays.append(weights_array)
     p = PatchEmbedParams(height, width, channels, patch, depth, fc_params(prepare(graph, conv), sub.arrays),
-                         weights_array.ctypes.data_as(_P8), sub.bias(conv, depth))
+                         weights_array.ctypes.data_as(P8), sub.bias(conv, depth))
     add = sub.take("ADD")  # the RESHAPE to [1, N, D] keeps the last axis: an alias
     swapped, table = sub.binary(add, conv.outputs[0], sub.is_constant)
     p.position, p.position_table = add_params(prepare(graph, add), swapped), sub.constant(add, table, depth, tokens)

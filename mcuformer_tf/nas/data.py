@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.nas.data_spec import check_data_spec, existing_dir
 
-SOURCES = ("digits", "imagefolder:PATH", "cifar10:PATH")
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 
 
@@ -88,17 +88,8 @@ def load_digits(image_size: int) -> ImageData:
     return _from_arrays("digits", x_train, y_train, x_val, y_val, 10, image_size, flip=False)
 
 
-def _existing_dir(path: str, source: str) -> Path:
-    if not path:
-        raise McuformerError(f"data {source}: give a path, as {source}:PATH")
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise McuformerError(f"data {source}:{path}: no such directory")
-    return folder
-
-
 def load_cifar10(path: str, image_size: int) -> ImageData:
-    folder = _existing_dir(path, "cifar10")
+    folder = existing_dir(path, "cifar10")
 
     def read(batch_name):
         file = folder / batch_name
@@ -132,7 +123,7 @@ def _image_files(split_dir: Path, classes: list[str]):
 
 
 def load_imagefolder(path: str, image_size: int) -> ImageData:
-    folder = _existing_dir(path, "imagefolder")
+    folder = existing_dir(path, "imagefolder")
     splits = {}
     for split in ("train", "val"):
         if not (folder / split).is_dir():
@@ -164,11 +155,8 @@ def load_imagefolder(path: str, image_size: int) -> ImageData:
 
 def load_data(spec: str, image_size: int) -> ImageData:
     """Load a data spec (see the module docstring) at `image_size`."""
+    check_data_spec(spec)
     source, _, path = spec.partition(":")
-    if source == "digits" and not path:
-        return load_digits(image_size)
-    if source == "cifar10":
-        return load_cifar10(path, image_size)
-    if source == "imagefolder":
-        return load_imagefolder(path, image_size)
-    raise McuformerError(f"unknown data {spec!r} (use one of: {', '.join(SOURCES)})")
+    loaders = {"digits": lambda: load_digits(image_size), "cifar10": lambda: load_cifar10(path, image_size),
+               "imagefolder": lambda: load_imagefolder(path, image_size)}
+    return loaders[source]()

@@ -13,8 +13,6 @@ import json
 import os
 from pathlib import Path
 
-import tensorflow as tf
-
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.nas.search_space import SearchSpace
 
@@ -71,4 +69,6 @@ class RunDir:
         write_json_atomic(self.history_file, kept + [entry])
 
     def latest_checkpoint(self) -> str | None:
+        import tensorflow as tf  # here: a run directory is read by commands that never import TF
+
         return tf.train.latest_checkpoint(str(self.checkpoint_dir))

@@ -10,7 +10,6 @@ each, and their gradients make one AdamW update. The step is one
 """
 from __future__ import annotations
 
-import dataclasses
 import random
 import sys
 import time
@@ -24,8 +23,7 @@ from mcuformer_tf.nas.evaluation import EVAL_BATCH, accuracy, traced_predict
 from mcuformer_tf.nas.run_dir import RunDir
 from mcuformer_tf.nas.search_space import SearchSpace
 from mcuformer_tf.nas.supernet import Supernet
-
-STRATEGIES = ("default", "mirrored", "one-device")
+from mcuformer_tf.nas.train_settings import STRATEGIES, TrainSettings
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -38,27 +36,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     raise McuformerError(f"unknown strategy {name!r} (use one of: {', '.join(STRATEGIES)})")
-
-
-@dataclasses.dataclass
-class TrainSettings:
-    epochs: int = 32
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: int = 2
-    random_subnets: int = 1
-    label_smoothing: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise McuformerError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.random_subnets < 0:
-            raise McuformerError(f"random_subnets must be >= 0, got {self.random_subnets}")
-        if not self.learning_rate > 0:
-            raise McuformerError(f"learning_rate must be positive, got {self.learning_rate}")
 
 
 class SandwichTrainer:
