@@ -291,6 +291,28 @@ TfLiteStatus Failed(const char* op, const char* builtin, const char* role) {
   return kTfLiteError;
 }
 
+// The LayerNorm's optional MUL(gamma) or ADD(beta) (`builtin`), present when
+// the block has its result `out_role`: constant input `index`
+// (`constant_role`, `depth` int8 values) applied to *current, which becomes
+// the step's result; *last receives out_role.
+template <typename Params>
+TfLiteStatus AffineStep(TfLiteContext* context, TfLiteNode* node, const char* op,
+                        const Options& options, const char* builtin, int index,
+                        const char* constant_role, const char* out_role, int depth,
+                        mcuf_status (*prepare)(mcuf_quant, mcuf_quant, mcuf_quant, Params*),
+                        Params* params, mcuf_quant* current, const char** last) {
+  if (!Has(options, out_role)) return kTfLiteOk;
+  mcuf_quant constant, out;
+  TF_LITE_ENSURE_OK(context, CheckInput(context, node, op, index, constant_role, kTfLiteInt8,
+                                        depth, true));
+  TF_LITE_ENSURE_OK(context, InputQuant(context, node, op, index, constant_role, &constant));
+  TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, out_role, &out));
+  if (prepare(*current, constant, out, params) != MCUF_OK) return Failed(op, builtin, out_role);
+  *current = out;
+  *last = out_role;
+  return kTfLiteOk;
+}
+
 }  // namespace
 
 TfLiteStatus PrepareLayerNorm(TfLiteContext* context, TfLiteNode* node,
@@ -334,29 +356,12 @@ TfLiteStatus PrepareLayerNorm(TfLiteContext* context, TfLiteNode* node,
   }
   const char* last = "ln_normalized";
   mcuf_quant current = normalized;
-  if (Has(options, "ln_scaled")) {
-    mcuf_quant gamma, scaled;
-    TF_LITE_ENSURE_OK(context, CheckInput(context, node, op, gamma_index,
-                                          "ln_gamma", kTfLiteInt8, depth, true));
-    TF_LITE_ENSURE_OK(context, InputQuant(context, node, op, gamma_index, "ln_gamma", &gamma));
-    TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, "ln_scaled", &scaled));
-    if (mcuf_prepare_mul(current, gamma, scaled, &ln->scale) != MCUF_OK) {
-      return Failed(op, "MUL", "ln_scaled");
-    }
-    last = "ln_scaled";
-    current = scaled;
-  }
-  if (Has(options, "ln_out")) {
-    mcuf_quant beta, out;
-    TF_LITE_ENSURE_OK(context, CheckInput(context, node, op, beta_index,
-                                          "ln_beta", kTfLiteInt8, depth, true));
-    TF_LITE_ENSURE_OK(context, InputQuant(context, node, op, beta_index, "ln_beta", &beta));
-    TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, "ln_out", &out));
-    if (mcuf_prepare_add(current, beta, out, &ln->offset) != MCUF_OK) {
-      return Failed(op, "ADD", "ln_out");
-    }
-    last = "ln_out";
-  }
+  TF_LITE_ENSURE_OK(context, AffineStep(context, node, op, options, "MUL", gamma_index, "ln_gamma",
+                                        "ln_scaled", depth, mcuf_prepare_mul, &ln->scale,
+                                        &current, &last));
+  TF_LITE_ENSURE_OK(context, AffineStep(context, node, op, options, "ADD", beta_index, "ln_beta",
+                                        "ln_out", depth, mcuf_prepare_add, &ln->offset, &current,
+                                        &last));
   *out_role = last;
   return kTfLiteOk;
 }
@@ -414,9 +419,22 @@ TfLiteStatus PrepareTokenBlock(TfLiteContext* context, TfLiteNode* node,
   return RoleQuant(context, options, op, ln_out, &block->normalized);
 }
 
-TfLiteStatus PrepareResidual(TfLiteContext* context, const Options& options,
-                             const char* op, const char* branch_role,
-                             const TokenBlock& block, mcuf_add_params* residual) {
+TfLiteStatus PrepareBranchOut(TfLiteContext* context, TfLiteNode* node,
+                              const char* op, const Options& options,
+                              const char* name, const LinearInputs& inputs,
+                              int input_depth, mcuf_quant input,
+                              const TokenBlock& block, mcuf_linear* linear,
+                              mcuf_add_params* residual) {
+  char branch_role[32];
+  std::snprintf(branch_role, sizeof branch_role, "%s_out", name);
+  int width = 0;
+  TF_LITE_ENSURE_OK(context, PrepareLinear(context, node, op, options, name, inputs.down,
+                                           inputs.weights, inputs.bias, input_depth, input,
+                                           linear, &width));
+  if (width != block.depth) {
+    MicroPrintf("%s: '%s' has %d channels, the tokens %d", op, branch_role, width, block.depth);
+    return kTfLiteError;
+  }
   mcuf_quant branch;
   TF_LITE_ENSURE_OK(context, RoleQuant(context, options, op, branch_role, &branch));
   if (mcuf_prepare_add(block.x, branch, block.y, residual) != MCUF_OK) {
@@ -433,6 +451,16 @@ int8_t* TokensInPlace(TfLiteContext* context, TfLiteNode* node, size_t* bytes) {
   *bytes = tflite::EvalTensorBytes(input);
   if (tokens != x) std::memmove(tokens, x, *bytes);
   return tokens;
+}
+
+TfLiteStatus EvalStatus(int status, const char* op, const char* failure) {
+  if (status == MCUF_OK) return kTfLiteOk;
+  MicroPrintf("%s: %s", op, failure);
+  return kTfLiteError;
+}
+
+int8_t* Scratch(TfLiteContext* context, int index) {
+  return static_cast<int8_t*>(context->GetScratchBuffer(context, index));
 }
 
 }  // namespace mcuf_glue

@@ -10,11 +10,13 @@
 #define MCUF_GLUE_MCUF_GLUE_H
 
 #include <cstdint>
+#include <cstring>
 
 #include "flatbuffers/flexbuffers.h"
 #include "mcuf/block_ops.h"
 #include "mcuf/prepare.h"
 #include "tensorflow/lite/c/common.h"
+#include "tensorflow/lite/micro/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/micro_context.h"
 
 namespace mcuf_glue {
@@ -138,16 +140,105 @@ TfLiteStatus PrepareTokenBlock(TfLiteContext* context, TfLiteNode* node,
                                const LayerNormInputs& inputs,
                                mcuf_layer_norm* ln, TokenBlock* block);
 
-// The residual ADD closing a block: its input plus the branch (role
-// `branch_role`), written as its output.
-TfLiteStatus PrepareResidual(TfLiteContext* context, const Options& options,
-                             const char* op, const char* branch_role,
-                             const TokenBlock& block, mcuf_add_params* residual);
-
 // Eval of an in-place token op: its output tokens, holding the input's bytes
 // (copied where the offline plan did not put the output on the input);
 // *bytes receives their size.
 int8_t* TokensInPlace(TfLiteContext* context, TfLiteNode* node, size_t* bytes);
+
+// The OpData of an in-place token op: its kernel's params (with `ln` and
+// `depth` members) and what Eval needs besides.
+template <typename Params>
+struct TokenOpData {
+  Params params;
+  int gamma_index;  // -1 without MUL(gamma)
+  int beta_index;   // -1 without ADD(beta)
+  int scratch_index;
+};
+
+// What a token op's Prepare holds once StartTokenOp has run.
+template <typename Params>
+struct TokenOpStart {
+  TokenOpData<Params>* data;
+  Params* params;
+  Options options;
+  TokenBlock block;
+};
+
+// The start of a token op's Prepare: `inputs` inputs and one output, its
+// options, zeroed params, the token block and its pre-LayerNorm.
+template <typename Params>
+TfLiteStatus StartTokenOp(TfLiteContext* context, TfLiteNode* node,
+                          const char* op, int inputs,
+                          const LayerNormInputs& ln_inputs,
+                          TokenOpStart<Params>* start) {
+  start->data = static_cast<TokenOpData<Params>*>(node->user_data);
+  start->params = &start->data->params;
+  TF_LITE_ENSURE_OK(context, CheckArity(node, op, inputs));
+  TF_LITE_ENSURE_OK(context, ReadOptions(context, node, op, &start->options));
+  std::memset(start->params, 0, sizeof *start->params);
+  TF_LITE_ENSURE_OK(context, PrepareTokenBlock(context, node, op, start->options, ln_inputs,
+                                               &start->params->ln, &start->block));
+  start->params->depth = start->block.depth;
+  start->data->gamma_index = start->block.gamma_index;
+  start->data->beta_index = start->block.beta_index;
+  return kTfLiteOk;
+}
+
+// The end of a token op's Prepare: its kernel's scratch, `bytes`.
+template <typename Params>
+TfLiteStatus RequestTokenScratch(TfLiteContext* context, TokenOpStart<Params>* start,
+                                 size_t bytes) {
+  return context->RequestScratchBufferInArena(context, bytes, &start->data->scratch_index);
+}
+
+// What a token op's Eval runs its kernel with.
+template <typename Params>
+struct TokenOpEval {
+  Params* params;   // with the pre-LayerNorm's constants bound
+  int8_t* tokens;   // the output, holding the input tokens (TokensInPlace)
+  size_t bytes;     // their size
+  int8_t* scratch;  // the buffer Prepare requested
+};
+
+// The start of a token op's Eval.
+template <typename Params>
+TokenOpEval<Params> BindTokenOp(TfLiteContext* context, TfLiteNode* node, int eps_index) {
+  auto* data = static_cast<TokenOpData<Params>*>(node->user_data);
+  BindLayerNorm(context, node, eps_index, data->gamma_index, data->beta_index,
+                &data->params.ln);
+  TokenOpEval<Params> eval;
+  eval.params = &data->params;
+  eval.tokens = TokensInPlace(context, node, &eval.bytes);
+  eval.scratch = static_cast<int8_t*>(context->GetScratchBuffer(context, data->scratch_index));
+  return eval;
+}
+
+// The end of an in-place token block: its last linear `name` (inputs
+// `inputs`, reading `input_depth` channels of quantisation `input`), which
+// must write the block's D channels (role name_out), and the residual ADD of
+// the block input and that branch, written as the block output.
+TfLiteStatus PrepareBranchOut(TfLiteContext* context, TfLiteNode* node,
+                              const char* op, const Options& options,
+                              const char* name, const LinearInputs& inputs,
+                              int input_depth, mcuf_quant input,
+                              const TokenBlock& block, mcuf_linear* linear,
+                              mcuf_add_params* residual);
+
+// Eval's result from an mcuf kernel's status: on failure `failure`, naming
+// `op`, on TFLM's log.
+TfLiteStatus EvalStatus(int status, const char* op, const char* failure);
+
+// Eval: the scratch buffer Prepare requested as `index`.
+int8_t* Scratch(TfLiteContext* context, int index);
+
+// The TFLMRegistration of an MCUF op: InitOpData<OpData>, Prepare, Eval.
+template <typename OpData, TfLiteStatus (*Prepare)(TfLiteContext*, TfLiteNode*),
+          TfLiteStatus (*Eval)(TfLiteContext*, TfLiteNode*)>
+const TFLMRegistration* Registration() {
+  static TFLMRegistration registration =
+      tflite::micro::RegisterOp(InitOpData<OpData>, Prepare, Eval);
+  return &registration;
+}
 
 }  // namespace mcuf_glue
 

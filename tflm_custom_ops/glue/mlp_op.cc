@@ -7,7 +7,6 @@
 // input's memory. Prepare derives every multiplier of the replaced builtins
 // through mcuf/prepare.h, as their TFLM kernels' Prepare would, and requests
 // the kernel's one scratch buffer; Eval runs the kernel in place.
-#include <cstring>
 
 #include "mcuf/mlp.h"
 #include "mcuf_glue.h"
@@ -23,30 +22,15 @@ enum Input {
   kFc2Down, kFc2Weight, kFc2Bias, kInputCount
 };
 
-struct OpData {
-  mcuf_mlp_params params;
-  int gamma_index;  // -1 without MUL(gamma)
-  int beta_index;   // -1 without ADD(beta)
-  int scratch_index;
-};
-
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
-  OpData* data = static_cast<OpData*>(node->user_data);
-  mcuf_mlp_params* p = &data->params;
-  TF_LITE_ENSURE_OK(context, mcuf_glue::CheckArity(node, kOp, kInputCount));
-  mcuf_glue::Options options;
-  TF_LITE_ENSURE_OK(context, mcuf_glue::ReadOptions(context, node, kOp, &options));
-  std::memset(p, 0, sizeof *p);
-  mcuf_glue::TokenBlock block;
-  TF_LITE_ENSURE_OK(context, mcuf_glue::PrepareTokenBlock(context, node, kOp, options,
-                                                          {kEps, kGamma, kBeta}, &p->ln, &block));
-  p->depth = block.depth;
-  data->gamma_index = block.gamma_index;
-  data->beta_index = block.beta_index;
+  mcuf_glue::TokenOpStart<mcuf_mlp_params> start;
+  TF_LITE_ENSURE_OK(context, mcuf_glue::StartTokenOp(context, node, kOp, kInputCount,
+                                                     {kEps, kGamma, kBeta}, &start));
+  mcuf_mlp_params* p = start.params;
   int hidden = 0;
-  TF_LITE_ENSURE_OK(context, mcuf_glue::PrepareLinear(context, node, kOp, options, "fc1",
-                                                      kFc1Down, kFc1Weight, kFc1Bias, block.depth,
-                                                      block.normalized, &p->fc1, &hidden));
+  TF_LITE_ENSURE_OK(context, mcuf_glue::PrepareLinear(context, node, kOp, start.options, "fc1",
+                                                      kFc1Down, kFc1Weight, kFc1Bias, start.block.depth,
+                                                      start.block.normalized, &p->fc1, &hidden));
   p->hidden = hidden;
 
   // QuickGELU: MUL(h, coefficient), LOGISTIC, MUL(h, sigmoid); h is fc1's
@@ -55,21 +39,21 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   static const char* const kScaledRoles[] = {"gelu_scaled_tokens", "gelu_scaled", nullptr};
   static const char* const kSigmoidRoles[] = {"gelu_sigmoid_tokens", "gelu_sigmoid", nullptr};
   mcuf_quant h, coefficient, scaled, scaled_read, sigmoid, sigmoid_read, gated;
-  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, options, kOp,
-                                                  mcuf_glue::FirstRole(options, kFc1Roles), &h));
+  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, start.options, kOp,
+                                                  mcuf_glue::FirstRole(start.options, kFc1Roles), &h));
   TF_LITE_ENSURE_OK(context, mcuf_glue::CheckInput(context, node, kOp, kGeluScale, "gelu_scale",
                                                    kTfLiteInt8, 1, true));
   TF_LITE_ENSURE_OK(context, mcuf_glue::InputQuant(context, node, kOp, kGeluScale, "gelu_scale",
                                                    &coefficient));
-  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, options, kOp, "gelu_scaled", &scaled));
-  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, options, kOp,
-                                                  mcuf_glue::FirstRole(options, kScaledRoles),
+  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, start.options, kOp, "gelu_scaled", &scaled));
+  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, start.options, kOp,
+                                                  mcuf_glue::FirstRole(start.options, kScaledRoles),
                                                   &scaled_read));
-  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, options, kOp, "gelu_sigmoid", &sigmoid));
-  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, options, kOp,
-                                                  mcuf_glue::FirstRole(options, kSigmoidRoles),
+  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, start.options, kOp, "gelu_sigmoid", &sigmoid));
+  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, start.options, kOp,
+                                                  mcuf_glue::FirstRole(start.options, kSigmoidRoles),
                                                   &sigmoid_read));
-  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, options, kOp, "gelu_out", &gated));
+  TF_LITE_ENSURE_OK(context, mcuf_glue::RoleQuant(context, start.options, kOp, "gelu_out", &gated));
   if (mcuf_prepare_mul(h, coefficient, scaled, &p->gelu_scale) != MCUF_OK ||
       mcuf_prepare_logistic(scaled_read, sigmoid, &p->gelu_sigmoid) != MCUF_OK ||
       mcuf_prepare_mul(h, sigmoid_read, gated, &p->gelu_gate) != MCUF_OK) {
@@ -77,42 +61,28 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
                 "cannot derive its multipliers (LOGISTIC needs zero point -128)", kOp);
     return kTfLiteError;
   }
-  int width = 0;
-  TF_LITE_ENSURE_OK(context, mcuf_glue::PrepareLinear(context, node, kOp, options, "fc2",
-                                                      kFc2Down, kFc2Weight, kFc2Bias, hidden,
-                                                      gated, &p->fc2, &width));
-  if (width != block.depth) {
-    MicroPrintf("%s: 'fc2_out' has %d channels, the tokens %d", kOp, width, block.depth);
-    return kTfLiteError;
-  }
-  TF_LITE_ENSURE_OK(context, mcuf_glue::PrepareResidual(context, options, kOp, "fc2_out", block,
-                                                        &p->residual));
-  return context->RequestScratchBufferInArena(context, mcuf_mlp_get_buffer_size(p),
-                                              &data->scratch_index);
+  TF_LITE_ENSURE_OK(context, mcuf_glue::PrepareBranchOut(
+                                 context, node, kOp, start.options, "fc2",
+                                 {kFc2Down, kFc2Weight, kFc2Bias}, hidden, gated, start.block,
+                                 &p->fc2, &p->residual));
+  return mcuf_glue::RequestTokenScratch(context, &start, mcuf_mlp_get_buffer_size(p));
 }
 
 TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
-  OpData* data = static_cast<OpData*>(node->user_data);
-  mcuf_mlp_params* p = &data->params;
-  mcuf_glue::BindLayerNorm(context, node, kEps, data->gamma_index, data->beta_index, &p->ln);
+  const auto run = mcuf_glue::BindTokenOp<mcuf_mlp_params>(context, node, kEps);
+  mcuf_mlp_params* p = run.params;
+  p->gelu_coefficient = static_cast<const int8_t*>(mcuf_glue::InputData(context, node, kGeluScale));
   mcuf_glue::BindLinear(context, node, {kFc1Down, kFc1Weight, kFc1Bias}, &p->fc1);
   mcuf_glue::BindLinear(context, node, {kFc2Down, kFc2Weight, kFc2Bias}, &p->fc2);
-  p->gelu_coefficient = static_cast<const int8_t*>(mcuf_glue::InputData(context, node, kGeluScale));
-  size_t bytes = 0;
-  int8_t* tokens = mcuf_glue::TokensInPlace(context, node, &bytes);
-  int8_t* scratch = static_cast<int8_t*>(context->GetScratchBuffer(context, data->scratch_index));
-  const int32_t n_tokens = static_cast<int32_t>(bytes / static_cast<size_t>(p->depth));
-  if (mcuf_mlp(p, tokens, n_tokens, scratch) != MCUF_OK) {
-    MicroPrintf("%s: a token's LayerNorm variance ('ln_variance_eps') is below "
-                "RSQRT's input zero point (Rsqrt is only defined for positive values)", kOp);
-    return kTfLiteError;
-  }
-  return kTfLiteOk;
+  const int32_t n_tokens = static_cast<int32_t>(run.bytes / static_cast<size_t>(p->depth));
+  return mcuf_glue::EvalStatus(
+      mcuf_mlp(p, run.tokens, n_tokens, run.scratch), kOp,
+      "a token's LayerNorm variance ('ln_variance_eps') is below RSQRT's input zero point "
+      "(Rsqrt is only defined for positive values)");
 }
 
 }  // namespace
 
 const TFLMRegistration* Register_MCUF_MLP() {
-  static TFLMRegistration registration = tflite::micro::RegisterOp(mcuf_glue::InitOpData<OpData>, Prepare, Eval);
-  return &registration;
+  return mcuf_glue::Registration<mcuf_glue::TokenOpData<mcuf_mlp_params>, Prepare, Eval>();
 }

@@ -147,19 +147,16 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
   p->weights = static_cast<const int8_t*>(mcuf_glue::InputData(context, node, kWeights));
   p->bias = static_cast<const int32_t*>(mcuf_glue::InputData(context, node, kBias));
   p->position_table = static_cast<const int8_t*>(mcuf_glue::InputData(context, node, kPosition));
-  int8_t* scratch = static_cast<int8_t*>(context->GetScratchBuffer(context, data->scratch_index));
-  if (mcuf_patch_embed(p, tflite::micro::GetTensorData<int8_t>(image),
-                       tflite::micro::GetTensorData<int8_t>(output), scratch) != MCUF_OK) {
-    MicroPrintf("%s: output 0 ('output') overlaps input 0 ('input') other than the offline "
-                "plan allows (at most mcuf_patch_embed_output_offset bytes after it)", kOp);
-    return kTfLiteError;
-  }
-  return kTfLiteOk;
+  return mcuf_glue::EvalStatus(
+      mcuf_patch_embed(p, tflite::micro::GetTensorData<int8_t>(image),
+                       tflite::micro::GetTensorData<int8_t>(output),
+                       mcuf_glue::Scratch(context, data->scratch_index)),
+      kOp, "output 0 ('output') overlaps input 0 ('input') other than the offline plan allows "
+      "(at most mcuf_patch_embed_output_offset bytes after it)");
 }
 
 }  // namespace
 
 const TFLMRegistration* Register_MCUF_PATCH_EMBED() {
-  static TFLMRegistration registration = tflite::micro::RegisterOp(mcuf_glue::InitOpData<OpData>, Prepare, Eval);
-  return &registration;
+  return mcuf_glue::Registration<OpData, Prepare, Eval>();
 }
