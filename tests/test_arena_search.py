@@ -8,7 +8,8 @@ import pytest
 
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.memory.arena_search import ALIGNMENT, _finish, find_arena, run_trials
-from mcuformer_tf.memory.model import memory_of
+from mcuformer_tf.memory.estimate import memory_of
+from mcuformer_tf.memory.form import FRESH_FLOAT
 from mcuformer_tf.tflm.arena_plan import PERSISTENT_AFTER_PLANNING
 from mcuformer_tf.tflm.runtime import model_inputs, run_tflm
 from mcuformer_tf.tflm.tflite_graph import read_model
@@ -23,7 +24,7 @@ def models(digits_space, fresh_int8_tflite):
 
 def _planning_arena(config, size) -> int:
     """The arena the memory model says TFLM needs to plan, beside the measured persistent tail."""
-    planning = memory_of(config, trained=False, qat=False).unfused.planning
+    planning = memory_of(config, FRESH_FLOAT).unfused.planning
     return -(-(size.persistent - PERSISTENT_AFTER_PLANNING + planning) // ALIGNMENT) * ALIGNMENT
 
 

@@ -149,7 +149,7 @@ def test_best_subnet_measured_in_tflm_stays_within_budget(trained_run, tmp_path)
     the budget, and the compiler's fused plan is the non-persistent arena the oracle predicted."""
     from mcuformer_tf.compiler.pipeline import compile_model
     from mcuformer_tf.memory.arena_search import find_arena
-    from mcuformer_tf.memory.model import memory_of
+    from mcuformer_tf.memory.estimate import memory_of
 
     out, model = tmp_path / "t", tmp_path / "model.tflite"
     result = run_cli("tune", "--supernet", trained_run.path, "--out", out, *UNFUSED_BUDGET,

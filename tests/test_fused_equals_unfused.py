@@ -122,19 +122,20 @@ def _memory_model_misses(cases) -> list:
     test_memory_model, on these deit-tiny-mcu exports)."""
     from test_memory_model import FUSED_FLASH_TOLERANCE, _real_counts, _real_fused_counts
 
-    from mcuformer_tf.memory import model as memory_model
     from mcuformer_tf.memory import report as memory_report
+    from mcuformer_tf.memory.counts import fused_graph_counts, graph_counts
+    from mcuformer_tf.memory.estimate import memory_of
+    from mcuformer_tf.memory.form import FLOAT
     from mcuformer_tf.tflm.tflite_graph import read_model
 
     misses = []
     for case in cases:
         config, graph = case.config, read_model(case.unfused)
-        estimate = memory_model.memory_of(config, qat=False)
-        counts = memory_model.fused_graph_counts(config, qat=False)
+        estimate = memory_of(config, FLOAT)
+        counts = fused_graph_counts(config, FLOAT)
         fused = memory_report.memory_report(case.fused).peak
         if (estimate.unfused.non_persistent != memory_report.memory_report(case.unfused).peak
-                or memory_model.graph_counts(config, qat=False) != _real_counts(graph,
-                                                                                case.unfused)
+                or graph_counts(config, FLOAT) != _real_counts(graph, case.unfused)
                 or estimate.fused.non_persistent != fused
                 or {name: getattr(counts, name) for name in ("tensors", "operators", "data",
                                                             "quantized", "options")}

@@ -13,8 +13,12 @@ import numpy as np
 import pytest
 
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory import model as memory_model
 from mcuformer_tf.memory import report as memory_report
+from mcuformer_tf.memory.counts import GraphCounts, fused_graph_counts, graph_counts
+from mcuformer_tf.memory.estimate import memory_of
+from mcuformer_tf.memory.form import FLOAT, FRESH_FLOAT, QAT
+from mcuformer_tf.memory.fused_plan import fused_non_persistent, fused_non_persistent_exact
+from mcuformer_tf.memory.unfused_plan import unfused_net, unfused_non_persistent, unfused_non_persistent_exact
 from mcuformer_tf.nas.search_space import SearchSpace
 from mcuformer_tf.tflm import arena_plan
 from mcuformer_tf.tflm.tflite_graph import read_model
@@ -24,10 +28,9 @@ FAST_CONFIGS = 4  # checked in `make test`; the rest of the 50 in `make test-all
 PERSISTENT_TOLERANCE = 1536  # bytes; the fit's worst over the measured exports is 1152 (deit)
 FLASH_TOLERANCE = 2048  # bytes; worst seen 1246 (digits)
 FUSED_FLASH_TOLERANCE = 256  # bytes; the fit's worst over the 108 models it was fitted on
-# (these tests' configs among them) is 118 B: memory_model.FUSED_STRUCTURE_FIT
-QAT_FLASH_TOLERANCE = 1024  # bytes; memory_model.QAT_NAMES_FIT's worst is 366 B
-# The fixtures convert float subnets (memory_model's qat=False form).
-QAT = False
+# (these tests' configs among them) is 118 B: memory.flash.FUSED_STRUCTURE_FIT
+QAT_FLASH_TOLERANCE = 1024  # bytes; memory.flash.QAT_NAMES_FIT's worst is 366 B
+# The fixtures convert float subnets (FRESH_FLOAT and FLOAT forms); digits_int8_models are QAT.
 
 
 def _fast_then_slow(count, fast):
@@ -45,7 +48,7 @@ def _configs(preset, count=CONFIGS, seed=0):
 def _real_counts(graph, raw):
     ops = graph.operators
     flash = memory_report.flash_split(graph, raw)
-    return memory_model.GraphCounts(
+    return GraphCounts(
         tensors=len(graph.tensors), operators=len(ops),
         operands=sum(sum(i >= 0 for i in op.inputs) + len(op.outputs) for op in ops),
         channels=sum(graph.tensors[op.inputs[1]].shape[0] for op in ops
@@ -71,37 +74,35 @@ def _shape(buffers):
     return [(b.size, b.first, b.last) for b in buffers]
 
 
-def _check_export(config, path, trained):
+def _check_export(config, path, form):
     from mcuformer_tf.compiler.pipeline import compile_model
 
     raw = path.read_bytes()
     graph = read_model(raw)
-    assert _shape(memory_model.unfused_net(config, trained, QAT).buffers()) == _shape(
-        arena_plan.planned_buffers(graph))
-    assert memory_model.unfused_non_persistent(config, trained, QAT) == \
-        memory_report.memory_report(path).peak
-    assert memory_model.graph_counts(config, trained, QAT) == _real_counts(graph, raw)
+    assert _shape(unfused_net(config, form).buffers()) == _shape(arena_plan.planned_buffers(graph))
+    assert unfused_non_persistent(config, form) == memory_report.memory_report(path).peak
+    assert graph_counts(config, form) == _real_counts(graph, raw)
     compiled = compile_model(raw)
-    assert memory_model.fused_non_persistent(config, trained) == compiled.plan.size
-    counts = memory_model.fused_graph_counts(config, trained, QAT)
+    assert fused_non_persistent(config, form) == compiled.plan.size
+    counts = fused_graph_counts(config, form)
     assert {name: getattr(counts, name) for name in ("tensors", "operators", "data", "quantized",
                                                     "options")} == _real_fused_counts(
         compiled.model_bytes)
-    flash = memory_model.memory_of(config, trained, QAT).fused.flash
+    flash = memory_of(config, form).fused.flash
     assert abs(flash - len(compiled.model_bytes)) <= FUSED_FLASH_TOLERANCE
 
 
 @pytest.mark.parametrize("index", _fast_then_slow(CONFIGS, FAST_CONFIGS))
 def test_digits_fresh_exports_match(fresh_int8_tflite, index):
     config = _configs("digits")[index]
-    _check_export(config, fresh_int8_tflite(config), trained=False)
+    _check_export(config, fresh_int8_tflite(config), FRESH_FLOAT)
 
 
 @pytest.mark.parametrize("index", _fast_then_slow(10, FAST_CONFIGS // 2))
 def test_digits_trained_form_exports_match(perturbed_int8_tflite, index):
     """Perturbed weights keep LayerNorm gamma/beta (unless folded into a dense FC) and biases."""
     config = _configs("digits", seed=1)[index]
-    _check_export(config, perturbed_int8_tflite(config), trained=True)
+    _check_export(config, perturbed_int8_tflite(config), FLOAT)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,7 @@ def deit_tflite(tmp_path_factory):
 def test_deit_exports_match(deit_tflite, index):
     """About 30 s a conversion; the other configs are checked by the planner math below."""
     config = _configs("deit-tiny-mcu")[index]
-    _check_export(config, deit_tflite(config), trained=True)
+    _check_export(config, deit_tflite(config), FLOAT)
 
 
 def _host_runner():
@@ -147,7 +148,7 @@ def _host_runner():
         pytest.skip(reason)
 
 
-def _check_fused_arena(config, path, trained, folder):
+def _check_fused_arena(config, path, form, folder):
     """The model's fused arena (plan + persistent tail) is what TFLM uses in the host runner."""
     from mcuformer_tf.compiler.pipeline import compile_model
     from mcuformer_tf.tflm.host_runner import run_host
@@ -155,7 +156,7 @@ def _check_fused_arena(config, path, trained, folder):
     fused = folder / "fused.tflite"
     fused.write_bytes(compile_model(path.read_bytes()).model_bytes)
     _, used = run_host(fused, None, 1 << 25)
-    assert memory_model.memory_of(config, trained, QAT).fused.arena == used
+    assert memory_of(config, form).fused.arena == used
 
 
 @pytest.mark.parametrize("index", _fast_then_slow(CONFIGS, FAST_CONFIGS))
@@ -164,14 +165,14 @@ def test_fused_arena_equals_the_host_runner(fresh_int8_tflite, index, tmp_path):
     models)."""
     _host_runner()
     config = _configs("digits")[index]
-    _check_fused_arena(config, fresh_int8_tflite(config), False, tmp_path)
+    _check_fused_arena(config, fresh_int8_tflite(config), FRESH_FLOAT, tmp_path)
 
 
 @pytest.mark.parametrize("index", _fast_then_slow(10, FAST_CONFIGS // 2))
 def test_trained_form_fused_arena_equals_the_host_runner(perturbed_int8_tflite, index, tmp_path):
     _host_runner()
     config = _configs("digits", seed=1)[index]
-    _check_fused_arena(config, perturbed_int8_tflite(config), True, tmp_path)
+    _check_fused_arena(config, perturbed_int8_tflite(config), FLOAT, tmp_path)
 
 
 @pytest.mark.slow
@@ -179,19 +180,17 @@ def test_trained_form_fused_arena_equals_the_host_runner(perturbed_int8_tflite, 
 def test_deit_fused_arena_equals_the_host_runner(deit_tflite, index, tmp_path):
     _host_runner()
     config = _configs("deit-tiny-mcu")[index]
-    _check_fused_arena(config, deit_tflite(config), True, tmp_path)
+    _check_fused_arena(config, deit_tflite(config), FLOAT, tmp_path)
 
 
 @pytest.mark.parametrize("preset", ["digits", "deit-tiny-mcu"])
-@pytest.mark.parametrize("trained, qat", [(True, True), (True, False), (False, False)])
-def test_fast_paths_equal_the_whole_plans(preset, trained, qat):
+@pytest.mark.parametrize("form", [QAT, FLOAT, FRESH_FLOAT], ids=["qat", "float", "fresh_float"])
+def test_fast_paths_equal_the_whole_plans(preset, form):
     """The cached segment-by-segment plan and the distinct-scratch fused plan equal the plans of
     the whole buffer lists, for 50 random configs of each preset."""
     for config in _configs(preset, seed=2):
-        assert memory_model.unfused_non_persistent(config, trained, qat) == \
-            memory_model.unfused_non_persistent_exact(config, trained, qat)
-        assert memory_model.fused_non_persistent(config, trained) == \
-            memory_model.fused_non_persistent_exact(config, trained)
+        assert unfused_non_persistent(config, form) == unfused_non_persistent_exact(config, form)
+        assert fused_non_persistent(config, form) == fused_non_persistent_exact(config, form)
 
 
 @pytest.mark.slow
@@ -203,7 +202,7 @@ def test_persistent_and_flash_within_the_fit(perturbed_int8_tflite, index):
     config = _configs("digits", seed=3)[index]
     path = perturbed_int8_tflite(config)
     measured = find_arena(path)
-    estimate = memory_model.memory_of(config, qat=QAT).unfused
+    estimate = memory_of(config, FLOAT).unfused
     assert estimate.non_persistent == measured.non_persistent
     assert abs(estimate.persistent - measured.persistent) <= PERSISTENT_TOLERANCE
     assert abs(estimate.arena - measured.used) <= PERSISTENT_TOLERANCE
@@ -212,14 +211,14 @@ def test_persistent_and_flash_within_the_fit(perturbed_int8_tflite, index):
 
 def test_memory_of_shape_and_errors():
     config = _configs("digits", 1)[0]
-    estimate = memory_model.memory_of(config)
+    estimate = memory_of(config)
     assert estimate.unfused.arena == estimate.unfused.persistent + estimate.unfused.non_persistent
     assert estimate.fused.arena == estimate.fused.persistent + estimate.fused.non_persistent
     assert 0 < estimate.fused.non_persistent < estimate.unfused.non_persistent
     assert config.parameter_count() < estimate.fused.flash < estimate.unfused.flash
     assert estimate.unfused.flash > config.parameter_count()
     with pytest.raises(McuformerError, match="SubnetConfig"):
-        memory_model.memory_of({"embed_dim": 64})
+        memory_of({"embed_dim": 64})
 
 
 @pytest.mark.parametrize("preset", ["digits", "deit-tiny-mcu"])
@@ -227,7 +226,7 @@ def test_speed_is_reported(preset):
     """Configs per second over 2,000 fresh random configs (printed; no assertion on time)."""
     configs = _configs(preset, 2000, seed=4)
     start = time.perf_counter()
-    estimates = [memory_model.memory_of(config) for config in configs]
+    estimates = [memory_of(config) for config in configs]
     rate = len(configs) / (time.perf_counter() - start)
     print(f"{preset}: {rate:,.0f} configs/s")
     assert len(estimates) == len(configs)
@@ -245,13 +244,13 @@ def test_qat_exports_match_the_default_form(digits_int8_models, tmp_path):
         graph = read_model(raw)
         assert not any(graph.tensor(op.inputs[1]).quantization.scale.size > 1
                        for op in graph.operators if op.opcode == "FULLY_CONNECTED")
-        estimate = memory_model.memory_of(config)
+        estimate = memory_of(config)
         assert estimate.unfused.non_persistent == memory_report.memory_report(raw).peak
-        assert memory_model.graph_counts(config) == _real_counts(graph, raw)
+        assert graph_counts(config) == _real_counts(graph, raw)
         assert abs(estimate.unfused.flash - len(raw)) <= QAT_FLASH_TOLERANCE, config.describe()
         compiled = compile_model(raw)
         assert estimate.fused.non_persistent == compiled.plan.size
-        counts = memory_model.fused_graph_counts(config)
+        counts = fused_graph_counts(config)
         assert {name: getattr(counts, name) for name in ("tensors", "operators", "data",
                                                         "quantized", "options")} == \
             _real_fused_counts(compiled.model_bytes)

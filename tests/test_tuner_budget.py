@@ -6,7 +6,7 @@ import pytest
 
 from mcuformer_tf.board.targets import RUNTIME_SRAM
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory.model import memory_of
+from mcuformer_tf.memory.estimate import memory_of
 from mcuformer_tf.nas.search_space import SearchSpace
 from tuner.budget import (
     KIB,

@@ -15,7 +15,7 @@ fuse it and plan its arena. Then, and the header line says which:
   executor runs.
 
 Prints both, their ratio, and the memory model's figure for the fused column
-(`memory_model.memory_of(config, trained=False, qat=False)`: arena, or its
+(`memory.estimate.memory_of(config, FRESH_FLOAT)`: arena, or its
 non-persistent part).
 
     python tools/bench_fused_arena.py
@@ -27,8 +27,9 @@ import numpy as np
 
 import mcuformer_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from mcuformer_tf.compiler.pipeline import compile_model
-from mcuformer_tf.memory import model as memory_model
 from mcuformer_tf.memory.arena_search import find_arena
+from mcuformer_tf.memory.estimate import memory_of
+from mcuformer_tf.memory.form import FRESH_FLOAT
 from mcuformer_tf.nas.extract import extract_subnet
 from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
 from mcuformer_tf.nas.supernet import Supernet
@@ -55,12 +56,12 @@ def int8_model(space, config, rng):
 
 def host_runner_arenas(unfused: Path, fused: Path, config) -> tuple:
     return (find_host_arena(unfused)[0], find_host_arena(fused)[0],
-            memory_model.memory_of(config, trained=False, qat=False).fused.arena)
+            memory_of(config, FRESH_FLOAT).fused.arena)
 
 
 def plan_arenas(unfused: Path, fused_plan: int, config) -> tuple:
     return (find_arena(unfused).non_persistent, fused_plan,
-            memory_model.memory_of(config, trained=False, qat=False).fused.non_persistent)
+            memory_of(config, FRESH_FLOAT).fused.non_persistent)
 
 
 def main():

@@ -1,4 +1,4 @@
-"""Configs per second of the memory model (`mcuformer_tf.memory.model.memory_of`).
+"""Configs per second of the memory model (`mcuformer_tf.memory.estimate.memory_of`).
 
 For each preset, N random configs (fresh ones: the per-block caches start cold, as in a
 tuner's first generation), then the same N again (caches warm); prints both rates and the
@@ -10,7 +10,9 @@ import argparse
 import random
 import time
 
-from mcuformer_tf.memory import model as memory_model
+from mcuformer_tf.memory.estimate import memory_of
+from mcuformer_tf.memory.fused_plan import fused_non_persistent_exact
+from mcuformer_tf.memory.unfused_plan import unfused_non_persistent_exact
 from mcuformer_tf.nas.search_space import PRESETS, SearchSpace
 
 
@@ -28,10 +30,10 @@ def main():
     for preset in PRESETS:
         space, rng = SearchSpace.load(preset), random.Random(0)
         configs = [space.sample(rng) for _ in range(args.configs)]
-        cold = rate(memory_model.memory_of, configs)
-        warm = rate(memory_model.memory_of, configs)
-        whole = rate(lambda c: (memory_model.unfused_non_persistent_exact(c),
-                                memory_model.fused_non_persistent_exact(c)), configs[:50])
+        cold = rate(memory_of, configs)
+        warm = rate(memory_of, configs)
+        whole = rate(lambda c: (unfused_non_persistent_exact(c), fused_non_persistent_exact(c)),
+                     configs[:50])
         print(f"{preset:>14}: memory_of {cold:>8,.0f} configs/s cold, {warm:>8,.0f} warm; "
               f"whole-graph plans {whole:>6,.0f} configs/s ({warm / whole:.0f}x slower than warm)")
 

@@ -7,12 +7,12 @@ compiles each (`compile_model`), then prints:
 
 - flash: the least-squares fit of the compiled file's structure bytes (all but
   its constants, quantisation parameters and offline plan, which the model
-  counts exactly) on `memory_model.fused_flash_features`, with its worst error:
-  the numbers `memory_model.FUSED_STRUCTURE_FIT` holds;
+  counts exactly) on `memory.flash.fused_flash_features`, with its worst error:
+  the numbers `memory.flash.FUSED_STRUCTURE_FIT` holds;
 - persistent (with TFLM_ROOT, the host runner): TFLM's `arena_used_bytes`
   minus the compiler's plan for each model, less everything the model counts
-  from sizeofs (`memory_model.fused_persistent` with a fixed part of 0): the
-  values left, which are `memory_model.FUSED_PERSISTENT_FIXED` when the model is
+  from sizeofs (`memory.persistent.fused_persistent` with a fixed part of 0): the
+  values left, which are `memory.persistent.FUSED_PERSISTENT_FIXED` when the model is
   exact (one value).
 
     python tools/fit_fused_memory.py [--digits 50] [--deit 8] [--cache DIR]
@@ -28,7 +28,10 @@ import numpy as np
 
 import mcuformer_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from mcuformer_tf.compiler.pipeline import compile_model
-from mcuformer_tf.memory import model as memory_model
+from mcuformer_tf.memory.counts import fused_graph_counts
+from mcuformer_tf.memory.flash import fused_counted_bytes, fused_flash_features
+from mcuformer_tf.memory.form import FLOAT, FRESH_FLOAT
+from mcuformer_tf.memory.persistent import fused_persistent
 from mcuformer_tf.nas.search_space import SearchSpace
 from mcuformer_tf.tflm.host_runner import host_runner_skip_reason, run_host
 
@@ -93,12 +96,12 @@ def main():
         cache.mkdir(parents=True, exist_ok=True)
         rows, targets, fixed = [], [], Counter()
         for config, trained, fused, plan in samples(cache, args.digits, args.deit):
-            counts = memory_model.fused_graph_counts(config, trained, qat=False)
-            rows.append(memory_model.fused_flash_features(counts))
-            targets.append(os.path.getsize(fused) - memory_model.fused_counted_bytes(counts))
+            counts = fused_graph_counts(config, FLOAT if trained else FRESH_FLOAT)
+            rows.append(fused_flash_features(counts))
+            targets.append(os.path.getsize(fused) - fused_counted_bytes(counts))
             if skip is None:
                 _, used = run_host(fused, None, GENEROUS_ARENA)
-                fixed[used - plan - memory_model.fused_persistent(counts, fixed=0)] += 1
+                fixed[used - plan - fused_persistent(counts, fixed=0)] += 1
     features, targets = np.array(rows, float), np.array(targets, float)
     fit, *_ = np.linalg.lstsq(features, targets, rcond=None)
     fit = np.round(fit, 3)

@@ -23,7 +23,7 @@ from decimal import Decimal
 
 from mcuformer_tf.board.targets import KIB, MIB, RUNTIME_SRAM, TARGETS, Target
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory.model import Footprint, memory_of
+from mcuformer_tf.memory.estimate import Footprint, memory_of
 from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
 
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
