@@ -73,7 +73,8 @@ def test_tune_finds_subnets_within_budget_and_resumes_to_more_trials(trained_run
         verdict = budget.check(config_from_values(space, values))
         assert verdict.fits and verdict.metrics() == metrics and 0 < score <= 1
     results = json.loads((out / "results.json").read_text())
-    best = max(trials.values(), key=lambda t: t[2])
+    # equal accuracy goes to the smaller arena, then the fewer MACs, then the earlier trial
+    best = min(trials.values(), key=lambda t: (-t[2], t[3]["arena"], t[3]["macs"]))
     assert results["top"][0]["val_accuracy"] == best[2]
     assert SubnetConfig.load(out / "best_config.json") == config_from_values(space, best[1])
     assert results["rejected"] > 0 and results["finished"] == 10

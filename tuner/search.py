@@ -80,12 +80,13 @@ def _check_spec(out: Path, spec: dict) -> None:
 
 
 def ranked_trials(oracle, space: SearchSpace, count: int) -> list[Ranked]:
-    """The `count` best finished trials, best first."""
-    finished = [t for t in oracle.get_best_trials(count)
-                if t.status == "COMPLETED" and t.score is not None]
-    return [Ranked(config_from_values(space, t.hyperparameters.values), float(t.score),
-                   *(int(t.metrics.get_last_value(m)) for m in ("arena", "flash", "macs")),
-                   t.trial_id) for t in finished]
+    """The `count` best finished trials, best first; equal accuracy goes to the smaller arena,
+    then the fewer MACs, then the earlier trial, so a rerun names the same best subnet."""
+    finished = [t for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
+    ranked = [Ranked(config_from_values(space, t.hyperparameters.values), float(t.score),
+                     *(int(t.metrics.get_last_value(m)) for m in ("arena", "flash", "macs")),
+                     t.trial_id) for t in finished]
+    return sorted(ranked, key=lambda r: (-r.accuracy, r.arena, r.macs, r.trial_id))[:count]
 
 
 class Progress:
