@@ -1,15 +1,16 @@
-"""Fused = unfused, per preset: 20 random subnets x 20 random inputs, the arena executor's output
+"""Fused = unfused, per preset: random subnets x random inputs, the arena executor's output
 bytes on the compiled (fused, planned) model equal the stock TFLM wheel's on the exported one;
 with TFLM_ROOT, the host runner (real TFLM, our glue) on the fused model equals the same TFLM on
 the unfused model.
 
-digits: the 10 subnets of the trained supernet (`digits_int8_models`) and 10 more from a
-perturbed fresh supernet (LayerNorm gamma/beta and biases kept), whole depth.
-deit-tiny-mcu: 20 random configs, every image size, patch size, width, head count, MLP ratio and
-rank ratio of the space, from a perturbed fresh supernet; in `make test` each keeps its first
-block only (one conversion of a 12-14-block model costs 15 s and one inference 1 s, 20 x 20 of
-them 20 minutes), the whole depth in `make test-all` (slow). Conversions and runs are shared by
-two processes. The deit-tiny-mcu exports also hold the memory model to them.
+digits: the 10 subnets of the trained supernet (`digits_int8_models`) and more from a perturbed
+fresh supernet (LayerNorm gamma/beta and biases kept), whole depth.
+deit-tiny-mcu: random configs from a perturbed fresh supernet, each keeping its first block only
+(one conversion of a 12-14-block model costs 15 s and one inference 1 s); the whole depth in
+`make test-all` (slow). `make test-all` runs 20 subnets x 20 inputs per preset; `make test` runs
+14 digits subnets and the 8 deit-tiny-mcu seeds that cover every image size, patch size and
+width of the space, 8 inputs each. Conversions and runs are shared by two processes. The
+deit-tiny-mcu exports also hold the memory model to them.
 """
 import dataclasses
 import multiprocessing
@@ -22,8 +23,11 @@ import pytest
 
 from mcuformer_tf.tflm import host_runner
 
-SUBNETS = 20
-INPUTS = 20
+SUBNETS = 20  # make test-all
+INPUTS = 20  # make test-all
+QUICK_DIGITS_PERTURBED = 4  # make test: beside the 10 trained subnets
+QUICK_DEIT_SEEDS = (0, 1, 2, 3, 5, 7, 14, 19)  # make test: every (image, patch) pair and width
+QUICK_INPUTS = 8  # make test
 CALIBRATION_IMAGES = 4
 DEIT_PAIRS = {(224, 16), (224, 28), (224, 32), (240, 16), (240, 20), (240, 24)}
 
@@ -35,8 +39,8 @@ class Case(NamedTuple):
     wrong: list  # input seeds on which the executor (fused) and the wheel (unfused) differ
 
 
-def _case(config, unfused: bytes) -> Case:
-    """Compiles `unfused` and runs both models on INPUTS random inputs (seeds 0, 1, ...)."""
+def _case(config, unfused: bytes, inputs: int) -> Case:
+    """Compiles `unfused` and runs both models on `inputs` random inputs (seeds 0, 1, ...)."""
     from mcuformer_tf.compiler.arena_executor import Arena
     from mcuformer_tf.compiler.pipeline import compile_model
     from mcuformer_tf.tflm.runtime import model_inputs, tflm_interpreter, tflm_invoke
@@ -48,10 +52,10 @@ def _case(config, unfused: bytes) -> Case:
     assert any(op.is_custom for op in arena.graph.operators), config.describe()
     wheel = tflm_interpreter(unfused, 1 << 24)
     wrong = []
-    for seed in range(INPUTS):
-        inputs = model_inputs(graph, seed)
-        expected = tflm_invoke(wheel, inputs, len(graph.outputs))
-        if not all(np.array_equal(a, b) for a, b in zip(arena.run(inputs), expected)):
+    for seed in range(inputs):
+        tensors = model_inputs(graph, seed)
+        expected = tflm_invoke(wheel, tensors, len(graph.outputs))
+        if not all(np.array_equal(a, b) for a, b in zip(arena.run(tensors), expected)):
             wrong.append(seed)
     return Case(config, unfused, fused, wrong)
 
@@ -67,7 +71,7 @@ def _configs(preset: str, seeds, first_block_only: bool) -> list:
     return configs
 
 
-def _perturbed_cases(preset: str, seeds, first_block_only: bool) -> list:
+def _perturbed_cases(preset: str, seeds, first_block_only: bool, inputs: int) -> list:
     """Cases of subnets of a perturbed fresh supernet (run in a child process)."""
     import os
 
@@ -85,31 +89,39 @@ def _perturbed_cases(preset: str, seeds, first_block_only: bool) -> list:
         images = np.random.default_rng(0).uniform(
             0, 1, (CALIBRATION_IMAGES, config.image_size, config.image_size, 3)).astype(np.float32)
         unfused = to_int8_tflite(extract_subnet(supernet, config), images)
-        cases.append(_case(config, unfused))
+        cases.append(_case(config, unfused, inputs))
     return cases
 
 
-def _in_two_processes(preset: str, seeds: list, first_block_only: bool, parts: int) -> list:
+def _in_two_processes(preset: str, seeds: list, first_block_only: bool, parts: int,
+                      inputs: int) -> list:
     """_perturbed_cases over `seeds` split in `parts` jobs for two spawned processes."""
-    jobs = [(preset, seeds[i::parts], first_block_only) for i in range(parts)]
+    jobs = [(preset, seeds[i::parts], first_block_only, inputs) for i in range(parts)]
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         return [case for part in pool.map(_perturbed_cases, *zip(*jobs)) for case in part]
 
 
+def _digits_cases(trained_models, perturbed: int, inputs: int) -> list:
+    trained = [_case(config, data, inputs) for config, data in trained_models]
+    return trained + _in_two_processes("digits", list(range(100, 100 + perturbed)), False, 2, inputs)
+
+
+def _deit_first_block_cases(seeds: list, inputs: int) -> list:
+    configs = _configs("deit-tiny-mcu", seeds, True)
+    assert {(c.image_size, c.patch_size) for c in configs} == DEIT_PAIRS
+    cases = _in_two_processes("deit-tiny-mcu", seeds, True, 4, inputs)
+    assert sorted(c.config.describe() for c in cases) == sorted(c.describe() for c in configs)
+    return cases
+
+
 @pytest.fixture(scope="module")
 def digits_cases(digits_int8_models):
-    trained = [_case(config, data) for config, data in digits_int8_models]
-    seeds = list(range(100, 100 + SUBNETS - len(trained)))
-    return trained + _in_two_processes("digits", seeds, False, 2)
+    return _digits_cases(digits_int8_models, QUICK_DIGITS_PERTURBED, QUICK_INPUTS)
 
 
 @pytest.fixture(scope="module")
 def deit_first_block_cases():
-    configs = _configs("deit-tiny-mcu", range(SUBNETS), True)
-    assert {(c.image_size, c.patch_size) for c in configs} == DEIT_PAIRS
-    cases = _in_two_processes("deit-tiny-mcu", list(range(SUBNETS)), True, 4)
-    assert sorted(c.config.describe() for c in cases) == sorted(c.describe() for c in configs)
-    return cases
+    return _deit_first_block_cases(list(QUICK_DEIT_SEEDS), QUICK_INPUTS)
 
 
 def _wrong(cases) -> list:
@@ -146,20 +158,35 @@ def _memory_model_misses(cases) -> list:
 
 
 def test_digits_fused_equals_unfused(digits_cases):
-    assert len(digits_cases) == SUBNETS
+    assert len(digits_cases) == 10 + QUICK_DIGITS_PERTURBED
     assert _wrong(digits_cases) == []
 
 
 def test_deit_first_blocks_fused_equal_unfused(deit_first_block_cases):
-    assert len(deit_first_block_cases) == SUBNETS
+    assert len(deit_first_block_cases) == len(QUICK_DEIT_SEEDS)
     assert _wrong(deit_first_block_cases) == []
     assert _memory_model_misses(deit_first_block_cases) == []
 
 
 @pytest.mark.slow
+def test_twenty_digits_subnets_fused_equal_unfused_on_twenty_inputs(digits_int8_models):
+    cases = _digits_cases(digits_int8_models, SUBNETS - len(digits_int8_models), INPUTS)
+    assert len(cases) == SUBNETS
+    assert _wrong(cases) == []
+
+
+@pytest.mark.slow
+def test_twenty_deit_first_blocks_fused_equal_unfused_on_twenty_inputs():
+    cases = _deit_first_block_cases(list(range(SUBNETS)), INPUTS)
+    assert len(cases) == SUBNETS
+    assert _wrong(cases) == []
+    assert _memory_model_misses(cases) == []
+
+
+@pytest.mark.slow
 def test_deit_whole_subnets_fused_equal_unfused():
     """About 10 minutes on 2 cores."""
-    cases = _in_two_processes("deit-tiny-mcu", list(range(SUBNETS)), False, 4)
+    cases = _in_two_processes("deit-tiny-mcu", list(range(SUBNETS)), False, 4, INPUTS)
     assert len(cases) == SUBNETS
     assert _wrong(cases) == []
     assert _memory_model_misses(cases) == []
@@ -183,11 +210,11 @@ def test_host_runner_fused_equals_its_unfused_run(request, tmp_path, preset_case
         paths["unfused"].write_bytes(case.unfused)
         paths["fused"].write_bytes(case.fused)
         graph = read_model(case.unfused)
-        for seed in range(INPUTS):
+        for seed in range(QUICK_INPUTS):
             (image,) = model_inputs(graph, seed)
             fused, _ = host_runner.run_host(paths["fused"], image.tobytes(), 1 << 24)
             unfused, _ = host_runner.run_host(paths["unfused"], image.tobytes(), 1 << 24)
             assert fused == unfused, (case.config.describe(), seed)
             unequal_to_wheel += fused != [a.tobytes() for a in run_tflm(case.unfused, image)]
-    print(f"{preset_cases}: host runner = wheel on {len(cases) * INPUTS - unequal_to_wheel} of "
-          f"{len(cases) * INPUTS} runs")
+    runs = len(cases) * QUICK_INPUTS
+    print(f"{preset_cases}: host runner = wheel on {runs - unequal_to_wheel} of {runs} runs")

@@ -6,19 +6,26 @@ import tf_keras as keras
 
 from mcuformer_tf.nas.evaluation import traced_predict
 from mcuformer_tf.nas.extract import extract_subnet
+from mcuformer_tf.nas.search_space import SearchSpace
 from mcuformer_tf.nas.supernet import Supernet
 
-CONFIGS_PER_PRESET = 20
+CONFIGS_PER_PRESET = 20  # make test-all
+QUICK_CONFIGS = {"digits": 20, "deit-tiny-mcu": 6}  # make test: 12-14-block saves and loads are slow
 
 
-@pytest.fixture(scope="module")
-def supernet(space):
+def _moved_supernet(space):
+    """A fresh supernet with non-trivial weights everywhere (the default init leaves S = 1,
+    biases = 0, LN = identity)."""
     net = Supernet(space)
-    # Non-trivial weights everywhere (the default init leaves S = 1, biases = 0, LN = identity).
     rng = np.random.default_rng(0)
     for variable in net.trainable_variables:
         variable.assign(variable + rng.normal(0, 0.05, variable.shape).astype(np.float32))
     return net
+
+
+@pytest.fixture(scope="module")
+def supernet(space):
+    return _moved_supernet(space)
 
 
 def _images(config, seed):
@@ -26,9 +33,9 @@ def _images(config, seed):
                                                ).astype(np.float32)
 
 
-def test_extracted_subnets_match_the_supernet_and_survive_save_load(space, supernet, tmp_path):
+def _extracted_subnets_match_and_survive_save_load(space, supernet, tmp_path, count: int):
     predict = traced_predict(supernet)
-    configs = [space.largest(), space.smallest()] + space.sample_many(CONFIGS_PER_PRESET - 2, 7)
+    configs = [space.largest(), space.smallest()] + space.sample_many(count - 2, 7)
     for index, config in enumerate(configs):
         images = _images(config, index)
         supernet.set_active(config)
@@ -41,8 +48,20 @@ def test_extracted_subnets_match_the_supernet_and_survive_save_load(space, super
         model.save(path)
         reloaded = keras.models.load_model(path)
         np.testing.assert_array_equal(reloaded(images).numpy(), logits)
-    # Twenty subnets, one trace: switching subnets never retraces.
+    # All those subnets, one trace: switching subnets never retraces.
     assert predict.experimental_get_tracing_count() == 1
+
+
+def test_extracted_subnets_match_the_supernet_and_survive_save_load(space, supernet, tmp_path):
+    _extracted_subnets_match_and_survive_save_load(space, supernet, tmp_path, QUICK_CONFIGS[space.name])
+
+
+@pytest.mark.slow
+def test_twenty_extracted_deit_subnets_match_the_supernet_and_survive_save_load(tmp_path):
+    """About 4 minutes: twenty 12-14-block subnets extracted, saved and loaded."""
+    space = SearchSpace.load("deit-tiny-mcu")
+    _extracted_subnets_match_and_survive_save_load(space, _moved_supernet(space), tmp_path,
+                                                   CONFIGS_PER_PRESET)
 
 
 def test_low_rank_layers_become_two_dense_layers_unless_dense_is_smaller(digits_space):
