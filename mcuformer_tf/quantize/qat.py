@@ -52,6 +52,15 @@ CALIBRATION_BATCHES = 40
 PROBABILITY_MAX = 255 / 256
 
 
+def _start_range_from(inputs, min_var, max_var) -> None:
+    """A range still at its start (0, 0) takes the batch's own range (0 included), so the first
+    calibration batch is fake-quantised within its range, not a tenth of it (the average from 0
+    would clip every tensor to a tenth, and twelve blocks of that shrink the residual stream to 0)."""
+    unset = tf.logical_and(tf.equal(min_var, 0.0), tf.equal(max_var, 0.0))
+    min_var.assign(tf.where(unset, tf.minimum(tf.reduce_min(inputs), 0.0), min_var))
+    max_var.assign(tf.where(unset, tf.maximum(tf.reduce_max(inputs), 0.0), max_var))
+
+
 class TensorQuantizer(quantizers.MovingAverageQuantizer):
     """8-bit asymmetric per-tensor fake-quant whose range variables carry the tensor's name.
 
@@ -67,6 +76,8 @@ class TensorQuantizer(quantizers.MovingAverageQuantizer):
         return super().build(tensor_shape, f"{self.tensor}_{name}", layer)
 
     def __call__(self, inputs, training, weights, **kwargs):
+        if training:
+            _start_range_from(inputs, weights["min_var"], weights["max_var"])
         return quant_ops.MovingAvgQuantize(
             inputs, weights["min_var"], weights["max_var"], ema_decay=RANGE_EMA_DECAY,
             is_training=training, num_bits=8, per_channel=False, symmetric=False,
