@@ -247,6 +247,58 @@ void mcuf_fully_connected_row(const mcuf_fc_params *params,
     }
 }
 
+void mcuf_fc_tile(const mcuf_fc_params *params, const int16_t *tile,
+                  const int32_t row_sums[MCUF_TILE], int32_t n_rows, int32_t depth, const int8_t *weights,
+                  const int32_t *bias, int32_t count, int8_t *output,
+                  int32_t row_step, int32_t channel_step) {
+    const int32_t low = params->activation_min, high = params->activation_max;
+    const int32_t offset = params->output_offset;
+    int32_t multiplier = params->multiplier;
+    int32_t shift = params->shift;
+    int32_t o, r;
+    for (o = 0; o < count; ++o) {
+        uint32_t sums[MCUF_TILE];
+        int left, right;
+        int8_t *out = output + (int64_t)o * channel_step;
+        mcuf_dot_tile(tile, row_sums, weights + (int64_t)o * depth,
+                      params->weights_offset, depth, sums);
+        if (params->multipliers != NULL) {
+            multiplier = params->multipliers[o];
+            shift = params->shifts[o];
+        }
+        left = shift > 0 ? (int)shift : 0;
+        right = shift > 0 ? 0 : (int)-shift;
+        for (r = 0; r < n_rows; ++r) {
+            const int32_t acc =
+                (int32_t)(sums[r] + (bias != NULL ? (uint32_t)bias[o] : 0u));
+            const int32_t scaled =
+                multiplier != INT32_MIN
+                    ? mcuf_requantize(acc, multiplier, left, right)
+                    : mcuf_multiply_by_quantized_multiplier(acc, multiplier,
+                                                            (int)shift);
+            out[(int64_t)r * row_step] =
+                clamp_int8(wrapping_add(scaled, offset), low, high);
+        }
+    }
+}
+
+void mcuf_fully_connected_rows(const mcuf_fc_params *params,
+                               const int8_t *input, int32_t n_rows,
+                               int32_t input_depth, const int8_t *weights,
+                               const int32_t *bias, int32_t output_depth,
+                               int8_t *output, int16_t *tile) {
+    int32_t row_sums[MCUF_TILE];
+    int32_t t;
+    for (t = 0; t < n_rows; t += MCUF_TILE) {
+        const int32_t rows = n_rows - t < MCUF_TILE ? n_rows - t : MCUF_TILE;
+        mcuf_tile_widen(input + (int64_t)t * input_depth, input_depth, rows,
+                        input_depth, params->input_offset, tile, row_sums);
+        mcuf_fc_tile(params, tile, row_sums, rows, input_depth, weights, bias,
+                     output_depth, output + (int64_t)t * output_depth,
+                     output_depth, 1);
+    }
+}
+
 /* --- ADD, SUB, MUL ----------------------------------------------------------- */
 
 /* The rescaled inputs of AddFunc (reference/integer_ops/add.h). */
@@ -519,4 +571,40 @@ void mcuf_batch_matmul_row(const mcuf_batch_matmul_params *params,
         }
         output[n] = batch_matmul_output(params, total);
     }
+}
+
+/* A BATCH_MATMUL's requantisation as FULLY_CONNECTED params (per tensor,
+ * no activation: clamped to int8). */
+static mcuf_fc_params batch_matmul_as_fc(const mcuf_batch_matmul_params *p) {
+    mcuf_fc_params fc;
+    fc.input_offset = p->lhs_offset;
+    fc.weights_offset = p->rhs_offset;
+    fc.output_offset = p->output_offset;
+    fc.activation_min = INT8_LOW;
+    fc.activation_max = INT8_HIGH;
+    fc.multiplier = p->multiplier;
+    fc.shift = p->shift;
+    fc.multipliers = NULL;
+    fc.shifts = NULL;
+    return fc;
+}
+
+void mcuf_batch_matmul_tile(const mcuf_batch_matmul_params *params,
+                            const int16_t *tile,
+                            const int32_t row_sums[MCUF_TILE], int32_t n_rows,
+                            int32_t depth, const int8_t *rhs, int32_t columns,
+                            int8_t *output, int32_t row_step,
+                            int32_t column_step) {
+    const mcuf_fc_params fc = batch_matmul_as_fc(params);
+    mcuf_fc_tile(&fc, tile, row_sums, n_rows, depth, rhs, NULL, columns,
+                 output, row_step, column_step);
+}
+
+void mcuf_batch_matmul_rows(const mcuf_batch_matmul_params *params,
+                            const int8_t *lhs, int32_t n_rows, int32_t depth,
+                            const int8_t *rhs, int32_t columns,
+                            int8_t *output, int16_t *tile) {
+    const mcuf_fc_params fc = batch_matmul_as_fc(params);
+    mcuf_fully_connected_rows(&fc, lhs, n_rows, depth, rhs, NULL, columns,
+                              output, tile);
 }

@@ -54,6 +54,27 @@ void mcuf_fully_connected_row(const mcuf_fc_params *params,
                               const int8_t *weights, const int32_t *bias,
                               int32_t output_depth, int8_t *output);
 
+/* The same FULLY_CONNECTED for the rows of a tile (mcuf/dot.h: rows
+ * widened once, input_offset added, by mcuf_tile_widen, with their
+ * row_sums): output channels
+ * weights [count][depth] (+ bias [count], or NULL; multipliers/shifts of
+ * per-channel params start at the first of them) for rows 0..n_rows-1;
+ * row r's channel o goes to output[r * row_step + o * channel_step]. */
+void mcuf_fc_tile(const mcuf_fc_params *params, const int16_t *tile,
+                  const int32_t row_sums[MCUF_TILE], int32_t n_rows, int32_t depth, const int8_t *weights,
+                  const int32_t *bias, int32_t count, int8_t *output,
+                  int32_t row_step, int32_t channel_step);
+
+/* FULLY_CONNECTED of n_rows input rows [n_rows][input_depth] through a
+ * tile: rows MCUF_TILE at a time widened into `tile` (8 input_depth bytes,
+ * 4-byte aligned), output [n_rows][output_depth]. The same bytes as
+ * mcuf_fully_connected_row on each row. */
+void mcuf_fully_connected_rows(const mcuf_fc_params *params,
+                               const int8_t *input, int32_t n_rows,
+                               int32_t input_depth, const int8_t *weights,
+                               const int32_t *bias, int32_t output_depth,
+                               int8_t *output, int16_t *tile);
+
 /* ADD and SUB (add_common.cc, sub_common.cc; reference/integer_ops/add.h,
  * reference/sub.h): both inputs shifted left by left_shift, rescaled, summed
  * (or subtracted), rescaled to the output. Shifts are <= 0 here. */
@@ -181,6 +202,26 @@ void mcuf_batch_matmul_row(const mcuf_batch_matmul_params *params,
                            const int8_t *lhs_row, int32_t depth,
                            const int8_t *rhs, int32_t columns,
                            int8_t *output);
+
+/* BATCH_MATMUL with rhs rows [columns][depth] (adj_y, or V kept
+ * transposed) for the lhs rows of a tile (widened with lhs_offset, as
+ * mcuf_fc_tile's input): row r's column n to output[r * row_step + n *
+ * column_step]. rhs_transposed is not read. */
+void mcuf_batch_matmul_tile(const mcuf_batch_matmul_params *params,
+                            const int16_t *tile,
+                            const int32_t row_sums[MCUF_TILE], int32_t n_rows,
+                            int32_t depth, const int8_t *rhs, int32_t columns,
+                            int8_t *output, int32_t row_step,
+                            int32_t column_step);
+
+/* BATCH_MATMUL of n_rows lhs rows [n_rows][depth] against rhs [columns]
+ * [depth] through a tile (8 depth bytes, 4-byte aligned), output
+ * [n_rows][columns]: the same bytes as mcuf_batch_matmul_row with
+ * rhs_transposed 1 on each row. */
+void mcuf_batch_matmul_rows(const mcuf_batch_matmul_params *params,
+                            const int8_t *lhs, int32_t n_rows, int32_t depth,
+                            const int8_t *rhs, int32_t columns,
+                            int8_t *output, int16_t *tile);
 
 #ifdef __cplusplus
 }
