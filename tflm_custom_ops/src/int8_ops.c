@@ -32,8 +32,29 @@ static int8_t clamp_int8(int32_t x, int32_t low, int32_t high) {
     return (int8_t)(x < low ? low : (x > high ? high : x));
 }
 
-static int32_t srdhm(int32_t a, int32_t b) {
-    return mcuf_saturating_rounding_doubling_high_mul(a, b);
+/* mcuf_saturating_rounding_doubling_high_mul inlined: (ab + nudge) / 2^31
+ * truncating is floor((ab + 2^30) / 2^31) (see mcuf_requantize). */
+static inline int32_t srdhm(int32_t a, int32_t b) {
+    if (a == INT32_MIN && b == INT32_MIN) {
+        return INT32_MAX;
+    }
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 30)) >> 31);
+}
+
+/* mcuf_rounding_divide_by_pot inlined. */
+static inline int32_t rounding_divide(int32_t x, int exponent) {
+    const int32_t mask = (int32_t)(((uint32_t)1 << exponent) - 1u);
+    const int32_t threshold = (mask >> 1) + (int32_t)((uint32_t)x >> 31);
+    return (x >> exponent) + ((x & mask) > threshold ? 1 : 0);
+}
+
+/* tflite::MultiplyByQuantizedMultiplier, inlined (mcuf/fixedpoint.h). */
+static inline int32_t requantize(int32_t x, int32_t multiplier, int shift) {
+    if (multiplier == INT32_MIN) {
+        return mcuf_multiply_by_quantized_multiplier(x, multiplier, shift);
+    }
+    return mcuf_requantize(x, multiplier, shift > 0 ? shift : 0,
+                           shift > 0 ? 0 : -shift);
 }
 
 /* tflite::CountLeadingZeros(uint32_t) (kernels/internal/common.h). */
@@ -65,13 +86,13 @@ static int32_t saturating_shift_left(int32_t x, int exponent) {
 static int32_t rescale(int32_t x, int src_bits, int dst_bits) {
     const int exponent = src_bits - dst_bits;
     return exponent >= 0 ? saturating_shift_left(x, exponent)
-                         : mcuf_rounding_divide_by_pot(x, -exponent);
+                         : rounding_divide(x, -exponent);
 }
 
 /* tflite::MultiplyByQuantizedMultiplierSmallerThanOneExp (common.h). */
 static int32_t multiply_smaller_than_one(int32_t x, int32_t multiplier,
                                          int32_t shift) {
-    return mcuf_rounding_divide_by_pot(srdhm(x, multiplier), (int)-shift);
+    return rounding_divide(srdhm(x, multiplier), (int)-shift);
 }
 
 /* tflite::MultiplyByQuantizedMultiplierGreaterThanOne (common.h). */
@@ -92,8 +113,8 @@ static int32_t exp_on_interval(int32_t a) {
     const int32_t x2 = srdhm(x, x);
     const int32_t x3 = srdhm(x2, x);
     const int32_t x4 = srdhm(x2, x2);
-    const int32_t x4_over_4 = mcuf_rounding_divide_by_pot(x4, 2);
-    const int32_t poly = mcuf_rounding_divide_by_pot(
+    const int32_t x4_over_4 = rounding_divide(x4, 2);
+    const int32_t poly = rounding_divide(
         wrapping_add(srdhm(wrapping_add(x4_over_4, x3), constant_1_over_3),
                      x2),
         1);
@@ -188,7 +209,7 @@ static void inv_sqrt_multiplier_exp(int32_t input, int32_t *multiplier,
     left_shift_bit_pairs = (count_leading_zeros((uint32_t)input) - 1) / 2 - 1;
     output_shift -= left_shift_bit_pairs;
     input <<= 2 * left_shift_bit_pairs;
-    half_input = mcuf_rounding_divide_by_pot(input >> 1, 1);
+    half_input = rounding_divide(input >> 1, 1);
     for (i = 0; i < 5; ++i) {
         const int32_t x3 = rescale(srdhm(srdhm(x, x), x), 9, 3);
         x = rescale(wrapping_sub(srdhm(half_three, x), srdhm(half_input, x3)),
@@ -218,7 +239,7 @@ static int8_t fc_output(const mcuf_fc_params *params, uint32_t acc,
         shift = params->shifts[o];
     }
     return clamp_int8(
-        wrapping_add(mcuf_multiply_by_quantized_multiplier(
+        wrapping_add(requantize(
                          (int32_t)acc, multiplier, (int)shift),
                      params->output_offset),
         params->activation_min, params->activation_max);
@@ -274,7 +295,7 @@ void mcuf_fc_tile(const mcuf_fc_params *params, const int16_t *tile,
             const int32_t scaled =
                 multiplier != INT32_MIN
                     ? mcuf_requantize(acc, multiplier, left, right)
-                    : mcuf_multiply_by_quantized_multiplier(acc, multiplier,
+                    : requantize(acc, multiplier,
                                                             (int)shift);
             out[(int64_t)r * row_step] =
                 clamp_int8(wrapping_add(scaled, offset), low, high);
@@ -339,7 +360,7 @@ int8_t mcuf_mul(const mcuf_mul_params *params, int8_t input1, int8_t input2) {
     const int32_t product =
         (input1 + params->input1_offset) * (input2 + params->input2_offset);
     return clamp_int8(
-        wrapping_add(mcuf_multiply_by_quantized_multiplier(
+        wrapping_add(requantize(
                          product, params->output_multiplier,
                          (int)params->output_shift),
                      params->output_offset),
@@ -398,7 +419,7 @@ int8_t mcuf_mean_row(const mcuf_mean_params *params, const int8_t *input,
     }
     sum -= (uint32_t)params->input_zero_point * (uint32_t)size;
     return clamp_int8(
-        wrapping_add(mcuf_multiply_by_quantized_multiplier(
+        wrapping_add(requantize(
                          (int32_t)sum, multiplier, (int)params->shift - fold),
                      params->output_zero_point),
         INT8_LOW, INT8_HIGH);
@@ -419,10 +440,10 @@ mcuf_status mcuf_rsqrt(const mcuf_rsqrt_params *params, int8_t input,
         return MCUF_OK;
     }
     inv_sqrt_multiplier_exp(value, &inv_sqrt_multiplier, &inv_sqrt_shift);
-    data = mcuf_multiply_by_quantized_multiplier(1, inv_sqrt_multiplier,
+    data = requantize(1, inv_sqrt_multiplier,
                                                  inv_sqrt_shift + kShift);
     *output = clamp_int8(
-        wrapping_add(mcuf_multiply_by_quantized_multiplier(
+        wrapping_add(requantize(
                          data, params->multiplier,
                          (int)(params->shift - kShift)),
                      params->output_zero_point),
@@ -442,10 +463,10 @@ int8_t mcuf_logistic(const mcuf_logistic_params *params, int8_t input) {
         return INT8_HIGH;
     }
     output_in_q0 = fixedpoint_logistic(
-        mcuf_multiply_by_quantized_multiplier(centred, params->input_multiplier,
+        requantize(centred, params->input_multiplier,
                                               (int)params->input_left_shift),
         input_integer_bits);
-    return clamp_int8(mcuf_rounding_divide_by_pot(output_in_q0,
+    return clamp_int8(rounding_divide(output_in_q0,
                                                   31 - output_integer_bits) +
                           INT8_LOW,
                       INT8_LOW, INT8_HIGH);
@@ -499,7 +520,7 @@ static mcuf_status softmax_row(const mcuf_softmax_params *params,
         if (diff >= params->diff_min) {
             const int32_t e =
                 table != NULL ? table[-diff] : softmax_exp(params, diff);
-            const int32_t unsaturated = mcuf_rounding_divide_by_pot(
+            const int32_t unsaturated = rounding_divide(
                 srdhm(shifted_scale, e), exponent);
             output[c] = clamp_int8(unsaturated + INT8_LOW, INT8_LOW, INT8_HIGH);
         } else {
@@ -533,7 +554,7 @@ mcuf_status mcuf_softmax_row_table(const mcuf_softmax_params *params,
 static int8_t batch_matmul_output(const mcuf_batch_matmul_params *params,
                                   uint32_t total) {
     return clamp_int8(
-        wrapping_add(mcuf_multiply_by_quantized_multiplier(
+        wrapping_add(requantize(
                          (int32_t)total, params->multiplier,
                          (int)params->shift),
                      params->output_offset),
