@@ -10,10 +10,11 @@
  *        vectors over them; then the wanted columns of qkv's last layer:
  *        pass 1 K and V (straight into their place), pass 2 Q -> query;
  *   per head j: q_j widened, scores -> scores, softmax in place (its
- *        exponentials from a table of 256, made once per call on the stack:
- *        1 KiB), scores widened, context -> query's columns of head j (q_j
+ *        exponentials from a table of 256), scores widened, context -> query's columns of head j (q_j
  *        is dead by then);
  *   proj: query -> rows; ADD(x, proj output) -> x.
+ * On the stack, made once per call: the softmax's exponentials, the
+ * LayerNorm's tables and the residual ADD's rescaled inputs, 4.25 KiB.
  * Pass 1 also keeps Q of its last tile, which pass 2 then takes first: the
  * LayerNorm and rank vectors of those rows are computed once.
  */
@@ -43,13 +44,14 @@ size_t mcuf_attention_get_buffer_size(const mcuf_attention_params *params) {
 
 /* LN and (low-rank) the rank vectors of n tokens from x into rows, then
  * qkv's last layer widened in the tile: the caller takes columns. */
-static mcuf_status qkv_tile(const mcuf_attention_params *p, const int8_t *x,
+static mcuf_status qkv_tile(const mcuf_attention_params *p,
+                            const mcuf_layer_norm_tables *ln, const int8_t *x,
                             int32_t n, int8_t *rows, int32_t width,
                             int16_t *tile, int32_t row_sums[MCUF_TILE]) {
     const mcuf_fc_layer *last = &p->qkv.layers[p->qkv.num_layers - 1];
     int32_t r;
     for (r = 0; r < n; ++r) {
-        if (mcuf_layer_norm_row(&p->ln, p->depth, x + r * p->depth,
+        if (mcuf_layer_norm_row(&p->ln, ln, p->depth, x + r * p->depth,
                                 rows + r * width, (int8_t *)tile) != MCUF_OK) {
             return MCUF_ERR_ARGUMENT;
         }
@@ -71,6 +73,8 @@ mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
     const mcuf_attention_params *p = params;
     int32_t n, d, heads, head_dim, all_heads, width, tiles, i, j, r;
     int32_t exp_table[256]; /* the softmax's exponentials, on the stack */
+    mcuf_layer_norm_tables ln;
+    int32_t residual_x[256], residual_y[256];
     int32_t row_sums[MCUF_TILE];
     int16_t *tile;
     int8_t *keys, *values, *rows, *query, *scores;
@@ -96,11 +100,14 @@ mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
     query = rows + MCUF_TILE * (int64_t)width;
     scores = query + MCUF_TILE * (int64_t)all_heads;
 
+    mcuf_layer_norm_tables_make(&p->ln, &ln);
+    mcuf_add_tables(&p->residual, residual_x, residual_y);
+
     /* Pass 1: K and V of every token, head-major; Q of the last tile. */
     for (i = 0; i < tiles; ++i) {
         const int32_t t = i * MCUF_TILE;
         const int32_t count = n - t < MCUF_TILE ? n - t : MCUF_TILE;
-        if (qkv_tile(p, tokens + (int64_t)t * d, count, rows, width, tile,
+        if (qkv_tile(p, &ln, tokens + (int64_t)t * d, count, rows, width, tile,
                      row_sums) != MCUF_OK) {
             return MCUF_ERR_ARGUMENT;
         }
@@ -126,7 +133,8 @@ mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
         const int32_t count = n - t < MCUF_TILE ? n - t : MCUF_TILE;
         int8_t *x = tokens + (int64_t)t * d;
         if (i > 0) {
-            if (qkv_tile(p, x, count, rows, width, tile, row_sums) != MCUF_OK) {
+            if (qkv_tile(p, &ln, x, count, rows, width, tile, row_sums) !=
+                MCUF_OK) {
                 return MCUF_ERR_ARGUMENT;
             }
             mcuf_fc_layer_tile_channels(last, tile, row_sums, count, 0,
@@ -153,8 +161,8 @@ mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
         }
         mcuf_linear_tile(&p->proj, query, all_heads, rows, width, count, tile);
         for (r = 0; r < count; ++r) {
-            mcuf_add_row(&p->residual, x + r * d, 1, rows + r * width, 1,
-                         x + r * d, d);
+            mcuf_add_row_tables(&p->residual, 0, residual_x, x + r * d, 1,
+                                residual_y, rows + r * width, 1, x + r * d, d);
         }
     }
     return MCUF_OK;

@@ -72,13 +72,28 @@ void mcuf_linear_tile(const mcuf_linear *layer, const int8_t *input,
     }
 }
 
-mcuf_status mcuf_layer_norm_row(const mcuf_layer_norm *ln, int32_t depth,
-                                const int8_t *x, int8_t *out, int8_t *squares) {
+void mcuf_layer_norm_tables_make(const mcuf_layer_norm *ln,
+                                 mcuf_layer_norm_tables *tables) {
+    int32_t v;
+    mcuf_add_tables(&ln->centre, tables->centre, NULL);
+    for (v = -128; v <= 127; ++v) {
+        tables->square[v + 128] = mcuf_mul(&ln->square, (int8_t)v, (int8_t)v);
+    }
+}
+
+mcuf_status mcuf_layer_norm_row(const mcuf_layer_norm *ln,
+                                const mcuf_layer_norm_tables *tables,
+                                int32_t depth, const int8_t *x, int8_t *out,
+                                int8_t *squares) {
     const int8_t mean = mcuf_mean_row(&ln->mean, x, depth);
     int8_t variance;
     int8_t rstd;
-    mcuf_sub_row(&ln->centre, x, 1, &mean, 0, out, depth);
-    mcuf_mul_row(&ln->square, out, 1, out, 1, squares, depth);
+    int32_t i;
+    mcuf_add_row_tables(&ln->centre, 1, tables->centre, x, 1, NULL, &mean, 0,
+                        out, depth);
+    for (i = 0; i < depth; ++i) {
+        squares[i] = tables->square[out[i] + 128];
+    }
     variance = mcuf_mean_row(&ln->variance, squares, depth);
     if (mcuf_rsqrt(&ln->rsqrt,
                    mcuf_add(&ln->add_epsilon, variance, *ln->epsilon),

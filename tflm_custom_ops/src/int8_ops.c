@@ -400,6 +400,59 @@ void mcuf_mul_row(const mcuf_mul_params *params,
     }
 }
 
+static int32_t add_scaled_input(int32_t left_shift, int32_t offset,
+                                int32_t multiplier, int32_t shift,
+                                int8_t input) {
+    return multiply_smaller_than_one(
+        wrapping_shift_left(input + offset, (int)left_shift), multiplier, shift);
+}
+
+void mcuf_add_tables(const mcuf_add_params *params, int32_t input1[256],
+                     int32_t input2[256]) {
+    const mcuf_add_params *p = params;
+    int32_t v;
+    for (v = -128; v <= 127; ++v) { /* a NULL table is not made */
+        if (input1 != NULL) {
+            input1[v + 128] =
+                add_scaled_input(p->left_shift, p->input1_offset,
+                                 p->input1_multiplier, p->input1_shift, (int8_t)v);
+        }
+        if (input2 != NULL) {
+            input2[v + 128] =
+                add_scaled_input(p->left_shift, p->input2_offset,
+                                 p->input2_multiplier, p->input2_shift, (int8_t)v);
+        }
+    }
+}
+
+void mcuf_add_row_tables(const mcuf_add_params *params, int subtract,
+                         const int32_t input1_table[256],
+                         const int8_t *input1, int32_t input1_step,
+                         const int32_t input2_table[256],
+                         const int8_t *input2, int32_t input2_step,
+                         int8_t *output, int32_t size) {
+    const int32_t multiplier = params->output_multiplier;
+    const int right = (int)-params->output_shift;
+    const int32_t offset = params->output_offset;
+    const int32_t low = params->activation_min, high = params->activation_max;
+    const int32_t b0 = add_scaled_input(
+        params->left_shift, params->input2_offset, params->input2_multiplier,
+        params->input2_shift, input2[0]);
+    int32_t i;
+    for (i = 0; i < size; ++i) {
+        const int32_t a = input1_table[input1[i * input1_step] + 128];
+        const int32_t b = input2_table != NULL
+                              ? input2_table[input2[i * input2_step] + 128]
+                              : b0;
+        const int32_t raw = subtract ? wrapping_sub(a, b) : wrapping_add(a, b);
+        const int32_t scaled = multiplier != INT32_MIN
+                                   ? mcuf_requantize(raw, multiplier, 0, right)
+                                   : multiply_smaller_than_one(
+                                         raw, multiplier, params->output_shift);
+        output[i] = clamp_int8(wrapping_add(scaled, offset), low, high);
+    }
+}
+
 /* --- MEAN, RSQRT, LOGISTIC ----------------------------------------------------- */
 
 int8_t mcuf_mean_row(const mcuf_mean_params *params, const int8_t *input,

@@ -6,8 +6,9 @@
  * bytes. A tile of tokens: LN(x) of each into its row (the squares, for the
  * variance, in the idle tile), fc1 in place on the rows (every layer widens
  * its input before writing its output over it), QuickGELU through a table
- * of its 256 results (made once per call on the stack), fc2 in place, and
- * the residual ADD over the tokens. LayerNorm and the linear layers are the
+ * of its 256 results, fc2 in place, and the residual ADD over the tokens.
+ * On the stack, made once per call: the QuickGELU table, the LayerNorm's
+ * (mcuf_layer_norm_tables) and the residual ADD's rescaled inputs, 3.5 KiB. LayerNorm and the linear layers are the
  * shared helpers of mcuf/block_ops.h.
  */
 #include "mcuf/mlp.h"
@@ -44,6 +45,8 @@ size_t mcuf_mlp_get_buffer_size(const mcuf_mlp_params *params) {
 mcuf_status mcuf_mlp(const mcuf_mlp_params *params, int8_t *tokens,
                      int32_t n_tokens, int8_t *scratch) {
     int8_t gelu[256];
+    mcuf_layer_norm_tables ln;
+    int32_t residual_x[256], residual_y[256];
     int16_t *tile;
     int8_t *rows;
     int32_t d, width, t, r, i;
@@ -56,11 +59,14 @@ mcuf_status mcuf_mlp(const mcuf_mlp_params *params, int8_t *tokens,
     tile = (int16_t *)(void *)scratch;
     rows = scratch + 2 * MCUF_TILE * (int64_t)width;
     quick_gelu_table(params, gelu);
+    mcuf_layer_norm_tables_make(&params->ln, &ln);
+    mcuf_add_tables(&params->residual, residual_x, residual_y);
     for (t = 0; t < n_tokens; t += MCUF_TILE) {
         const int32_t n = n_tokens - t < MCUF_TILE ? n_tokens - t : MCUF_TILE;
         int8_t *x = tokens + (int64_t)t * d;
         for (r = 0; r < n; ++r) { /* the squares go to the (idle) tile */
-            if (mcuf_layer_norm_row(&params->ln, d, x + r * d, rows + r * width,
+            if (mcuf_layer_norm_row(&params->ln, &ln, d, x + r * d,
+                                    rows + r * width,
                                     (int8_t *)tile) != MCUF_OK) {
                 return MCUF_ERR_ARGUMENT;
             }
@@ -74,8 +80,8 @@ mcuf_status mcuf_mlp(const mcuf_mlp_params *params, int8_t *tokens,
         }
         mcuf_linear_tile(&params->fc2, rows, width, rows, width, n, tile);
         for (r = 0; r < n; ++r) {
-            mcuf_add_row(&params->residual, x + r * d, 1, rows + r * width, 1,
-                         x + r * d, d);
+            mcuf_add_row_tables(&params->residual, 0, residual_x, x + r * d, 1,
+                                residual_y, rows + r * width, 1, x + r * d, d);
         }
     }
     return MCUF_OK;

@@ -55,6 +55,17 @@ typedef struct {
     const int8_t *beta;             /* [D], or NULL: no ADD(beta) */
 } mcuf_layer_norm;
 
+/* What a kernel's LayerNorm computes once per call (for every token): the
+ * rescaled x of SUB(x, mean) per int8 value, and MUL(c, c) per int8 c
+ * (1.25 KiB, on the kernel's stack). */
+typedef struct {
+    int32_t centre[256];
+    int8_t square[256];
+} mcuf_layer_norm_tables;
+
+void mcuf_layer_norm_tables_make(const mcuf_layer_norm *ln,
+                                 mcuf_layer_norm_tables *tables);
+
 /* r of a low-rank pair, 0 for a dense layer. */
 int32_t mcuf_linear_rank(const mcuf_linear *layer);
 
@@ -92,10 +103,13 @@ void mcuf_linear_tile(const mcuf_linear *layer, const int8_t *input,
                       int32_t n_rows, int16_t *tile);
 
 /* LN(x) of one token x [depth] into out [depth]; squares [depth] is working
- * space. None of the three may overlap. MCUF_ERR_ARGUMENT when the variance
+ * space. None of the three may overlap. tables: made by
+ * mcuf_layer_norm_tables_make for ln. MCUF_ERR_ARGUMENT when the variance
  * is outside RSQRT's domain, where TFLM's Eval fails too. */
-mcuf_status mcuf_layer_norm_row(const mcuf_layer_norm *ln, int32_t depth,
-                                const int8_t *x, int8_t *out, int8_t *squares);
+mcuf_status mcuf_layer_norm_row(const mcuf_layer_norm *ln,
+                                const mcuf_layer_norm_tables *tables,
+                                int32_t depth, const int8_t *x, int8_t *out,
+                                int8_t *squares);
 
 #ifdef __cplusplus
 }

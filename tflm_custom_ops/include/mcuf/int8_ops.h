@@ -104,6 +104,23 @@ void mcuf_sub_row(const mcuf_add_params *params,
                   const int8_t *input2, int32_t input2_step,
                   int8_t *output, int32_t size);
 
+/* An ADD/SUB whose int8 inputs go through tables: input1 / input2 [256]
+ * hold, per int8 value v at [v + 128], that input's rescaled value (its
+ * left shift and multiplier applied), made once by mcuf_add_tables (either
+ * pointer may be NULL: not made). mcuf_add_row_tables then computes
+ * mcuf_add_row (subtract 0) or mcuf_sub_row (subtract 1) with one lookup
+ * per input and one requantisation per output: the same bytes.
+ * input2_table may be NULL with input2_step 0: input2 is then one value,
+ * rescaled once. */
+void mcuf_add_tables(const mcuf_add_params *params, int32_t input1[256],
+                     int32_t input2[256]);
+void mcuf_add_row_tables(const mcuf_add_params *params, int subtract,
+                         const int32_t input1_table[256],
+                         const int8_t *input1, int32_t input1_step,
+                         const int32_t input2_table[256],
+                         const int8_t *input2, int32_t input2_step,
+                         int8_t *output, int32_t size);
+
 /* MUL (mul_common.cc; reference/integer_ops/mul.h):
  * clamp(zp_out + requant((x1 + offset1)(x2 + offset2))). */
 typedef struct {
