@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from mcuformer_tf.compiler import kernel_params, row_ops
 from mcuformer_tf.compiler import kernels as mcuf_kernels
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.memory.model import TILE
+from mcuformer_tf.memory.fused_plan import TILE
 from mcuformer_tf.nas.search_space import SearchSpace
 from mcuformer_tf.tflm import host_runner
 from mcuformer_tf.tflm.arith import elementwise, fully_connected, logistic, prepare, reduce, run_graph, softmax
