@@ -268,38 +268,102 @@ void mcuf_fully_connected_row(const mcuf_fc_params *params,
     }
 }
 
+/* Requantises a tile's n_rows sums of one output channel (bias included)
+ * to out[r * row_step], exactly as fc_output. */
+static void tile_channel_outputs(const mcuf_fc_params *params,
+                                 const uint32_t sums[MCUF_TILE], int32_t n_rows,
+                                 int32_t multiplier, int32_t shift, int8_t *out,
+                                 int32_t row_step) {
+    const int left = shift > 0 ? (int)shift : 0;
+    const int right = shift > 0 ? 0 : (int)-shift;
+    int32_t r;
+    for (r = 0; r < n_rows; ++r) {
+        const int32_t scaled =
+            multiplier != INT32_MIN
+                ? mcuf_requantize((int32_t)sums[r], multiplier, left, right)
+                : requantize((int32_t)sums[r], multiplier, (int)shift);
+        out[(int64_t)r * row_step] = clamp_int8(
+            wrapping_add(scaled, params->output_offset),
+            params->activation_min, params->activation_max);
+    }
+}
+
+#ifdef MCUF_DOT_DSP
+/* One output channel of a full tile on the DSP path, where the activation
+ * range is int8's and depth % 4 == 0: the dot products (acc starting at
+ * init[r] + bias) kept in registers through the requantisation of
+ * mcuf_requantize_s8 when the channel's scale allows it; returns 0, having
+ * written nothing, when it does not. */
+static inline int fc_tile_channel_s8(const int16_t *tile, const int8_t *w,
+                                     int32_t groups,
+                                     const uint32_t init[MCUF_TILE],
+                                     uint32_t bias, int32_t multiplier,
+                                     int32_t shift, int32_t offset,
+                                     int8_t *out, int32_t row_step) {
+    const uint32_t *x = (const uint32_t *)(const void *)tile;
+    int32_t acc[MCUF_TILE];
+    int right;
+    int32_t half;
+    if (!mcuf_requantize_s8_applies(multiplier, shift)) {
+        return 0;
+    }
+    acc[0] = (int32_t)(init[0] + bias);
+    acc[1] = (int32_t)(init[1] + bias);
+    acc[2] = (int32_t)(init[2] + bias);
+    acc[3] = (int32_t)(init[3] + bias);
+    if (groups & 1) {
+        mcuf_dot_tile_group(&x, &w, acc);
+    }
+    if (groups >> 1) {
+        mcuf_dot_tile_pairs(&x, &w, groups >> 1, acc);
+    }
+    right = (int)-shift;
+    half = (int32_t)1 << (right - 1);
+    out[0] = (int8_t)mcuf_requantize_s8(acc[0], multiplier, right, half, offset);
+    out[row_step] = (int8_t)mcuf_requantize_s8(acc[1], multiplier, right, half, offset);
+    out[2 * row_step] = (int8_t)mcuf_requantize_s8(acc[2], multiplier, right, half, offset);
+    out[3 * row_step] = (int8_t)mcuf_requantize_s8(acc[3], multiplier, right, half, offset);
+    return 1;
+}
+#endif
+
 void mcuf_fc_tile(const mcuf_fc_params *params, const int16_t *tile,
                   const int32_t row_sums[MCUF_TILE], int32_t n_rows, int32_t depth, const int8_t *weights,
                   const int32_t *bias, int32_t count, int8_t *output,
                   int32_t row_step, int32_t channel_step) {
-    const int32_t low = params->activation_min, high = params->activation_max;
-    const int32_t offset = params->output_offset;
+    const int32_t *multipliers = params->multipliers;
     int32_t multiplier = params->multiplier;
     int32_t shift = params->shift;
+    uint32_t init[MCUF_TILE]; /* the weights' offset times row sums */
     int32_t o, r;
-    for (o = 0; o < count; ++o) {
+#ifdef MCUF_DOT_DSP
+    const int32_t offset = params->output_offset;
+    const int fast = n_rows == MCUF_TILE && (depth & 3) == 0 &&
+                     params->activation_min == INT8_LOW &&
+                     params->activation_max == INT8_HIGH;
+#endif
+    for (r = 0; r < MCUF_TILE; ++r) {
+        init[r] = (uint32_t)params->weights_offset * (uint32_t)row_sums[r];
+    }
+    for (o = 0; o < count; ++o, weights += depth, output += channel_step) {
+        const uint32_t b = bias != NULL ? (uint32_t)bias[o] : 0u;
         uint32_t sums[MCUF_TILE];
-        int left, right;
-        int8_t *out = output + (int64_t)o * channel_step;
-        mcuf_dot_tile(tile, row_sums, weights + (int64_t)o * depth,
-                      params->weights_offset, depth, sums);
-        if (params->multipliers != NULL) {
-            multiplier = params->multipliers[o];
+        if (multipliers != NULL) {
+            multiplier = multipliers[o];
             shift = params->shifts[o];
         }
-        left = shift > 0 ? (int)shift : 0;
-        right = shift > 0 ? 0 : (int)-shift;
-        for (r = 0; r < n_rows; ++r) {
-            const int32_t acc =
-                (int32_t)(sums[r] + (bias != NULL ? (uint32_t)bias[o] : 0u));
-            const int32_t scaled =
-                multiplier != INT32_MIN
-                    ? mcuf_requantize(acc, multiplier, left, right)
-                    : requantize(acc, multiplier,
-                                                            (int)shift);
-            out[(int64_t)r * row_step] =
-                clamp_int8(wrapping_add(scaled, offset), low, high);
+#ifdef MCUF_DOT_DSP
+        if (fast && fc_tile_channel_s8(tile, weights, depth >> 2, init, b,
+                                       multiplier, shift, offset, output,
+                                       row_step)) {
+            continue;
         }
+#endif
+        for (r = 0; r < MCUF_TILE; ++r) {
+            sums[r] = init[r] + b;
+        }
+        mcuf_dot_tile(tile, weights, depth, sums, sums); /* init may be sums */
+        tile_channel_outputs(params, sums, n_rows, multiplier, shift, output, row_step);
     }
 }
 

@@ -55,6 +55,33 @@ static inline int16x2_t mcuf_dot_odd(int16x2_t offsets, uint32_t word) {
 static inline int16x2_t mcuf_dot_offsets(int32_t offset) {
     return (int16x2_t)(((uint32_t)offset & 0xFFFFu) * 0x00010001u);
 }
+
+/* Whether mcuf_requantize_s8 below is exact for a channel: a multiplier 0
+ * or normalised (TFLM's QuantizeMultiplier gives [2^30, 2^31) or 0) and a
+ * right shift of 1 to 20 (shift -1 to -20: every linear layer's and
+ * BATCH_MATMUL's scale of 2^-21 to 2^-1). */
+static inline int mcuf_requantize_s8_applies(int32_t multiplier,
+                                             int32_t shift) {
+    return (multiplier == 0 || multiplier >= (1 << 30)) && shift <= -1 &&
+           shift >= -20;
+}
+
+/* clamp(mcuf_requantize(x, multiplier, 0, right_shift) + offset, -128,
+ * 127) in seven instructions, where mcuf_requantize_s8_applies (half =
+ * 2^(right_shift - 1)). The doubling high multiply is SMMULR of 2x:
+ * (2xm + 2^31) >> 32 = floor((xm + 2^30) / 2^31), exact while |x| < 2^30;
+ * beyond, QADD saturates 2x, but then |xm / 2^31| >= 2^29 either way, which
+ * after a right shift of at most 20 and the offset lies beyond int8 on the
+ * same side: the clamp gives the same byte. The rounding shift adds half
+ * (QADD: saturating only where the result clamps to 127 anyway) minus 1 for
+ * a negative value: ties away from zero, as RoundingDivideByPOT. */
+static inline int32_t mcuf_requantize_s8(int32_t x, int32_t multiplier,
+                                         int right_shift, int32_t half,
+                                         int32_t offset) {
+    int32_t high;
+    __asm__("smmulr %0, %1, %2" : "=r"(high) : "r"(__qadd(x, x)), "r"(multiplier));
+    return __ssat(((__qadd(high, half) + (high >> 31)) >> right_shift) + offset, 8);
+}
 #endif
 
 static inline uint32_t mcuf_dot_s8(const int8_t *a, int32_t a_offset,
@@ -223,72 +250,81 @@ static inline void mcuf_dot_tile_pairs(const uint32_t **x, const int8_t **w,
 }
 #endif
 
-/* sums[r] = sum_k tile row r [k] * (w[k] + w_offset) modulo 2^32, for the
- * MCUF_TILE rows of a tile of `depth` values (row_sums from
- * mcuf_tile_widen): one weight row's dot product with four rows, each
- * weight word loaded and sign-extended once. */
-static inline void mcuf_dot_tile(const int16_t *tile,
-                                 const int32_t row_sums[MCUF_TILE],
-                                 const int8_t *w, int32_t w_offset,
-                                 int32_t depth, uint32_t sums[MCUF_TILE]) {
+#ifdef MCUF_DOT_DSP
+/* One group (four values) of a tile against one weight word, accumulated
+ * into acc: the odd group before mcuf_dot_tile_pairs. */
+static inline void mcuf_dot_tile_group(const uint32_t **x, const int8_t **w,
+                                       int32_t acc[4]) {
+    const uint32_t *xp = *x;
+    const uint32_t wv = mcuf_dot_load4(*w);
+    const int16x2_t we = __sxtb16((int8x4_t)wv);
+    const int16x2_t wd = mcuf_dot_odd(0, wv);
+    acc[0] = __smlad((int16x2_t)xp[1], wd, __smlad((int16x2_t)xp[0], we, acc[0]));
+    acc[1] = __smlad((int16x2_t)xp[3], wd, __smlad((int16x2_t)xp[2], we, acc[1]));
+    acc[2] = __smlad((int16x2_t)xp[5], wd, __smlad((int16x2_t)xp[4], we, acc[2]));
+    acc[3] = __smlad((int16x2_t)xp[7], wd, __smlad((int16x2_t)xp[6], we, acc[3]));
+    *x = xp + 2 * MCUF_TILE;
+    *w += 4;
+}
+#endif
+
+/* sums[r] = init[r] + sum_k tile row r [k] * w[k] modulo 2^32, for the
+ * MCUF_TILE rows of a tile of `depth` values: one weight row's dot product
+ * with four rows, each weight word loaded and sign-extended once. With
+ * init[r] = w_offset * row_sums[r] (+ a bias) it is the dot product with
+ * w + w_offset (mcuf_tile_widen's row sums). */
+static inline void mcuf_dot_tile(const int16_t *tile, const int8_t *w,
+                                 int32_t depth, const uint32_t init[MCUF_TILE],
+                                 uint32_t sums[MCUF_TILE]) {
     const int32_t groups = depth >> 2;
     const int16_t *rest = tile + groups * 4 * MCUF_TILE;
+    const int8_t *w_rest = w + 4 * groups;
     uint32_t s0, s1, s2, s3;
     int32_t k;
 #ifdef MCUF_DOT_DSP
     {
         const uint32_t *x = (const uint32_t *)(const void *)tile;
-        const int8_t *wp = w;
-        int32_t acc[4] = {0, 0, 0, 0};
+        int32_t acc[4];
+        acc[0] = (int32_t)init[0];
+        acc[1] = (int32_t)init[1];
+        acc[2] = (int32_t)init[2];
+        acc[3] = (int32_t)init[3];
         if (groups & 1) {
-            const uint32_t wv = mcuf_dot_load4(wp);
-            const int16x2_t we = __sxtb16((int8x4_t)wv);
-            const int16x2_t wd = mcuf_dot_odd(0, wv);
-            acc[0] = __smlad((int16x2_t)x[1], wd, __smlad((int16x2_t)x[0], we, 0));
-            acc[1] = __smlad((int16x2_t)x[3], wd, __smlad((int16x2_t)x[2], we, 0));
-            acc[2] = __smlad((int16x2_t)x[5], wd, __smlad((int16x2_t)x[4], we, 0));
-            acc[3] = __smlad((int16x2_t)x[7], wd, __smlad((int16x2_t)x[6], we, 0));
-            x += 2 * MCUF_TILE;
-            wp += 4;
+            mcuf_dot_tile_group(&x, &w, acc);
         }
         if (groups >> 1) {
-            mcuf_dot_tile_pairs(&x, &wp, groups >> 1, acc);
+            mcuf_dot_tile_pairs(&x, &w, groups >> 1, acc);
         }
-        s0 = (uint32_t)acc[0] + (uint32_t)w_offset * (uint32_t)row_sums[0];
-        s1 = (uint32_t)acc[1] + (uint32_t)w_offset * (uint32_t)row_sums[1];
-        s2 = (uint32_t)acc[2] + (uint32_t)w_offset * (uint32_t)row_sums[2];
-        s3 = (uint32_t)acc[3] + (uint32_t)w_offset * (uint32_t)row_sums[3];
-        for (k = 0; k < (depth & 3); ++k, rest += MCUF_TILE) {
-            const int32_t wk = wp[k];
-            s0 += (uint32_t)(rest[0] * wk);
-            s1 += (uint32_t)(rest[1] * wk);
-            s2 += (uint32_t)(rest[2] * wk);
-            s3 += (uint32_t)(rest[3] * wk);
-        }
+        s0 = (uint32_t)acc[0];
+        s1 = (uint32_t)acc[1];
+        s2 = (uint32_t)acc[2];
+        s3 = (uint32_t)acc[3];
     }
 #else
     {
         const int16_t *x = tile;
         int32_t g;
-        (void)row_sums;
-        s0 = s1 = s2 = s3 = 0;
+        s0 = init[0];
+        s1 = init[1];
+        s2 = init[2];
+        s3 = init[3];
         for (g = 0; g < groups; ++g, x += 4 * MCUF_TILE) {
-            const int32_t w0 = w[4 * g] + w_offset, w1 = w[4 * g + 1] + w_offset;
-            const int32_t w2 = w[4 * g + 2] + w_offset, w3 = w[4 * g + 3] + w_offset;
+            const int32_t w0 = w[4 * g], w1 = w[4 * g + 1];
+            const int32_t w2 = w[4 * g + 2], w3 = w[4 * g + 3];
             s0 += (uint32_t)(x[0] * w0 + x[1] * w2) + (uint32_t)(x[2] * w1 + x[3] * w3);
             s1 += (uint32_t)(x[4] * w0 + x[5] * w2) + (uint32_t)(x[6] * w1 + x[7] * w3);
             s2 += (uint32_t)(x[8] * w0 + x[9] * w2) + (uint32_t)(x[10] * w1 + x[11] * w3);
             s3 += (uint32_t)(x[12] * w0 + x[13] * w2) + (uint32_t)(x[14] * w1 + x[15] * w3);
         }
-        for (k = 0; k < (depth & 3); ++k, rest += MCUF_TILE) {
-            const int32_t wk = w[4 * groups + k] + w_offset;
-            s0 += (uint32_t)(rest[0] * wk);
-            s1 += (uint32_t)(rest[1] * wk);
-            s2 += (uint32_t)(rest[2] * wk);
-            s3 += (uint32_t)(rest[3] * wk);
-        }
     }
 #endif
+    for (k = 0; k < (depth & 3); ++k, rest += MCUF_TILE) {
+        const int32_t wk = w_rest[k];
+        s0 += (uint32_t)(rest[0] * wk);
+        s1 += (uint32_t)(rest[1] * wk);
+        s2 += (uint32_t)(rest[2] * wk);
+        s3 += (uint32_t)(rest[3] * wk);
+    }
     sums[0] = s0;
     sums[1] = s1;
     sums[2] = s2;
