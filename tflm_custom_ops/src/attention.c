@@ -147,7 +147,7 @@ mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
             mcuf_batch_matmul_tile(&p->scores, tile, row_sums, count,
                                    head_dim, keys + head, n, scores, n, 1);
             for (r = 0; r < count; ++r) {
-                if (mcuf_softmax_row_table(&p->softmax, exp_table,
+                if (mcuf_softmax_row_table(exp_table,
                                            scores + r * n, n,
                                            scores + r * n) != MCUF_OK) {
                     return MCUF_ERR_ARGUMENT;

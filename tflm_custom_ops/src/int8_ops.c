@@ -602,28 +602,90 @@ static int32_t softmax_exp(const mcuf_softmax_params *p, int32_t diff) {
         SOFTMAX_SCALED_DIFF_INTEGER_BITS);
 }
 
+/* srdhm for a, b >= 0, where it never saturates. */
+static inline int32_t srdhm_nonneg(int32_t a, int32_t b) {
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 30)) >> 31);
+}
+
+/* rounding_divide for x >= 0: the sign term is 0 and (x & mask) > mask / 2
+ * is bit exponent - 1 of x. */
+static inline int32_t rounding_divide_nonneg(int32_t x, int exponent) {
+    return exponent == 0 ? x : (x >> exponent) + ((x >> (exponent - 1)) & 1);
+}
+
+/* The largest of a row's int8 values (-128 for an empty row). With the DSP
+ * extension four at a time: SSUB8 sets each byte lane's GE flag where the
+ * new value is at least the running maximum, SEL takes those lanes. */
+static int32_t row_max(const int8_t *input, int32_t size) {
+    int32_t best = INT8_LOW;
+    int32_t c = 0;
+#ifdef MCUF_DOT_DSP
+    uint32_t lanes = 0x80808080u, difference;
+    int k;
+    for (; c + 4 <= size; c += 4) {
+        __asm__("ssub8 %[d], %[v], %[m]\n\tsel %[m], %[v], %[m]"
+                : [m] "+r"(lanes), [d] "=&r"(difference)
+                : [v] "r"(mcuf_dot_load4(input + c))
+                : "cc");
+    }
+    for (k = 0; k < 4; ++k) {
+        const int32_t lane = (int8_t)(lanes >> (8 * k));
+        best = lane > best ? lane : best;
+    }
+#endif
+    for (; c < size; ++c) {
+        best = input[c] > best ? input[c] : best;
+    }
+    return best;
+}
+
+/* clamp(x - 128, -128, 127) for x >= 0. */
+static inline int8_t softmax_byte(int32_t x) {
+#ifdef MCUF_DOT_DSP
+    return (int8_t)__ssat(x + INT8_LOW, 8);
+#else
+    return (int8_t)(x + INT8_LOW > INT8_HIGH ? INT8_HIGH : x + INT8_LOW);
+#endif
+}
+
+/* The softmax's output pass: exp(input - max) times the reciprocal of the
+ * sum, rounded by 2^exponent. For exponent >= 1 the non-negative rounding
+ * (x >> e) + bit e - 1 of x is ((x >> (e - 1)) + 1) >> 1, and the loop is
+ * split on it so that no element tests it. */
+static void softmax_outputs(const int32_t table[256], int32_t max_in_row,
+                            int32_t shifted_scale, int exponent,
+                            const int8_t *input, int32_t size, int8_t *output) {
+    int32_t c;
+    if (exponent == 0) {
+        for (c = 0; c < size; ++c) {
+            output[c] = softmax_byte(
+                srdhm_nonneg(shifted_scale, table[max_in_row - input[c]]));
+        }
+        return;
+    }
+    for (c = 0; c < size; ++c) {
+        const int32_t x =
+            srdhm_nonneg(shifted_scale, table[max_in_row - input[c]]);
+        output[c] = softmax_byte(((x >> (exponent - 1)) + 1) >> 1);
+    }
+}
+
 /* SOFTMAX over one row, exp(input - row max) from `table` (indexed by
- * max - input) when it is not NULL, else computed. */
-static mcuf_status softmax_row(const mcuf_softmax_params *params,
-                               const int32_t *table, const int8_t *input,
+ * max - input, 0 where input - max < diff_min: such an input adds nothing
+ * to the sum and gives -128, as in TFLM). Every exponential and the
+ * reciprocal are >= 0, so the rescales are the non-negative forms. */
+static mcuf_status softmax_row(const int32_t table[256], const int8_t *input,
                                int32_t size, int8_t *output) {
-    int8_t max_in_row = INT8_LOW;
+    int32_t max_in_row;
     uint32_t sum_of_exps = 0;
     int num_bits_over_unit;
     int32_t shifted_scale;
     int exponent;
     int32_t c;
+    max_in_row = row_max(input, size);
     for (c = 0; c < size; ++c) {
-        max_in_row = input[c] > max_in_row ? input[c] : max_in_row;
-    }
-    for (c = 0; c < size; ++c) {
-        const int32_t diff = input[c] - max_in_row;
-        if (diff >= params->diff_min) {
-            const int32_t e =
-                table != NULL ? table[-diff] : softmax_exp(params, diff);
-            sum_of_exps += (uint32_t)rescale(e, 0,
-                                             SOFTMAX_ACCUMULATION_INTEGER_BITS);
-        }
+        sum_of_exps += (uint32_t)rounding_divide_nonneg(
+            table[max_in_row - input[c]], SOFTMAX_ACCUMULATION_INTEGER_BITS);
     }
     shifted_scale = get_reciprocal((int32_t)sum_of_exps,
                                    SOFTMAX_ACCUMULATION_INTEGER_BITS,
@@ -632,25 +694,17 @@ static mcuf_status softmax_row(const mcuf_softmax_params *params,
     if (exponent < 0 || exponent > 31) {
         return MCUF_ERR_ARGUMENT;
     }
-    for (c = 0; c < size; ++c) {
-        const int32_t diff = input[c] - max_in_row;
-        if (diff >= params->diff_min) {
-            const int32_t e =
-                table != NULL ? table[-diff] : softmax_exp(params, diff);
-            const int32_t unsaturated = rounding_divide(
-                srdhm(shifted_scale, e), exponent);
-            output[c] = clamp_int8(unsaturated + INT8_LOW, INT8_LOW, INT8_HIGH);
-        } else {
-            output[c] = INT8_LOW;
-        }
-    }
+    softmax_outputs(table, max_in_row, shifted_scale, exponent, input, size,
+                    output);
     return MCUF_OK;
 }
 
 mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
                              const int8_t *input, int32_t size,
                              int8_t *output) {
-    return softmax_row(params, NULL, input, size, output);
+    int32_t table[256];
+    mcuf_softmax_exp_table(params, table);
+    return softmax_row(table, input, size, output);
 }
 
 void mcuf_softmax_exp_table(const mcuf_softmax_params *params,
@@ -661,11 +715,10 @@ void mcuf_softmax_exp_table(const mcuf_softmax_params *params,
     }
 }
 
-mcuf_status mcuf_softmax_row_table(const mcuf_softmax_params *params,
-                                   const int32_t table[256],
+mcuf_status mcuf_softmax_row_table(const int32_t table[256],
                                    const int8_t *input, int32_t size,
                                    int8_t *output) {
-    return softmax_row(params, table, input, size, output);
+    return softmax_row(table, input, size, output);
 }
 
 static int8_t batch_matmul_output(const mcuf_batch_matmul_params *params,

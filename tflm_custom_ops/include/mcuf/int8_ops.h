@@ -192,13 +192,13 @@ mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
                              int8_t *output);
 
 /* The same through a table of exp(-d) for d = 0..255 (every difference an
- * int8 row can hold from its maximum), made once by mcuf_softmax_exp_table:
- * a kernel running many rows with one params computes each exponential once.
- * Same results as mcuf_softmax_row. */
+ * int8 row can hold from its maximum; 0 below diff_min), made once by
+ * mcuf_softmax_exp_table: a kernel running many rows with one params
+ * computes each exponential once (mcuf_softmax_row makes one per row, 1 KiB
+ * on the stack). Same results as mcuf_softmax_row. */
 void mcuf_softmax_exp_table(const mcuf_softmax_params *params,
                             int32_t table[256]);
-mcuf_status mcuf_softmax_row_table(const mcuf_softmax_params *params,
-                                   const int32_t table[256],
+mcuf_status mcuf_softmax_row_table(const int32_t table[256],
                                    const int8_t *input, int32_t size,
                                    int8_t *output);
 
