@@ -386,6 +386,17 @@ void mcuf_fully_connected_rows(const mcuf_fc_params *params,
 
 /* --- ADD, SUB, MUL ----------------------------------------------------------- */
 
+#ifdef MCUF_DOT_DSP
+/* Whether an element-wise op's output requantisation (multiplier, shift,
+ * activation range) can be mcuf_requantize_s8: its scale allows it and the
+ * activation clamps no more than int8 does. */
+static int s8_output_applies(int32_t multiplier, int32_t shift, int32_t low,
+                             int32_t high) {
+    return mcuf_requantize_s8_applies(multiplier, shift) && low == INT8_LOW &&
+           high == INT8_HIGH;
+}
+#endif
+
 /* The rescaled inputs of AddFunc (reference/integer_ops/add.h). */
 static void add_scaled_inputs(const mcuf_add_params *p, int8_t input1,
                               int8_t input2, int32_t *scaled1,
@@ -457,8 +468,24 @@ void mcuf_mul_row(const mcuf_mul_params *params,
                   const int8_t *input1, int32_t input1_step,
                   const int8_t *input2, int32_t input2_step,
                   int8_t *output, int32_t size) {
-    int32_t i;
-    for (i = 0; i < size; ++i) {
+    int32_t i = 0;
+#ifdef MCUF_DOT_DSP
+    if (s8_output_applies(params->output_multiplier, params->output_shift,
+                          params->activation_min, params->activation_max)) {
+        const int32_t multiplier = params->output_multiplier;
+        const int right = (int)-params->output_shift;
+        const int32_t half = (int32_t)1 << (right - 1);
+        const int32_t offset1 = params->input1_offset;
+        const int32_t offset2 = params->input2_offset;
+        for (; i < size; ++i) { /* |product| <= 2^16: no doubling saturates */
+            const int32_t product = (input1[i * input1_step] + offset1) *
+                                    (input2[i * input2_step] + offset2);
+            output[i] = (int8_t)mcuf_requantize_s8(
+                product, multiplier, right, half, params->output_offset);
+        }
+    }
+#endif
+    for (; i < size; ++i) {
         output[i] = mcuf_mul(params, input1[i * input1_step],
                              input2[i * input2_step]);
     }
@@ -502,8 +529,28 @@ void mcuf_add_row_tables(const mcuf_add_params *params, int subtract,
     const int32_t b0 = add_scaled_input(
         params->left_shift, params->input2_offset, params->input2_multiplier,
         params->input2_shift, input2[0]);
-    int32_t i;
-    for (i = 0; i < size; ++i) {
+    int32_t i = 0;
+#ifdef MCUF_DOT_DSP
+    if (s8_output_applies(multiplier, params->output_shift, low, high)) {
+        const int32_t half = (int32_t)1 << (right - 1);
+        /* a - b as a + (0 - b), wrapping as TFLM's does */
+        const uint32_t b0_signed = subtract ? 0u - (uint32_t)b0 : (uint32_t)b0;
+        for (; input2_table == NULL && i < size; ++i) {
+            const int32_t a = input1_table[input1[i * input1_step] + 128];
+            output[i] = (int8_t)mcuf_requantize_s8(
+                (int32_t)((uint32_t)a + b0_signed), multiplier, right, half,
+                offset);
+        }
+        for (; i < size; ++i) {
+            const int32_t a = input1_table[input1[i * input1_step] + 128];
+            const int32_t b = input2_table[input2[i * input2_step] + 128];
+            output[i] = (int8_t)mcuf_requantize_s8(
+                subtract ? wrapping_sub(a, b) : wrapping_add(a, b), multiplier,
+                right, half, offset);
+        }
+    }
+#endif
+    for (; i < size; ++i) {
         const int32_t a = input1_table[input1[i * input1_step] + 128];
         const int32_t b = input2_table != NULL
                               ? input2_table[input2[i * input2_step] + 128]
@@ -519,21 +566,37 @@ void mcuf_add_row_tables(const mcuf_add_params *params, int subtract,
 
 /* --- MEAN, RSQRT, LOGISTIC ----------------------------------------------------- */
 
+/* The sum of a row's int8 values modulo 2^32. With the DSP extension four
+ * at a time: USADA8 adds a word's four bytes as unsigned values, which the
+ * values + 128 (each byte's top bit flipped) are; 128 a value comes off at
+ * the end. */
+static uint32_t row_sum(const int8_t *input, int32_t size) {
+    uint32_t sum = 0;
+    int32_t i = 0;
+#ifdef MCUF_DOT_DSP
+    for (; i + 4 <= size; i += 4) {
+        sum = __usada8(mcuf_dot_load4(input + i) ^ 0x80808080u, 0u, sum);
+    }
+    sum -= 128u * (uint32_t)i;
+#endif
+    for (; i < size; ++i) {
+        sum += (uint32_t)input[i];
+    }
+    return sum;
+}
+
 int8_t mcuf_mean_row(const mcuf_mean_params *params, const int8_t *input,
                      int32_t size) {
     /* QuantizedMeanOrSum folds 1/size into the multiplier: shift =
      * floor(log2(size)), at most 32 and 31 + output_shift. */
     int fold = 31 - count_leading_zeros((uint32_t)size);
-    uint32_t sum = 0;
+    uint32_t sum;
     int32_t multiplier;
-    int32_t i;
     if (fold > 31 + params->shift) {
         fold = 31 + params->shift;
     }
     multiplier = (int32_t)(((int64_t)params->multiplier << fold) / size);
-    for (i = 0; i < size; ++i) {
-        sum += (uint32_t)input[i];
-    }
+    sum = row_sum(input, size);
     sum -= (uint32_t)params->input_zero_point * (uint32_t)size;
     return clamp_int8(
         wrapping_add(requantize(
