@@ -175,18 +175,18 @@ static inline void mcuf_tile_widen(const int8_t *rows, int32_t row_step,
             row_sums[r] = 0;
             continue;
         }
-        for (k = 0; k < depth; ++k) {
-            sum += x[k];
-        }
-        row_sums[r] = sum + offset * depth;
 #ifdef MCUF_DOT_DSP
-        {
+        {   /* the row sum from the widened words: SMLAD with (1, 1) */
             const int16x2_t o = mcuf_dot_offsets(offset);
+            const int16x2_t ones = mcuf_dot_offsets(1);
             uint32_t *words = (uint32_t *)(void *)out;
             for (g = 0; g < groups; ++g, words += 2 * MCUF_TILE) {
                 const uint32_t v = mcuf_dot_load4(x + 4 * g);
-                words[0] = (uint32_t)mcuf_dot_even(o, v);
-                words[1] = (uint32_t)mcuf_dot_odd(o, v);
+                const int16x2_t even = mcuf_dot_even(o, v);
+                const int16x2_t odd = mcuf_dot_odd(o, v);
+                words[0] = (uint32_t)even;
+                words[1] = (uint32_t)odd;
+                sum = __smlad(odd, ones, __smlad(even, ones, sum));
             }
         }
 #else
@@ -195,11 +195,14 @@ static inline void mcuf_tile_widen(const int8_t *rows, int32_t row_step,
             out[1] = (int16_t)(x[4 * g + 2] + offset);
             out[2] = (int16_t)(x[4 * g + 1] + offset);
             out[3] = (int16_t)(x[4 * g + 3] + offset);
+            sum += out[0] + out[1] + out[2] + out[3];
         }
 #endif
         for (k = 0; k < (depth & 3); ++k) {
             rest[k * MCUF_TILE + r] = (int16_t)(x[4 * groups + k] + offset);
+            sum += x[4 * groups + k] + offset;
         }
+        row_sums[r] = sum;
     }
 }
 
