@@ -226,6 +226,17 @@ static void inv_sqrt_multiplier_exp(int32_t input, int32_t *multiplier,
 
 /* --- FULLY_CONNECTED ------------------------------------------------------- */
 
+#ifdef MCUF_DOT_DSP
+/* Whether an element-wise op's output requantisation (multiplier, shift,
+ * activation range) can be mcuf_requantize_s8: its scale allows it and the
+ * activation clamps no more than int8 does. */
+static int s8_output_applies(int32_t multiplier, int32_t shift, int32_t low,
+                             int32_t high) {
+    return mcuf_requantize_s8_applies(multiplier, shift) && low == INT8_LOW &&
+           high == INT8_HIGH;
+}
+#endif
+
 /* One output of FULLY_CONNECTED from its accumulated products. */
 static int8_t fc_output(const mcuf_fc_params *params, uint32_t acc,
                         const int32_t *bias, int32_t o) {
@@ -289,41 +300,66 @@ static void tile_channel_outputs(const mcuf_fc_params *params,
 }
 
 #ifdef MCUF_DOT_DSP
-/* One output channel of a full tile on the DSP path, where the activation
- * range is int8's and depth % 4 == 0: the dot products (acc starting at
- * init[r] + bias) kept in registers through the requantisation of
- * mcuf_requantize_s8 when the channel's scale allows it; returns 0, having
- * written nothing, when it does not. */
-static inline int fc_tile_channel_s8(const int16_t *tile, const int8_t *w,
-                                     int32_t groups,
-                                     const uint32_t init[MCUF_TILE],
-                                     uint32_t bias, int32_t multiplier,
-                                     int32_t shift, int32_t offset,
-                                     int8_t *out, int32_t row_step) {
-    const uint32_t *x = (const uint32_t *)(const void *)tile;
-    int32_t acc[MCUF_TILE];
-    int right;
-    int32_t half;
-    if (!mcuf_requantize_s8_applies(multiplier, shift)) {
-        return 0;
+/* Whether every one of count channels' scales (multipliers/shifts, or the
+ * one multiplier/shift when multipliers is NULL) and the activation range
+ * let mcuf_requantize_s8 requantise them. */
+static int fc_scales_s8(const mcuf_fc_params *params, int32_t count) {
+    int32_t o;
+    if (params->multipliers == NULL) {
+        return s8_output_applies(params->multiplier, params->shift,
+                                 params->activation_min, params->activation_max);
     }
-    acc[0] = (int32_t)(init[0] + bias);
-    acc[1] = (int32_t)(init[1] + bias);
-    acc[2] = (int32_t)(init[2] + bias);
-    acc[3] = (int32_t)(init[3] + bias);
-    if (groups & 1) {
-        mcuf_dot_tile_group(&x, &w, acc);
+    for (o = 0; o < count; ++o) {
+        if (!s8_output_applies(params->multipliers[o], params->shifts[o],
+                               params->activation_min, params->activation_max)) {
+            return 0;
+        }
     }
-    if (groups >> 1) {
-        mcuf_dot_tile_pairs(&x, &w, groups >> 1, acc);
-    }
-    right = (int)-shift;
-    half = (int32_t)1 << (right - 1);
-    out[0] = (int8_t)mcuf_requantize_s8(acc[0], multiplier, right, half, offset);
-    out[row_step] = (int8_t)mcuf_requantize_s8(acc[1], multiplier, right, half, offset);
-    out[2 * row_step] = (int8_t)mcuf_requantize_s8(acc[2], multiplier, right, half, offset);
-    out[3 * row_step] = (int8_t)mcuf_requantize_s8(acc[3], multiplier, right, half, offset);
     return 1;
+}
+
+/* Channels [0, count) of a full tile on the DSP path where fc_scales_s8
+ * holds and depth % 4 == 0: each channel's four sums start at init[r] +
+ * bias, stay in registers through the dot products and the
+ * requantisation. */
+static void fc_tile_s8(const mcuf_fc_params *params, const int16_t *tile,
+                       const uint32_t init[MCUF_TILE], const int8_t *weights,
+                       int32_t depth, const int32_t *bias, int32_t count,
+                       int8_t *output, int32_t row_step, int32_t channel_step) {
+    const int32_t *multipliers = params->multipliers;
+    const int32_t *shifts = params->shifts;
+    const int32_t offset = params->output_offset;
+    const int32_t groups = depth >> 2;
+    const uint32_t i0 = init[0], i1 = init[1], i2 = init[2], i3 = init[3];
+    int8_t *const end = output + (int64_t)count * channel_step;
+    int32_t multiplier = params->multiplier;
+    int right = (int)-params->shift;
+    for (; output != end; weights += depth, output += channel_step) {
+        const uint32_t b = bias != NULL ? (uint32_t)*bias++ : 0u;
+        const uint32_t *x = (const uint32_t *)(const void *)tile;
+        const int8_t *w = weights;
+        int32_t acc[MCUF_TILE];
+        int32_t rounding;
+        acc[0] = (int32_t)(i0 + b);
+        acc[1] = (int32_t)(i1 + b);
+        acc[2] = (int32_t)(i2 + b);
+        acc[3] = (int32_t)(i3 + b);
+        if (groups & 1) {
+            mcuf_dot_tile_group(&x, &w, acc);
+        }
+        if (groups >> 1) {
+            mcuf_dot_tile_pairs(&x, &w, groups >> 1, acc);
+        }
+        if (multipliers != NULL) {
+            multiplier = *multipliers++;
+            right = (int)-*shifts++;
+        }
+        rounding = mcuf_requantize_s8_rounding(right, offset);
+        output[0] = (int8_t)mcuf_requantize_s8(acc[0], multiplier, right, rounding);
+        output[row_step] = (int8_t)mcuf_requantize_s8(acc[1], multiplier, right, rounding);
+        output[2 * row_step] = (int8_t)mcuf_requantize_s8(acc[2], multiplier, right, rounding);
+        output[3 * row_step] = (int8_t)mcuf_requantize_s8(acc[3], multiplier, right, rounding);
+    }
 }
 #endif
 
@@ -336,15 +372,16 @@ void mcuf_fc_tile(const mcuf_fc_params *params, const int16_t *tile,
     int32_t shift = params->shift;
     uint32_t init[MCUF_TILE]; /* the weights' offset times row sums */
     int32_t o, r;
-#ifdef MCUF_DOT_DSP
-    const int32_t offset = params->output_offset;
-    const int fast = n_rows == MCUF_TILE && (depth & 3) == 0 &&
-                     params->activation_min == INT8_LOW &&
-                     params->activation_max == INT8_HIGH;
-#endif
     for (r = 0; r < MCUF_TILE; ++r) {
         init[r] = (uint32_t)params->weights_offset * (uint32_t)row_sums[r];
     }
+#ifdef MCUF_DOT_DSP
+    if (n_rows == MCUF_TILE && (depth & 3) == 0 && fc_scales_s8(params, count)) {
+        fc_tile_s8(params, tile, init, weights, depth, bias, count, output,
+                   row_step, channel_step);
+        return;
+    }
+#endif
     for (o = 0; o < count; ++o, weights += depth, output += channel_step) {
         const uint32_t b = bias != NULL ? (uint32_t)bias[o] : 0u;
         uint32_t sums[MCUF_TILE];
@@ -352,13 +389,6 @@ void mcuf_fc_tile(const mcuf_fc_params *params, const int16_t *tile,
             multiplier = multipliers[o];
             shift = params->shifts[o];
         }
-#ifdef MCUF_DOT_DSP
-        if (fast && fc_tile_channel_s8(tile, weights, depth >> 2, init, b,
-                                       multiplier, shift, offset, output,
-                                       row_step)) {
-            continue;
-        }
-#endif
         for (r = 0; r < MCUF_TILE; ++r) {
             sums[r] = init[r] + b;
         }
@@ -385,17 +415,6 @@ void mcuf_fully_connected_rows(const mcuf_fc_params *params,
 }
 
 /* --- ADD, SUB, MUL ----------------------------------------------------------- */
-
-#ifdef MCUF_DOT_DSP
-/* Whether an element-wise op's output requantisation (multiplier, shift,
- * activation range) can be mcuf_requantize_s8: its scale allows it and the
- * activation clamps no more than int8 does. */
-static int s8_output_applies(int32_t multiplier, int32_t shift, int32_t low,
-                             int32_t high) {
-    return mcuf_requantize_s8_applies(multiplier, shift) && low == INT8_LOW &&
-           high == INT8_HIGH;
-}
-#endif
 
 /* The rescaled inputs of AddFunc (reference/integer_ops/add.h). */
 static void add_scaled_inputs(const mcuf_add_params *p, int8_t input1,
@@ -474,14 +493,15 @@ void mcuf_mul_row(const mcuf_mul_params *params,
                           params->activation_min, params->activation_max)) {
         const int32_t multiplier = params->output_multiplier;
         const int right = (int)-params->output_shift;
-        const int32_t half = (int32_t)1 << (right - 1);
+        const int32_t rounding =
+            mcuf_requantize_s8_rounding(right, params->output_offset);
         const int32_t offset1 = params->input1_offset;
         const int32_t offset2 = params->input2_offset;
         for (; i < size; ++i) { /* |product| <= 2^16: no doubling saturates */
             const int32_t product = (input1[i * input1_step] + offset1) *
                                     (input2[i * input2_step] + offset2);
-            output[i] = (int8_t)mcuf_requantize_s8(
-                product, multiplier, right, half, params->output_offset);
+            output[i] = (int8_t)mcuf_requantize_s8(product, multiplier, right,
+                                                   rounding);
         }
     }
 #endif
@@ -532,21 +552,21 @@ void mcuf_add_row_tables(const mcuf_add_params *params, int subtract,
     int32_t i = 0;
 #ifdef MCUF_DOT_DSP
     if (s8_output_applies(multiplier, params->output_shift, low, high)) {
-        const int32_t half = (int32_t)1 << (right - 1);
-        /* a - b as a + (0 - b), wrapping as TFLM's does */
-        const uint32_t b0_signed = subtract ? 0u - (uint32_t)b0 : (uint32_t)b0;
+        const int32_t rounding = mcuf_requantize_s8_rounding(right, offset);
+        /* a - b as a + ((b ^ flip) - flip) = a + (0 - b), wrapping as TFLM's */
+        const uint32_t flip = subtract ? ~0u : 0u;
+        const uint32_t b0_signed = ((uint32_t)b0 ^ flip) - flip;
+        const int32_t *table1 = input1_table + 128; /* indexed by the int8 */
         for (; input2_table == NULL && i < size; ++i) {
-            const int32_t a = input1_table[input1[i * input1_step] + 128];
             output[i] = (int8_t)mcuf_requantize_s8(
-                (int32_t)((uint32_t)a + b0_signed), multiplier, right, half,
-                offset);
+                (int32_t)((uint32_t)table1[input1[i * input1_step]] + b0_signed),
+                multiplier, right, rounding);
         }
         for (; i < size; ++i) {
-            const int32_t a = input1_table[input1[i * input1_step] + 128];
-            const int32_t b = input2_table[input2[i * input2_step] + 128];
+            const uint32_t b = (uint32_t)input2_table[input2[i * input2_step] + 128];
             output[i] = (int8_t)mcuf_requantize_s8(
-                subtract ? wrapping_sub(a, b) : wrapping_add(a, b), multiplier,
-                right, half, offset);
+                (int32_t)((uint32_t)table1[input1[i * input1_step]] + ((b ^ flip) - flip)),
+                multiplier, right, rounding);
         }
     }
 #endif

@@ -75,7 +75,7 @@ mcuf_status mcuf_mlp(const mcuf_mlp_params *params, int8_t *tokens,
         for (r = 0; r < n; ++r) {
             int8_t *h = rows + r * width;
             for (i = 0; i < params->hidden; ++i) {
-                h[i] = gelu[h[i] + 128];
+                h[i] = (gelu + 128)[h[i]]; /* indexed by the int8 itself */
             }
         }
         mcuf_linear_tile(&params->fc2, rows, width, rows, width, n, tile);

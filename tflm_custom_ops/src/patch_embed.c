@@ -47,9 +47,9 @@ static int8_t conv_output(const mcuf_patch_embed_params *p, uint32_t acc,
 #ifdef MCUF_DOT_DSP
     if (mcuf_requantize_s8_applies(multiplier, shift) &&
         q->activation_min == -128 && q->activation_max == 127) {
-        return (int8_t)mcuf_requantize_s8((int32_t)acc, multiplier, (int)-shift,
-                                          (int32_t)1 << (-shift - 1),
-                                          q->output_offset);
+        return (int8_t)mcuf_requantize_s8(
+            (int32_t)acc, multiplier, (int)-shift,
+            mcuf_requantize_s8_rounding((int)-shift, q->output_offset));
     }
 #endif
     return clamp_int8(

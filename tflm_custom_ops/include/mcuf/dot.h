@@ -66,21 +66,29 @@ static inline int mcuf_requantize_s8_applies(int32_t multiplier,
            shift >= -20;
 }
 
+/* What mcuf_requantize_s8 adds before its right shift: 2^(right_shift - 1)
+ * (the rounding) plus offset * 2^right_shift (the output offset, which a
+ * floor shift carries through exactly); below 2^28 in magnitude. */
+static inline int32_t mcuf_requantize_s8_rounding(int right_shift,
+                                                  int32_t offset) {
+    return ((int32_t)1 << (right_shift - 1)) + offset * ((int32_t)1 << right_shift);
+}
+
 /* clamp(mcuf_requantize(x, multiplier, 0, right_shift) + offset, -128,
- * 127) in seven instructions, where mcuf_requantize_s8_applies (half =
- * 2^(right_shift - 1)). The doubling high multiply is SMMULR of 2x:
- * (2xm + 2^31) >> 32 = floor((xm + 2^30) / 2^31), exact while |x| < 2^30;
- * beyond, QADD saturates 2x, but then |xm / 2^31| >= 2^29 either way, which
- * after a right shift of at most 20 and the offset lies beyond int8 on the
- * same side: the clamp gives the same byte. The rounding shift adds half
- * (QADD: saturating only where the result clamps to 127 anyway) minus 1 for
- * a negative value: ties away from zero, as RoundingDivideByPOT. */
+ * 127) in six instructions, where mcuf_requantize_s8_applies (rounding =
+ * mcuf_requantize_s8_rounding(right_shift, offset)). The doubling high
+ * multiply is SMMULR of 2x: (2xm + 2^31) >> 32 = floor((xm + 2^30) / 2^31),
+ * exact while |x| < 2^30; beyond, QADD saturates 2x, but then |xm / 2^31|
+ * >= 2^29 either way, which after a right shift of at most 20 and the
+ * offset lies beyond int8 on the same side: the clamp gives the same byte.
+ * RoundingDivideByPOT (ties away from zero) is floor((h + 2^(r - 1) - [h <
+ * 0]) / 2^r); the high part h is within 2^30, so with the rounding added
+ * no sum overflows. */
 static inline int32_t mcuf_requantize_s8(int32_t x, int32_t multiplier,
-                                         int right_shift, int32_t half,
-                                         int32_t offset) {
+                                         int right_shift, int32_t rounding) {
     int32_t high;
     __asm__("smmulr %0, %1, %2" : "=r"(high) : "r"(__qadd(x, x)), "r"(multiplier));
-    return __ssat(((__qadd(high, half) + (high >> 31)) >> right_shift) + offset, 8);
+    return __ssat((high + (high >> 31) + rounding) >> right_shift, 8);
 }
 #endif
 
