@@ -100,7 +100,7 @@ mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
     query = rows + MCUF_TILE * (int64_t)width;
     scores = query + MCUF_TILE * (int64_t)all_heads;
 
-    mcuf_layer_norm_tables_make(&p->ln, &ln);
+    mcuf_layer_norm_tables_make(&p->ln, d, &ln);
     mcuf_add_tables(&p->residual, residual_x, residual_y);
 
     /* Pass 1: K and V of every token, head-major; Q of the last tile. */

@@ -72,10 +72,12 @@ void mcuf_linear_tile(const mcuf_linear *layer, const int8_t *input,
     }
 }
 
-void mcuf_layer_norm_tables_make(const mcuf_layer_norm *ln,
+void mcuf_layer_norm_tables_make(const mcuf_layer_norm *ln, int32_t depth,
                                  mcuf_layer_norm_tables *tables) {
     int32_t v;
     mcuf_add_tables(&ln->centre, tables->centre, NULL);
+    mcuf_mean_fold(&ln->mean, depth, &tables->mean);
+    mcuf_mean_fold(&ln->variance, depth, &tables->variance);
     for (v = -128; v <= 127; ++v) {
         tables->square[v + 128] = mcuf_mul(&ln->square, (int8_t)v, (int8_t)v);
     }
@@ -85,7 +87,7 @@ mcuf_status mcuf_layer_norm_row(const mcuf_layer_norm *ln,
                                 const mcuf_layer_norm_tables *tables,
                                 int32_t depth, const int8_t *x, int8_t *out,
                                 int8_t *squares) {
-    const int8_t mean = mcuf_mean_row(&ln->mean, x, depth);
+    const int8_t mean = mcuf_mean_row_folded(&ln->mean, &tables->mean, x, depth);
     int8_t variance;
     int8_t rstd;
     int32_t i;
@@ -94,7 +96,8 @@ mcuf_status mcuf_layer_norm_row(const mcuf_layer_norm *ln,
     for (i = 0; i < depth; ++i) {
         squares[i] = tables->square[out[i] + 128];
     }
-    variance = mcuf_mean_row(&ln->variance, squares, depth);
+    variance = mcuf_mean_row_folded(&ln->variance, &tables->variance, squares,
+                                    depth);
     if (mcuf_rsqrt(&ln->rsqrt,
                    mcuf_add(&ln->add_epsilon, variance, *ln->epsilon),
                    &rstd) != MCUF_OK) {

@@ -416,6 +416,7 @@ void mcuf_fully_connected_rows(const mcuf_fc_params *params,
 
 /* --- ADD, SUB, MUL ----------------------------------------------------------- */
 
+
 /* The rescaled inputs of AddFunc (reference/integer_ops/add.h). */
 static void add_scaled_inputs(const mcuf_add_params *p, int8_t input1,
                               int8_t input2, int32_t *scaled1,
@@ -605,24 +606,35 @@ static uint32_t row_sum(const int8_t *input, int32_t size) {
     return sum;
 }
 
-int8_t mcuf_mean_row(const mcuf_mean_params *params, const int8_t *input,
-                     int32_t size) {
+void mcuf_mean_fold(const mcuf_mean_params *params, int32_t size,
+                    mcuf_mean_folded *folded) {
     /* QuantizedMeanOrSum folds 1/size into the multiplier: shift =
      * floor(log2(size)), at most 32 and 31 + output_shift. */
     int fold = 31 - count_leading_zeros((uint32_t)size);
-    uint32_t sum;
-    int32_t multiplier;
     if (fold > 31 + params->shift) {
         fold = 31 + params->shift;
     }
-    multiplier = (int32_t)(((int64_t)params->multiplier << fold) / size);
-    sum = row_sum(input, size);
-    sum -= (uint32_t)params->input_zero_point * (uint32_t)size;
+    folded->multiplier = (int32_t)(((int64_t)params->multiplier << fold) / size);
+    folded->shift = params->shift - fold;
+}
+
+int8_t mcuf_mean_row_folded(const mcuf_mean_params *params,
+                            const mcuf_mean_folded *folded,
+                            const int8_t *input, int32_t size) {
+    const uint32_t sum = row_sum(input, size) -
+                         (uint32_t)params->input_zero_point * (uint32_t)size;
     return clamp_int8(
-        wrapping_add(requantize(
-                         (int32_t)sum, multiplier, (int)params->shift - fold),
+        wrapping_add(requantize((int32_t)sum, folded->multiplier,
+                                (int)folded->shift),
                      params->output_zero_point),
         INT8_LOW, INT8_HIGH);
+}
+
+int8_t mcuf_mean_row(const mcuf_mean_params *params, const int8_t *input,
+                     int32_t size) {
+    mcuf_mean_folded folded;
+    mcuf_mean_fold(params, size, &folded);
+    return mcuf_mean_row_folded(params, &folded, input, size);
 }
 
 mcuf_status mcuf_rsqrt(const mcuf_rsqrt_params *params, int8_t input,

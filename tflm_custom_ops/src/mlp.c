@@ -59,7 +59,7 @@ mcuf_status mcuf_mlp(const mcuf_mlp_params *params, int8_t *tokens,
     tile = (int16_t *)(void *)scratch;
     rows = scratch + 2 * MCUF_TILE * (int64_t)width;
     quick_gelu_table(params, gelu);
-    mcuf_layer_norm_tables_make(&params->ln, &ln);
+    mcuf_layer_norm_tables_make(&params->ln, d, &ln);
     mcuf_add_tables(&params->residual, residual_x, residual_y);
     for (t = 0; t < n_tokens; t += MCUF_TILE) {
         const int32_t n = n_tokens - t < MCUF_TILE ? n_tokens - t : MCUF_TILE;

@@ -55,15 +55,18 @@ typedef struct {
     const int8_t *beta;             /* [D], or NULL: no ADD(beta) */
 } mcuf_layer_norm;
 
-/* What a kernel's LayerNorm computes once per call (for every token): the
- * rescaled x of SUB(x, mean) per int8 value, and MUL(c, c) per int8 c
- * (1.25 KiB, on the kernel's stack). */
+/* What a kernel's LayerNorm computes once per call (for every token of
+ * `depth` channels): the rescaled x of SUB(x, mean) per int8 value, MUL(c,
+ * c) per int8 c, and both MEANs' scales with 1/depth folded in (1.25 KiB,
+ * on the kernel's stack). */
 typedef struct {
     int32_t centre[256];
     int8_t square[256];
+    mcuf_mean_folded mean;
+    mcuf_mean_folded variance;
 } mcuf_layer_norm_tables;
 
-void mcuf_layer_norm_tables_make(const mcuf_layer_norm *ln,
+void mcuf_layer_norm_tables_make(const mcuf_layer_norm *ln, int32_t depth,
                                  mcuf_layer_norm_tables *tables);
 
 /* r of a low-rank pair, 0 for a dense layer. */
@@ -104,7 +107,7 @@ void mcuf_linear_tile(const mcuf_linear *layer, const int8_t *input,
 
 /* LN(x) of one token x [depth] into out [depth]; squares [depth] is working
  * space. None of the three may overlap. tables: made by
- * mcuf_layer_norm_tables_make for ln. MCUF_ERR_ARGUMENT when the variance
+ * mcuf_layer_norm_tables_make for ln and depth. MCUF_ERR_ARGUMENT when the variance
  * is outside RSQRT's domain, where TFLM's Eval fails too. */
 mcuf_status mcuf_layer_norm_row(const mcuf_layer_norm *ln,
                                 const mcuf_layer_norm_tables *tables,

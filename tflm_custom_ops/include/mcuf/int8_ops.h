@@ -152,6 +152,20 @@ typedef struct {
 int8_t mcuf_mean_row(const mcuf_mean_params *params, const int8_t *input,
                      int32_t size);
 
+/* The same in two steps, for many rows of one size: the multiplier and
+ * shift with 1/size folded in (a 64-bit division), made once by
+ * mcuf_mean_fold; then each row. */
+typedef struct {
+    int32_t multiplier;
+    int32_t shift;
+} mcuf_mean_folded;
+
+void mcuf_mean_fold(const mcuf_mean_params *params, int32_t size,
+                    mcuf_mean_folded *folded);
+int8_t mcuf_mean_row_folded(const mcuf_mean_params *params,
+                            const mcuf_mean_folded *folded,
+                            const int8_t *input, int32_t size);
+
 /* RSQRT of one value (elementwise.cc RsqrtEvalQuantized, common.h
  * GetInvSqrtQuantizedMultiplierExp). MCUF_ERR_ARGUMENT (output untouched)
  * for an input below the zero point, where TFLM's Eval fails with "Rsqrt is
