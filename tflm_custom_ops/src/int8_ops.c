@@ -319,13 +319,14 @@ static int fc_scales_s8(const mcuf_fc_params *params, int32_t count) {
 }
 
 /* Channels [0, count) of a full tile on the DSP path where fc_scales_s8
- * holds and depth % 4 == 0: each channel's four sums start at init[r] +
+ * holds: each channel's four sums start at init[r] +
  * bias, stay in registers through the dot products and the
  * requantisation. */
-static void fc_tile_s8(const mcuf_fc_params *params, const int16_t *tile,
-                       const uint32_t init[MCUF_TILE], const int8_t *weights,
-                       int32_t depth, const int32_t *bias, int32_t count,
-                       int8_t *output, int32_t row_step, int32_t channel_step) {
+static inline __attribute__((always_inline)) void fc_tile_s8(
+    const mcuf_fc_params *params, const int16_t *tile,
+    const uint32_t init[MCUF_TILE], const int8_t *weights, int32_t depth,
+    int32_t rest, const int32_t *bias, int32_t count, int8_t *output,
+    int32_t row_step, int32_t channel_step) {
     const int32_t *multipliers = params->multipliers;
     const int32_t *shifts = params->shifts;
     const int32_t offset = params->output_offset;
@@ -349,6 +350,9 @@ static void fc_tile_s8(const mcuf_fc_params *params, const int16_t *tile,
         }
         if (groups >> 1) {
             mcuf_dot_tile_pairs(&x, &w, groups >> 1, acc);
+        }
+        if (rest) { /* the depth % 4 values past the groups */
+            mcuf_dot_tile_rest((const int16_t *)(const void *)x, w, rest, acc);
         }
         if (multipliers != NULL) {
             multiplier = *multipliers++;
@@ -376,9 +380,14 @@ void mcuf_fc_tile(const mcuf_fc_params *params, const int16_t *tile,
         init[r] = (uint32_t)params->weights_offset * (uint32_t)row_sums[r];
     }
 #ifdef MCUF_DOT_DSP
-    if (n_rows == MCUF_TILE && (depth & 3) == 0 && fc_scales_s8(params, count)) {
-        fc_tile_s8(params, tile, init, weights, depth, bias, count, output,
-                   row_step, channel_step);
+    if (n_rows == MCUF_TILE && fc_scales_s8(params, count)) {
+        if ((depth & 3) == 0) { /* a copy of the loop without the rest */
+            fc_tile_s8(params, tile, init, weights, depth, 0, bias, count,
+                       output, row_step, channel_step);
+        } else {
+            fc_tile_s8(params, tile, init, weights, depth, depth & 3, bias,
+                       count, output, row_step, channel_step);
+        }
         return;
     }
 #endif

@@ -279,6 +279,22 @@ static inline void mcuf_dot_tile_group(const uint32_t **x, const int8_t **w,
 }
 #endif
 
+#ifdef MCUF_DOT_DSP
+/* acc[r] += the tile's `count` (< 4) leftover values past its groups
+ * (rest, one halfword a row a value) times as many weights. */
+static inline void mcuf_dot_tile_rest(const int16_t *rest, const int8_t *w,
+                                      int32_t count, int32_t acc[4]) {
+    int32_t k;
+    for (k = 0; k < count; ++k, rest += MCUF_TILE) {
+        const int32_t wk = w[k];
+        acc[0] = (int32_t)((uint32_t)acc[0] + (uint32_t)(rest[0] * wk));
+        acc[1] = (int32_t)((uint32_t)acc[1] + (uint32_t)(rest[1] * wk));
+        acc[2] = (int32_t)((uint32_t)acc[2] + (uint32_t)(rest[2] * wk));
+        acc[3] = (int32_t)((uint32_t)acc[3] + (uint32_t)(rest[3] * wk));
+    }
+}
+#endif
+
 /* sums[r] = init[r] + sum_k tile row r [k] * w[k] modulo 2^32, for the
  * MCUF_TILE rows of a tile of `depth` values: one weight row's dot product
  * with four rows, each weight word loaded and sign-extended once. With
