@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from mcuformer_tf.compiler import kernel_params, row_ops
 from mcuformer_tf.compiler import kernels as mcuf_kernels
 from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.memory.fused_plan import TILE
 from mcuformer_tf.nas.search_space import SearchSpace
 from mcuformer_tf.tflm import host_runner
 from mcuformer_tf.tflm.arith import elementwise, fully_connected, logistic, prepare, reduce, run_graph, softmax
@@ -433,7 +434,7 @@ def test_mlp_kernel_equals_run_graph_in_place(mlp_cases):
         ranks = [_rank(p.fc1), _rank(p.fc2)]
         seen |= {("low-rank" if ranks[0] else "dense"), *(op.opcode for op in ops), *_layer_norm_kinds(p.ln)}
         size = kernel.buffer_size(SANITIZE)
-        assert size == max(p.hidden, p.depth) + max(p.depth, *ranks) == p.hidden + p.depth
+        assert size == 3 * TILE * max(p.hidden, p.depth, *ranks) == 3 * TILE * p.hidden
         assert _runs_in_place(kernel, case, size)
     assert seen >= {"dense", "low-rank", "RESHAPE", "gamma", "beta", "no affine"}, seen
     assert len(mlp_cases) == 16 * (IMAGES_PER_MODEL + 1)  # 16 blocks in the 5 models
@@ -476,8 +477,9 @@ def test_attention_kernel_equals_run_graph_in_place(attention_cases):
                  "heads merged" if transposes == 2 else "context straight to proj"}
         assert (p.tokens, p.depth, p.head_dim) == (kernel.num_tokens, kernel.depth, 64)
         size = kernel.buffer_size(SANITIZE)
-        assert size == 2 * p.tokens * all_heads + max(p.depth, all_heads) + all_heads + \
-            max(p.depth, p.tokens, *ranks)
+        rows = max(p.depth, *ranks)
+        assert size == 2 * TILE * max(rows, all_heads, p.tokens) + 2 * p.tokens * all_heads + \
+            TILE * (rows + all_heads + p.tokens)
         observable += _runs_in_place(kernel, case, size)
     assert seen >= {"1 heads", "2 heads", "qkv dense", "qkv low-rank", "proj dense", "proj low-rank",
                     "gamma", "beta", "no affine", "qkv bias", "proj bias", "heads merged",

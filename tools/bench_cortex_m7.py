@@ -11,9 +11,12 @@ Prints, from one run of the kernel test firmware built twice (DSP loops, portabl
 3. instructions of the fused kernels of one inference; with TFLM_ROOT and TFLM_M7_LIB (a Cortex-M7
    TFLM library, see README "Put it on a board"), also one whole inference of the fused model and
    of the unfused one (stock TFLM's kernels: reference, or CMSIS-NN if the library was built with
-   them) as deployed firmware, and their ratio.
+   them) as deployed firmware, and their ratio;
+4. at paper scale (with --paper): the first block of four deit-tiny-mcu subnets (fresh weights, one
+   block: patch embedding, attention, MLP), per kernel instructions, MACs and MAC/instr, and the
+   attention + MLP pair's.
 
-    python tools/bench_cortex_m7.py
+    python tools/bench_cortex_m7.py [--paper]
 """
 from __future__ import annotations
 
@@ -77,10 +80,62 @@ def whole_inferences(model: bytes, folder: Path) -> dict:
     return counts
 
 
+# The first blocks the paper-scale section measures (issue 14): image/patch, embed, heads, MLP ratio, rank.
+PAPER_BLOCKS = ((224, 16, 192, 3, 4.0, 0.5), (224, 16, 192, 3, 4.0, 0.95), (240, 24, 192, 3, 4.0, 0.5),
+                (224, 16, 168, 3, 3.5, 0.4))
+
+
+def paper_block(supernet, image: int, patch: int, embed: int, heads: int, mlp: float, rank: float) -> bytes:
+    """The int8 .tflite of one first block (+ head) of the deit-tiny-mcu supernet."""
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.nas.search_space import SubnetConfig
+    from mcuformer_tf.quantize.convert import to_int8_tflite
+
+    config = SubnetConfig(image, patch, rank, embed, 1, (heads,), (mlp,), 1000)
+    images = np.random.default_rng(0).uniform(0, 1, (4, image, image, 3)).astype(np.float32)
+    return to_int8_tflite(extract_subnet(supernet, config), images)
+
+
+def paper_section(dsp_runs: int = 1) -> None:
+    """Section 4: per kernel of each first block, instructions, MACs, MAC/instr (DSP loops)."""
+    from mcuformer_tf.nas.search_space import SearchSpace
+    from mcuformer_tf.nas.supernet import Supernet
+
+    space = SearchSpace.load("deit-tiny-mcu")
+    supernet = Supernet(space)
+    size = max(space.image_size)
+    supernet(np.zeros((1, size, size, 3), np.float32))
+    print("4. first blocks at paper scale (deit-tiny-mcu, fresh weights, DSP loops):")
+    print(f"   {'block':<30}{'kernel':<14}{'instructions':>14}{'MACs':>13}{'MAC/instr':>11}")
+    for image, patch, embed, heads, mlp, rank in PAPER_BLOCKS:
+        label = f"{image}/{patch} e{embed} h{heads} mlp{mlp:g} r{rank:g}"
+        model = paper_block(supernet, image, patch, embed, heads, mlp, rank)
+        pixels = np.random.default_rng(1).integers(-128, 128, (1, image, image, 3), np.int8)
+        cases = kernel_test.model_cases(model, pixels, prefix="paper", inner_loops=False)
+        with tempfile.TemporaryDirectory() as build:
+            result = kernel_test.run(cases, Path(build), dsp=True)
+        wrong = [r.name for c, r in zip(cases, result.cases) if r.output != c.expected.tobytes()]
+        if wrong or result.exit_code:
+            print(f"   {label}: the Cortex-M7 differs from the host build on {wrong}")
+            continue
+        counts = {r.name: r.instructions for r in result.cases}
+        for case in cases:
+            kind = case.name.split(".")[1]
+            print(f"   {label:<30}{kind:<14}{counts[case.name]:>14,}{case.macs:>13,}"
+                  f"{case.macs / counts[case.name]:>11.3f}")
+        pair = [c for c in cases if c.kind in ("attention", "mlp")]
+        instructions = sum(counts[c.name] for c in pair)
+        macs = sum(c.macs for c in pair)
+        print(f"   {label:<30}{'attn+MLP':<14}{instructions:>14,}{macs:>13,}{macs / instructions:>11.3f}")
+
+
 def main() -> int:
     reason = cortex_m7.toolchain_missing()
     if reason:
         print(f"skipped: {reason}")
+        return 0
+    if "--paper" in sys.argv[1:]:
+        paper_section()
         return 0
     rng = np.random.default_rng(0)
     model = demo_model()

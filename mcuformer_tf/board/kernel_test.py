@@ -30,6 +30,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 C_TYPES = {"patch_embed": "mcuf_patch_embed_params", "attention": "mcuf_attention_params",
            "mlp": "mcuf_mlp_params", "linear": "mcuf_fc_layer", "matmul": "mcuf_batch_matmul_params"}
 ELEMENT_TYPES = {ctypes.c_int8: ("int8_t", np.int8), ctypes.c_int32: ("int32_t", np.int32)}
+TILE = 4  # MCUF_TILE (mcuf/mcuf.h): rows the linear inner loop computes together
 BUILDERS = {"patch_embed": kernels.patch_embed_kernel, "attention": kernels.attention_kernel,
             "mlp": kernels.mlp_kernel}
 
@@ -78,34 +79,42 @@ def _block_case(name: str, kind: str, graph, ops, values: dict) -> Case:
     return Case(name, kind, p, kernel._arrays, given, host, macs)
 
 
-def _linear_case(name: str, layer, x: np.ndarray, arrays: list) -> Case:
-    x = np.ascontiguousarray(x[:layer.input_depth], np.int8)
-    out = np.zeros(layer.output_depth, np.int8)
-    kernel_params.load().mcuf_fully_connected_row(
-        ctypes.byref(layer.params), x.ctypes.data_as(kernel_params.P8), layer.input_depth, layer.weights,
-        layer.bias, layer.output_depth, out.ctypes.data_as(kernel_params.P8))
-    return Case(name, "linear", layer, arrays, x, out, layer.input_depth * layer.output_depth)
+def _linear_case(name: str, layer, rows: np.ndarray, arrays: list) -> Case:
+    """A FULLY_CONNECTED on rows [n, depth] (the firmware runs them a tile at a time); expected: the
+    host's one-row function on each row."""
+    rows = np.ascontiguousarray(np.reshape(rows, (-1, rows.shape[-1]))[:, :layer.input_depth], np.int8)
+    out = np.zeros((len(rows), layer.output_depth), np.int8)
+    for x, y in zip(rows, out):
+        kernel_params.load().mcuf_fully_connected_row(
+            ctypes.byref(layer.params), x.ctypes.data_as(kernel_params.P8), layer.input_depth, layer.weights,
+            layer.bias, layer.output_depth, y.ctypes.data_as(kernel_params.P8))
+    return Case(name, "linear", layer, arrays, rows.reshape(-1), out.reshape(-1),
+                rows.size * layer.output_depth)
 
 
 def synthetic_linear_case(name: str, depth: int, outputs: int, input_offset: int, weights_offset: int,
-                          rng) -> Case:
-    """A FULLY_CONNECTED row of random int8 weights [outputs, depth] and input, per-tensor requantised:
-    for the dot product's edge cases (zero points at the int8 ends, odd depths) and for timing it."""
+                          rng, rows: int = TILE) -> Case:
+    """A FULLY_CONNECTED on `rows` rows of random int8 weights [outputs, depth] and input, per-tensor
+    requantised: for the dot product's edge cases (zero points at the int8 ends, odd depths, a
+    partial tile) and for timing it."""
     weights = rng.integers(-128, 128, (outputs, depth), dtype=np.int8)
     params = kernel_params.FcParams(input_offset=input_offset, weights_offset=weights_offset, output_offset=-2,
                                    activation_min=-128, activation_max=127, multiplier=1 << 30, shift=-9)
     layer = kernel_params.FcLayer(params, weights.ctypes.data_as(kernel_params.P8), None, depth, outputs)
-    return _linear_case(name, layer, rng.integers(-128, 128, depth, dtype=np.int8), [weights])
+    return _linear_case(name, layer, rng.integers(-128, 128, (rows, depth), dtype=np.int8), [weights])
 
 
-def _matmul_case(name: str, params, depth: int, columns: int, rng) -> Case:
-    lhs = rng.integers(-128, 128, depth, dtype=np.int8)
+def _matmul_case(name: str, params, depth: int, columns: int, rng, rows: int = TILE) -> Case:
+    """A BATCH_MATMUL of `rows` random lhs rows (a tile at a time when rhs is transposed)."""
+    lhs = rng.integers(-128, 128, (rows, depth), dtype=np.int8)
     rhs = rng.integers(-128, 128, depth * columns, dtype=np.int8)
-    out = np.zeros(columns, np.int8)
-    kernel_params.load().mcuf_batch_matmul_row(
-        ctypes.byref(params), lhs.ctypes.data_as(kernel_params.P8), depth,
-        rhs.ctypes.data_as(kernel_params.P8), columns, out.ctypes.data_as(kernel_params.P8))
-    return Case(name, "matmul", params, [], lhs, out, depth * columns, rhs, columns)
+    out = np.zeros((rows, columns), np.int8)
+    for x, y in zip(lhs, out):
+        kernel_params.load().mcuf_batch_matmul_row(
+            ctypes.byref(params), x.ctypes.data_as(kernel_params.P8), depth,
+            rhs.ctypes.data_as(kernel_params.P8), columns, y.ctypes.data_as(kernel_params.P8))
+    return Case(name, "matmul", params, [], lhs.reshape(-1), out.reshape(-1), rows * depth * columns, rhs,
+                columns)
 
 
 def model_cases(model_bytes: bytes, image: np.ndarray, prefix: str = "m", inner_loops: bool = True,
@@ -127,7 +136,8 @@ def model_cases(model_bytes: bytes, image: np.ndarray, prefix: str = "m", inner_
         for kind, linear in (("attention", "qkv"), ("mlp", "fc1")):
             case = next(c for c in cases if c.kind == kind)
             layer = getattr(case.params, linear).layers[0]
-            cases.append(_linear_case(f"{prefix}.{kind}0.{linear}", layer, case.input, case.arrays))
+            tokens = case.input.reshape(-1, case.params.depth)[:TILE]
+            cases.append(_linear_case(f"{prefix}.{kind}0.{linear}", layer, tokens, case.arrays))
         p = next(c for c in cases if c.kind == "attention").params
         cases.append(_matmul_case(f"{prefix}.attention0.scores", p.scores, p.head_dim, p.tokens, rng))
         context = kernel_params.BatchMatmulParams.from_buffer_copy(p.context)
@@ -213,7 +223,9 @@ def _arena_bytes(case: Case) -> int:
     if case.kind in ("attention", "mlp"):
         size = getattr(kernel_params.load(), f"mcuf_{case.kind}_get_buffer_size")(ctypes.byref(case.params))
         return _round16(case.input.size) + size
-    return _round16(case.input.size) + case.expected.size
+    depth = case.input.size * case.columns // case.expected.size if case.kind == "matmul" else \
+        case.params.input_depth
+    return _round16(case.input.size) + _round16(case.expected.size) + 8 * depth
 
 
 # --- building and running -------------------------------------------------------------------------

@@ -19,18 +19,23 @@ from mcuformer_tf.nas.search_space import HEAD_DIM, SubnetConfig, keeps_dense, l
 from mcuformer_tf.tflm.arena_plan import greedy_plan
 
 
+TILE = 4  # MCUF_TILE (mcuf/mcuf.h): tokens the MCUF kernels' inner loops compute together
+
+
 @functools.lru_cache(maxsize=None)
 def block_scratch(n: int, d: int, heads: int, mlp_ratio: float, rank_ratio: float) -> tuple:
     """(MCUF_ATTENTION, MCUF_MLP) scratch bytes of a block: the kernels' get_buffer_size
-    (a linear's rank counts 0 where it stays dense)."""
+    (a linear's rank counts 0 where it stays dense; a tile of int16 rows, 2·TILE bytes a value of
+    the widest input, and TILE rows of each working buffer)."""
     hd, h = heads * HEAD_DIM, mlp_hidden(d, mlp_ratio)
 
     def rank(i, o):
         r = low_rank(i, o, rank_ratio)
         return 0 if keeps_dense(i, o, r) else r
 
-    attention = 2 * n * hd + max(d, hd) + hd + max(d, n, rank(d, 3 * hd), rank(hd, d))
-    return attention, max(h, d) + max(d, rank(d, h), rank(h, d))
+    rows = max(d, rank(d, 3 * hd), rank(hd, d))
+    attention = 2 * TILE * max(rows, hd, n) + 2 * n * hd + TILE * (rows + hd + n)
+    return attention, 3 * TILE * max(h, d, rank(d, h), rank(h, d))
 
 
 def _body_scratch(config: SubnetConfig) -> list:

@@ -59,21 +59,45 @@ static mcuf_status run_case(const mcuf_test_case *c, int8_t **output,
     }
     case MCUF_TEST_LINEAR: {
         const mcuf_fc_layer *layer = c->params;
-        *needed = round16((size_t)c->input_bytes) + (size_t)c->output_bytes;
+        const size_t rows = round16((size_t)c->input_bytes);
+        int16_t *tile =
+            (int16_t *)(void *)(arena + rows + round16((size_t)c->output_bytes));
+        *needed = rows + round16((size_t)c->output_bytes) +
+                  8u * (size_t)layer->input_depth;
         if (*needed > (size_t)mcuf_test_arena_bytes) return MCUF_ERR_ARGUMENT;
         memcpy(arena, c->input, (size_t)c->input_bytes);
-        *output = arena + round16((size_t)c->input_bytes);
-        mcuf_fc_layer_channels(layer, arena, 0, layer->output_depth, *output);
+        *output = arena + rows;
+        mcuf_fully_connected_rows(&layer->params, arena,
+                                  c->input_bytes / layer->input_depth,
+                                  layer->input_depth, layer->weights,
+                                  layer->bias, layer->output_depth, *output,
+                                  tile);
         return MCUF_OK;
     }
-    case MCUF_TEST_MATMUL:
-        *needed = round16((size_t)c->input_bytes) + (size_t)c->output_bytes;
+    case MCUF_TEST_MATMUL: {
+        /* input: lhs rows [n][depth], n = output bytes / columns */
+        const mcuf_batch_matmul_params *p = c->params;
+        const int32_t n = c->output_bytes / c->columns;
+        const int32_t depth = c->input_bytes / n;
+        const size_t rows = round16((size_t)c->input_bytes);
+        int16_t *tile =
+            (int16_t *)(void *)(arena + rows + round16((size_t)c->output_bytes));
+        *needed = rows + round16((size_t)c->output_bytes) + 8u * (size_t)depth;
         if (*needed > (size_t)mcuf_test_arena_bytes) return MCUF_ERR_ARGUMENT;
         memcpy(arena, c->input, (size_t)c->input_bytes);
-        *output = arena + round16((size_t)c->input_bytes);
-        mcuf_batch_matmul_row(c->params, arena, c->input_bytes, c->rhs,
-                              c->columns, *output);
+        *output = arena + rows;
+        if (p->rhs_transposed) {
+            mcuf_batch_matmul_rows(p, arena, n, depth, c->rhs, c->columns,
+                                   *output, tile);
+        } else {
+            int32_t r;
+            for (r = 0; r < n; ++r) {
+                mcuf_batch_matmul_row(p, arena + r * depth, depth, c->rhs,
+                                      c->columns, *output + r * c->columns);
+            }
+        }
         return MCUF_OK;
+    }
     }
     return MCUF_ERR_ARGUMENT;
 }

@@ -11,8 +11,10 @@ typedef enum {
     MCUF_TEST_PATCH_EMBED, /* params: mcuf_patch_embed_params; input: image */
     MCUF_TEST_ATTENTION,   /* params: mcuf_attention_params; input: tokens */
     MCUF_TEST_MLP,         /* params: mcuf_mlp_params; input: tokens */
-    MCUF_TEST_LINEAR,      /* params: mcuf_fc_layer; input: one row */
-    MCUF_TEST_MATMUL       /* params: mcuf_batch_matmul_params; input: lhs row */
+    MCUF_TEST_LINEAR,      /* params: mcuf_fc_layer; input: rows, a tile
+                              at a time (mcuf_fully_connected_rows) */
+    MCUF_TEST_MATMUL       /* params: mcuf_batch_matmul_params; input: lhs
+                              rows, a tile at a time when rhs_transposed */
 } mcuf_test_kind;
 
 typedef struct {

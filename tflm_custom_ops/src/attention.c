@@ -1,119 +1,169 @@
 /* MCUF_ATTENTION (see mcuf/attention.h): the block's attention half, K and V
- * in scratch, everything else one query row at a time.
+ * in scratch, everything else MCUF_TILE query rows at a time.
  *
- * Scratch: K [h][N][hd], V transposed [h][hd][N] (so that probs·v, like
- * q·kᵀ, is one contiguous dot product per output), then three row buffers:
- * `wide` (max(D, HD)), `query` (HD) and `narrow` (max(D, N, r_qkv, r_proj)).
- *   LN(x) -> wide, its squares in narrow;
- *   qkv: dense, straight from wide; low-rank, the rank vector to narrow and
- *        the wanted columns of the second layer from there (pass 1: into K,
- *        and into query for V's column; pass 2: into query);
- *   per head: scores row -> narrow, softmax in place (its exponentials
- *        from a table of 256, made once per call on the stack: 1 KiB),
- *        context row -> its slice of wide (LN(x) is dead by then);
- *   proj: mcuf_linear_row(wide, narrow): dense output in narrow, low-rank
- *        rank vector in narrow and output back in wide;
- *   ADD(x, proj output) -> x.
+ * Scratch: a tile (8 W bytes, W = max(D, HD, N, r_qkv, r_proj): the widest
+ * input of any linear layer or BATCH_MATMUL, widened there, mcuf/dot.h),
+ * K [h][N][hd], V transposed [h][hd][N] (so that probs·v, like q·kᵀ, is one
+ * dot product per output), then MCUF_TILE rows each of `rows` (max(D, r_qkv,
+ * r_proj)), `query` (HD) and `scores` (N).
+ *   LN(x) -> rows (its squares in the idle tile); a low-rank qkv's rank
+ *        vectors over them; then the wanted columns of qkv's last layer:
+ *        pass 1 K and V (straight into their place), pass 2 Q -> query;
+ *   per head j: q_j widened, scores -> scores, softmax in place (its
+ *        exponentials from a table of 256), scores widened, context -> query's columns of head j (q_j
+ *        is dead by then);
+ *   proj: query -> rows; ADD(x, proj output) -> x.
+ * On the stack, made once per call: the softmax's exponentials, the
+ * LayerNorm's tables and the residual ADD's rescaled inputs, 4.25 KiB.
+ * Pass 1 also keeps Q of its last tile, which pass 2 then takes first: the
+ * LayerNorm and rank vectors of those rows are computed once.
  */
 #include "mcuf/attention.h"
 
-/* The qkv output columns [first, first + count) of one token, from LN(x) in
- * `normed`; a low-rank qkv puts its rank vector in `rank` first. */
-static void qkv_columns(const mcuf_linear *qkv, const int8_t *normed,
-                        int8_t *rank, int32_t first, int32_t count,
-                        int8_t *output) {
-    const mcuf_fc_layer *last = &qkv->layers[qkv->num_layers - 1];
-    mcuf_fc_layer_channels(last, qkv->num_layers == 2 ? rank : normed, first,
-                           count, output);
-}
-
-static void qkv_rank(const mcuf_linear *qkv, const int8_t *normed,
-                     int8_t *rank) {
-    if (qkv->num_layers == 2) {
-        mcuf_fc_layer_channels(&qkv->layers[0], normed, 0,
-                               qkv->layers[0].output_depth, rank);
-    }
-}
+#include "mcuf/dot.h"
 
 static int32_t max2(int32_t a, int32_t b) { return a > b ? a : b; }
 
+/* Widths of the row buffers: rows (LN, rank vectors, proj output). */
+static int32_t rows_width(const mcuf_attention_params *p) {
+    return max2(p->depth, max2(mcuf_linear_rank(&p->qkv),
+                               mcuf_linear_rank(&p->proj)));
+}
+
+static int32_t tile_width(const mcuf_attention_params *p) {
+    return max2(max2(rows_width(p), p->heads * p->head_dim), p->tokens);
+}
+
 size_t mcuf_attention_get_buffer_size(const mcuf_attention_params *params) {
-    const int32_t d = params->depth;
     const int32_t hd = params->heads * params->head_dim;
-    const int32_t narrow =
-        max2(max2(d, params->tokens), max2(mcuf_linear_rank(&params->qkv),
-                                           mcuf_linear_rank(&params->proj)));
-    return 2 * (size_t)params->tokens * (size_t)hd + (size_t)max2(d, hd) +
-           (size_t)hd + (size_t)narrow;
+    return 2 * MCUF_TILE * (size_t)tile_width(params) +
+           2 * (size_t)params->tokens * (size_t)hd +
+           MCUF_TILE * ((size_t)rows_width(params) + (size_t)hd +
+                        (size_t)params->tokens);
+}
+
+/* LN and (low-rank) the rank vectors of n tokens from x into rows, then
+ * qkv's last layer widened in the tile: the caller takes columns. */
+static mcuf_status qkv_tile(const mcuf_attention_params *p,
+                            const mcuf_layer_norm_tables *ln, const int8_t *x,
+                            int32_t n, int8_t *rows, int32_t width,
+                            int16_t *tile, int32_t row_sums[MCUF_TILE]) {
+    const mcuf_fc_layer *last = &p->qkv.layers[p->qkv.num_layers - 1];
+    int32_t r;
+    for (r = 0; r < n; ++r) {
+        if (mcuf_layer_norm_row(&p->ln, ln, p->depth, x + r * p->depth,
+                                rows + r * width, (int8_t *)tile) != MCUF_OK) {
+            return MCUF_ERR_ARGUMENT;
+        }
+    }
+    if (p->qkv.num_layers == 2) {
+        const mcuf_fc_layer *first = &p->qkv.layers[0];
+        mcuf_tile_widen(rows, width, n, first->input_depth,
+                        first->params.input_offset, tile, row_sums);
+        mcuf_fc_layer_tile_channels(first, tile, row_sums, n, 0,
+                                    first->output_depth, rows, width, 1);
+    }
+    mcuf_tile_widen(rows, width, n, last->input_depth,
+                    last->params.input_offset, tile, row_sums);
+    return MCUF_OK;
 }
 
 mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
                            int8_t *scratch) {
-    int32_t n, d, heads, head_dim, all_heads;
+    const mcuf_attention_params *p = params;
+    int32_t n, d, heads, head_dim, all_heads, width, tiles, i, j, r;
     int32_t exp_table[256]; /* the softmax's exponentials, on the stack */
-    int8_t *keys, *values, *wide, *query, *narrow;
-    int32_t t, j, c;
-    mcuf_batch_matmul_params context;
-    if (params == NULL || tokens == NULL || scratch == NULL ||
-        params->tokens < 1 || params->depth < 1 || params->heads < 1 ||
-        params->head_dim < 1 || params->scores.rhs_transposed != 1 ||
-        params->context.rhs_transposed != 0) {
+    mcuf_layer_norm_tables ln;
+    int32_t residual_x[256], residual_y[256];
+    int32_t row_sums[MCUF_TILE];
+    int16_t *tile;
+    int8_t *keys, *values, *rows, *query, *scores;
+    const mcuf_fc_layer *last;
+    if (p == NULL || tokens == NULL || scratch == NULL || p->tokens < 1 ||
+        p->depth < 1 || p->heads < 1 || p->head_dim < 1 ||
+        p->scores.rhs_transposed != 1 || p->context.rhs_transposed != 0 ||
+        ((uintptr_t)scratch & 3u) != 0) {
         return MCUF_ERR_ARGUMENT;
     }
-    n = params->tokens;
-    d = params->depth;
-    heads = params->heads;
-    head_dim = params->head_dim;
+    n = p->tokens;
+    d = p->depth;
+    heads = p->heads;
+    head_dim = p->head_dim;
     all_heads = heads * head_dim;
-    context = params->context; /* V is stored transposed: rhs [hd][N] */
-    context.rhs_transposed = 1;
-    keys = scratch;
+    width = rows_width(p);
+    tiles = (n + MCUF_TILE - 1) / MCUF_TILE;
+    last = &p->qkv.layers[p->qkv.num_layers - 1];
+    tile = (int16_t *)(void *)scratch;
+    keys = scratch + 2 * MCUF_TILE * (int64_t)tile_width(p);
     values = keys + (int64_t)n * all_heads;
-    wide = values + (int64_t)n * all_heads;
-    query = wide + max2(d, all_heads);
-    narrow = query + all_heads;
+    rows = values + (int64_t)n * all_heads;
+    query = rows + MCUF_TILE * (int64_t)width;
+    scores = query + MCUF_TILE * (int64_t)all_heads;
 
-    /* Pass 1: K and V of every token, head-major (V through `query`). */
-    for (t = 0; t < n; ++t) {
-        const int8_t *x = tokens + (int64_t)t * d;
-        if (mcuf_layer_norm_row(&params->ln, d, x, wide, narrow) != MCUF_OK) {
+    mcuf_layer_norm_tables_make(&p->ln, d, &ln);
+    mcuf_add_tables(&p->residual, residual_x, residual_y);
+
+    /* Pass 1: K and V of every token, head-major; Q of the last tile. */
+    for (i = 0; i < tiles; ++i) {
+        const int32_t t = i * MCUF_TILE;
+        const int32_t count = n - t < MCUF_TILE ? n - t : MCUF_TILE;
+        if (qkv_tile(p, &ln, tokens + (int64_t)t * d, count, rows, width, tile,
+                     row_sums) != MCUF_OK) {
             return MCUF_ERR_ARGUMENT;
         }
-        qkv_rank(&params->qkv, wide, narrow);
         for (j = 0; j < heads; ++j) {
-            const int64_t row = ((int64_t)j * n + t) * head_dim;
-            qkv_columns(&params->qkv, wide, narrow, all_heads + j * head_dim,
-                        head_dim, keys + row);
-            qkv_columns(&params->qkv, wide, narrow,
-                        2 * all_heads + j * head_dim, head_dim, query);
-            for (c = 0; c < head_dim; ++c) { /* V row t -> column t */
-                values[((int64_t)j * head_dim + c) * n + t] = query[c];
-            }
+            mcuf_fc_layer_tile_channels(
+                last, tile, row_sums, count, all_heads + j * head_dim,
+                head_dim, keys + ((int64_t)j * n + t) * head_dim, head_dim, 1);
+            mcuf_fc_layer_tile_channels(
+                last, tile, row_sums, count, 2 * all_heads + j * head_dim,
+                head_dim, values + (int64_t)j * head_dim * n + t, 1, n);
+        }
+        if (i == tiles - 1) {
+            mcuf_fc_layer_tile_channels(last, tile, row_sums, count, 0,
+                                        all_heads, query, all_heads, 1);
         }
     }
 
-    /* Pass 2: one query row at a time, its result over its token. */
-    mcuf_softmax_exp_table(&params->softmax, exp_table);
-    for (t = 0; t < n; ++t) {
+    /* Pass 2: a tile of query rows at a time, the last tile first (its Q is
+     * kept), each row's result over its token. */
+    mcuf_softmax_exp_table(&p->softmax, exp_table);
+    for (i = 0; i < tiles; ++i) {
+        const int32_t t = (i == 0 ? tiles - 1 : i - 1) * MCUF_TILE;
+        const int32_t count = n - t < MCUF_TILE ? n - t : MCUF_TILE;
         int8_t *x = tokens + (int64_t)t * d;
-        if (mcuf_layer_norm_row(&params->ln, d, x, wide, narrow) != MCUF_OK) {
-            return MCUF_ERR_ARGUMENT;
-        }
-        qkv_rank(&params->qkv, wide, narrow);
-        qkv_columns(&params->qkv, wide, narrow, 0, all_heads, query);
-        for (j = 0; j < heads; ++j) {
-            const int64_t head = (int64_t)j * n * head_dim;
-            mcuf_batch_matmul_row(&params->scores, query + j * head_dim,
-                                  head_dim, keys + head, n, narrow);
-            if (mcuf_softmax_row_table(&params->softmax, exp_table, narrow, n,
-                                       narrow) != MCUF_OK) {
+        if (i > 0) {
+            if (qkv_tile(p, &ln, x, count, rows, width, tile, row_sums) !=
+                MCUF_OK) {
                 return MCUF_ERR_ARGUMENT;
             }
-            mcuf_batch_matmul_row(&context, narrow, n, values + head,
-                                  head_dim, wide + j * head_dim);
+            mcuf_fc_layer_tile_channels(last, tile, row_sums, count, 0,
+                                        all_heads, query, all_heads, 1);
         }
-        mcuf_add_row(&params->residual, x, 1,
-                     mcuf_linear_row(&params->proj, wide, narrow), 1, x, d);
+        for (j = 0; j < heads; ++j) {
+            const int64_t head = (int64_t)j * n * head_dim;
+            mcuf_tile_widen(query + j * head_dim, all_heads, count, head_dim,
+                            p->scores.lhs_offset, tile, row_sums);
+            mcuf_batch_matmul_tile(&p->scores, tile, row_sums, count,
+                                   head_dim, keys + head, n, scores, n, 1);
+            for (r = 0; r < count; ++r) {
+                if (mcuf_softmax_row_table(exp_table,
+                                           scores + r * n, n,
+                                           scores + r * n) != MCUF_OK) {
+                    return MCUF_ERR_ARGUMENT;
+                }
+            }
+            mcuf_tile_widen(scores, n, count, n, p->context.lhs_offset, tile,
+                            row_sums);
+            mcuf_batch_matmul_tile(&p->context, tile, row_sums, count, n,
+                                   values + head, head_dim,
+                                   query + j * head_dim, all_heads, 1);
+        }
+        mcuf_linear_tile(&p->proj, query, all_heads, rows, width, count, tile);
+        for (r = 0; r < count; ++r) {
+            mcuf_add_row_tables(&p->residual, 0, residual_x, x + r * d, 1,
+                                residual_y, rows + r * width, 1, x + r * d, d);
+        }
     }
     return MCUF_OK;
 }

@@ -3,6 +3,8 @@
 
 #include <stddef.h>
 
+#include "mcuf/dot.h"
+
 int32_t mcuf_linear_rank(const mcuf_linear *layer) {
     return layer->num_layers == 2 ? layer->layers[0].output_depth : 0;
 }
@@ -38,14 +40,64 @@ int8_t *mcuf_linear_row(const mcuf_linear *layer, int8_t *input,
     return input;
 }
 
-mcuf_status mcuf_layer_norm_row(const mcuf_layer_norm *ln, int32_t depth,
-                                const int8_t *x, int8_t *out, int8_t *squares) {
-    const int8_t mean = mcuf_mean_row(&ln->mean, x, depth);
+void mcuf_fc_layer_tile_channels(const mcuf_fc_layer *layer,
+                                 const int16_t *tile,
+                                 const int32_t row_sums[MCUF_TILE],
+                                 int32_t n_rows, int32_t first, int32_t count,
+                                 int8_t *output, int32_t row_step,
+                                 int32_t channel_step) {
+    mcuf_fc_params params = layer->params;
+    if (params.multipliers != NULL) {
+        params.multipliers += first;
+        params.shifts += first;
+    }
+    mcuf_fc_tile(&params, tile, row_sums, n_rows, layer->input_depth,
+                 layer->weights + (int64_t)first * layer->input_depth,
+                 layer->bias != NULL ? layer->bias + first : NULL, count,
+                 output, row_step, channel_step);
+}
+
+void mcuf_linear_tile(const mcuf_linear *layer, const int8_t *input,
+                      int32_t input_step, int8_t *output, int32_t output_step,
+                      int32_t n_rows, int16_t *tile) {
+    int32_t row_sums[MCUF_TILE];
+    int32_t i;
+    for (i = 0; i < layer->num_layers; ++i) {
+        const mcuf_fc_layer *fc = &layer->layers[i];
+        mcuf_tile_widen(i == 0 ? input : output, i == 0 ? input_step : output_step,
+                        n_rows, fc->input_depth, fc->params.input_offset, tile,
+                        row_sums);
+        mcuf_fc_layer_tile_channels(fc, tile, row_sums, n_rows, 0,
+                                    fc->output_depth, output, output_step, 1);
+    }
+}
+
+void mcuf_layer_norm_tables_make(const mcuf_layer_norm *ln, int32_t depth,
+                                 mcuf_layer_norm_tables *tables) {
+    int32_t v;
+    mcuf_add_tables(&ln->centre, tables->centre, NULL);
+    mcuf_mean_fold(&ln->mean, depth, &tables->mean);
+    mcuf_mean_fold(&ln->variance, depth, &tables->variance);
+    for (v = -128; v <= 127; ++v) {
+        tables->square[v + 128] = mcuf_mul(&ln->square, (int8_t)v, (int8_t)v);
+    }
+}
+
+mcuf_status mcuf_layer_norm_row(const mcuf_layer_norm *ln,
+                                const mcuf_layer_norm_tables *tables,
+                                int32_t depth, const int8_t *x, int8_t *out,
+                                int8_t *squares) {
+    const int8_t mean = mcuf_mean_row_folded(&ln->mean, &tables->mean, x, depth);
     int8_t variance;
     int8_t rstd;
-    mcuf_sub_row(&ln->centre, x, 1, &mean, 0, out, depth);
-    mcuf_mul_row(&ln->square, out, 1, out, 1, squares, depth);
-    variance = mcuf_mean_row(&ln->variance, squares, depth);
+    int32_t i;
+    mcuf_add_row_tables(&ln->centre, 1, tables->centre, x, 1, NULL, &mean, 0,
+                        out, depth);
+    for (i = 0; i < depth; ++i) {
+        squares[i] = tables->square[out[i] + 128];
+    }
+    variance = mcuf_mean_row_folded(&ln->variance, &tables->variance, squares,
+                                    depth);
     if (mcuf_rsqrt(&ln->rsqrt,
                    mcuf_add(&ln->add_epsilon, variance, *ln->epsilon),
                    &rstd) != MCUF_OK) {

@@ -1,5 +1,6 @@
 /* MCUF_PATCH_EMBED (see mcuf/patch_embed.h): CONV_2D (kernel = stride = P,
- * VALID) + RESHAPE + ADD(position), one patch row at a time through scratch.
+ * VALID) + RESHAPE + ADD(position), one patch row at a time through scratch,
+ * the conv a tile of MCUF_TILE patches at a time (mcuf/dot.h).
  *
  * As in int8_ops.c, the int32 accumulator wraps as TFLM's does (uint32_t
  * arithmetic), so UBSan stays quiet and the bits are TFLM's.
@@ -13,35 +14,24 @@ static int8_t clamp_int8(int32_t x, int32_t low, int32_t high) {
     return (int8_t)(x < low ? low : (x > high ? high : x));
 }
 
-/* CONV_2D's accumulators for output channels o and o + 1 (count 2) or o
- * alone (count 1) at the patch whose top-left pixel is `origin` (image rows
- * `row_stride` bytes apart): one dot product per patch row. */
-static void conv_sums(const mcuf_patch_embed_params *p, const int8_t *origin,
-                      int64_t row_stride, int32_t o, int count,
-                      uint32_t sums[2]) {
-    const mcuf_fc_params *q = &p->conv;
-    const int32_t segment = p->patch * p->channels; /* a patch row's bytes */
-    const int64_t kernel = (int64_t)p->patch * segment;
-    const int8_t *w = p->weights + (int64_t)o * kernel;
-    int32_t ky;
-    sums[0] = sums[1] = 0;
-    for (ky = 0; ky < p->patch; ++ky) {
-        const int8_t *pixels = origin + ky * row_stride;
-        if (count == 2) {
-            uint32_t pair[2];
-            mcuf_dot_s8_x2(w, w + kernel, q->weights_offset, pixels,
-                           q->input_offset, segment, pair);
-            sums[0] += pair[0];
-            sums[1] += pair[1];
-        } else {
-            sums[0] += mcuf_dot_s8(w, q->weights_offset, pixels,
-                                   q->input_offset, segment);
-        }
-        w += segment;
-    }
-}
+/* The conv runs MCUF_TILE patches x BLOCK output channels at a time, over
+ * the patch's pixels a piece (at most PIECE values of one of its P image
+ * rows) at a time: the tile's pieces are widened into a tile (mcuf/dot.h)
+ * once for BLOCK channels, whose accumulators stay on the stack; the
+ * scratch keeps holding one patch row of tokens. Stack: PIECE x MCUF_TILE
+ * halfwords and BLOCK x MCUF_TILE accumulators, 1 KiB, beside the position
+ * ADD's tables (2 KiB). */
+#define PIECE 64
+#define BLOCK 32
 
-/* CONV_2D's output channel o from its accumulated products. */
+/* The position ADD's rescaled inputs: conv output and position table. */
+typedef struct {
+    int32_t conv[256];
+    int32_t position[256];
+} position_tables;
+
+/* CONV_2D's output channel o from its accumulated products (the position
+ * ADD comes after, a patch row at a time). */
 static int8_t conv_output(const mcuf_patch_embed_params *p, uint32_t acc,
                           int32_t o) {
     const mcuf_fc_params *q = &p->conv;
@@ -54,11 +44,76 @@ static int8_t conv_output(const mcuf_patch_embed_params *p, uint32_t acc,
         multiplier = q->multipliers[o];
         shift = q->shifts[o];
     }
+#ifdef MCUF_DOT_DSP
+    if (mcuf_requantize_s8_applies(multiplier, shift) &&
+        q->activation_min == -128 && q->activation_max == 127) {
+        return (int8_t)mcuf_requantize_s8(
+            (int32_t)acc, multiplier, (int)-shift,
+            mcuf_requantize_s8_rounding((int)-shift, q->output_offset));
+    }
+#endif
     return clamp_int8(
         (int32_t)((uint32_t)mcuf_multiply_by_quantized_multiplier(
                       (int32_t)acc, multiplier, (int)shift) +
                   (uint32_t)q->output_offset),
         q->activation_min, q->activation_max);
+}
+
+/* acc[b] (the n_patches patches at `origin`, P C bytes apart) += channel
+ * first + b's products with one piece of the patches' pixels: `length`
+ * values from byte `at` of image row ky of each patch, for `count`
+ * channels. */
+static void conv_piece(const mcuf_patch_embed_params *p, const int8_t *origin,
+                       int64_t row_stride, int32_t n_patches, int32_t ky,
+                       int32_t at, int32_t length, int32_t first,
+                       int32_t count, uint32_t acc[BLOCK][MCUF_TILE]) {
+    const mcuf_fc_params *q = &p->conv;
+    const int32_t segment = p->patch * p->channels; /* a patch row's bytes */
+    const int64_t kernel = (int64_t)p->patch * segment;
+    const int8_t *w = p->weights + first * kernel + ky * segment + at;
+    uint32_t words[MCUF_TILE * PIECE / 2]; /* the tile, 4-byte aligned */
+    int16_t *tile = (int16_t *)(void *)words;
+    int32_t row_sums[MCUF_TILE];
+    int32_t b, r;
+    mcuf_tile_widen(origin + ky * row_stride + at, segment, n_patches, length,
+                    q->input_offset, tile, row_sums);
+    for (b = 0; b < count; ++b, w += kernel) {
+        for (r = 0; q->weights_offset != 0 && r < MCUF_TILE; ++r) { /* as FC's */
+            acc[b][r] += (uint32_t)q->weights_offset * (uint32_t)row_sums[r];
+        }
+        mcuf_dot_tile(tile, w, length, acc[b], acc[b]);
+    }
+}
+
+/* The conv outputs of up to MCUF_TILE patches (n_patches, at `origin`, P C
+ * bytes apart) into tokens [n_patches][D]. */
+static void conv_patches(const mcuf_patch_embed_params *p, const int8_t *origin,
+                         int64_t row_stride, int32_t n_patches,
+                         int8_t *tokens) {
+    const int32_t segment = p->patch * p->channels;
+    uint32_t acc[BLOCK][MCUF_TILE];
+    int32_t first, b, r, ky, at;
+    for (first = 0; first < p->depth; first += BLOCK) {
+        const int32_t count = p->depth - first < BLOCK ? p->depth - first : BLOCK;
+        for (b = 0; b < count; ++b) {
+            for (r = 0; r < MCUF_TILE; ++r) {
+                acc[b][r] = 0;
+            }
+        }
+        for (ky = 0; ky < p->patch; ++ky) {
+            for (at = 0; at < segment; at += PIECE) {
+                conv_piece(p, origin, row_stride, n_patches, ky, at,
+                           segment - at < PIECE ? segment - at : PIECE, first,
+                           count, acc);
+            }
+        }
+        for (r = 0; r < n_patches; ++r) {
+            for (b = 0; b < count; ++b) {
+                tokens[(int64_t)r * p->depth + first + b] =
+                    conv_output(p, acc[b][r], first + b);
+            }
+        }
+    }
 }
 
 static int64_t image_bytes(const mcuf_patch_embed_params *p) {
@@ -108,7 +163,8 @@ mcuf_status mcuf_patch_embed(const mcuf_patch_embed_params *params,
                              const int8_t *image, int8_t *tokens,
                              int8_t *scratch) {
     const mcuf_patch_embed_params *p = params;
-    int32_t grid_w, patch_rows, row, column, o;
+    position_tables tables;
+    int32_t grid_w, patch_rows, row, column;
     int64_t row_stride, out_row;
     if (p == NULL || image == NULL || tokens == NULL || scratch == NULL ||
         p->image_height < 1 || p->image_width < 1 || p->channels < 1 ||
@@ -121,28 +177,20 @@ mcuf_status mcuf_patch_embed(const mcuf_patch_embed_params *params,
     patch_rows = p->image_height / p->patch;
     row_stride = (int64_t)p->image_width * p->channels;
     out_row = (int64_t)grid_w * p->depth;
+    mcuf_add_tables(&p->position, tables.conv, tables.position);
     for (row = 0; row < patch_rows; ++row) {
         const int8_t *band = image + (int64_t)row * p->patch * row_stride;
-        const int8_t *position = p->position_table + row * out_row;
         int8_t *destination = tokens + row * out_row;
         int64_t i;
-        for (column = 0; column < grid_w; ++column) {
-            const int8_t *origin =
-                band + (int64_t)column * p->patch * p->channels;
-            int8_t *token = scratch + (int64_t)column * p->depth;
-            const int8_t *at = position + (int64_t)column * p->depth;
-            for (o = 0; o < p->depth; o += 2) {
-                const int count = o + 2 <= p->depth ? 2 : 1;
-                uint32_t sums[2];
-                int c;
-                conv_sums(p, origin, row_stride, o, count, sums);
-                for (c = 0; c < count; ++c) {
-                    token[o + c] = mcuf_add(&p->position,
-                                            conv_output(p, sums[c], o + c),
-                                            at[o + c]);
-                }
-            }
+        for (column = 0; column < grid_w; column += MCUF_TILE) {
+            conv_patches(p, band + (int64_t)column * p->patch * p->channels,
+                         row_stride,
+                         grid_w - column < MCUF_TILE ? grid_w - column : MCUF_TILE,
+                         scratch + (int64_t)column * p->depth);
         }
+        mcuf_add_row_tables(&p->position, 0, tables.conv, scratch, 1,
+                            tables.position, p->position_table + row * out_row,
+                            1, scratch, (int32_t)out_row);
         for (i = 0; i < out_row; ++i) {
             destination[i] = scratch[i];
         }

@@ -21,13 +21,15 @@
  * the two BATCH_MATMULs and the SOFTMAX is per token, and those are per query
  * row (of one head).
  *
- * Two passes. Pass 1, token by token: LN, then only the k and v columns of
- * qkv (the rank vector first when low-rank), written to K and V in scratch,
- * K [h][N][hd], V transposed [h][hd][N]. Pass 2, query row i by query row:
- * LN(x_i), only the q columns of qkv, per head the scores row q_i K_j^T, its softmax, the
- * context row probs V_j; then proj and the residual ADD, written over token
- * i (whose input no later row reads: pass 1 took all K and V). No N x N map
- * and no Q matrix exists at any time.
+ * Two passes, MCUF_TILE tokens at a time (so that one weight load serves
+ * them all, mcuf/dot.h). Pass 1: LN, then only the k and v columns of qkv
+ * (the rank vectors first when low-rank), written to K and V in scratch,
+ * K [h][N][hd], V transposed [h][hd][N]; the last tile's q columns are kept.
+ * Pass 2, a tile of query rows at a time (the kept one first): LN(x_i), only
+ * the q columns of qkv, per head the scores rows q_i K_j^T, their softmax,
+ * the context rows probs V_j; then proj and the residual ADD, written over
+ * the tokens (whose input no later row reads: pass 1 took all K and V). No
+ * N x N map and no Q matrix exists at any time.
  *
  * Every binary op's params are in (token stream, other operand) order;
  * mcuformer_tf.mcuf_kernels.attention_kernel builds this struct from the
@@ -62,21 +64,21 @@ typedef struct {
 } mcuf_attention_params;
 
 /* Bytes of scratch mcuf_attention needs:
- *   2 N HD                           K [h][N][hd] and V [h][hd][N]
- * + max(D, HD) + HD + max(D, N, r_qkv, r_proj)   one query row's working set
- * (ranks 0 where a layer is dense): the row buffers hold LN(x_i) then the
- * context row (then a low-rank proj's output); q_i; the LayerNorm's squares,
- * then the qkv rank vector, the scores/probs row of one head, then proj's
- * rank vector (low-rank) or output (dense). */
+ *   2 MCUF_TILE max(D, HD, N, r_qkv, r_proj)   a tile of int16 rows
+ * + 2 N HD                                     K [h][N][hd] and V [h][hd][N]
+ * + MCUF_TILE (max(D, r_qkv, r_proj) + HD + N) a tile of rows' working set
+ * (ranks 0 where a layer is dense): per row LN(x_i), the rank vectors and
+ * proj's output; q_i, then the context row; the scores/probs row of one
+ * head. */
 size_t mcuf_attention_get_buffer_size(const mcuf_attention_params *params);
 
 /* Runs the attention on tokens [N][D], each token's result overwriting it.
  * scratch: mcuf_attention_get_buffer_size(params) bytes, not overlapping
- * tokens. MCUF_ERR_ARGUMENT, nothing written, for a NULL pointer, sizes
- * below 1, or BATCH_MATMUL params whose rhs_transposed is not 1 (scores) and
+ * tokens, 4-byte aligned. MCUF_ERR_ARGUMENT, nothing written, for a NULL
+ * pointer, a misaligned scratch, sizes below 1, or BATCH_MATMUL params whose rhs_transposed is not 1 (scores) and
  * 0 (context); MCUF_ERR_ARGUMENT too where TFLM's Eval fails (a LayerNorm
  * variance outside RSQRT's domain, a softmax row whose sum of exponentials
- * reaches 512), with the rows before it done. */
+ * reaches 512), with some rows done. */
 mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
                            int8_t *scratch);
 

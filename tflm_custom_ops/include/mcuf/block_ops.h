@@ -55,6 +55,20 @@ typedef struct {
     const int8_t *beta;             /* [D], or NULL: no ADD(beta) */
 } mcuf_layer_norm;
 
+/* What a kernel's LayerNorm computes once per call (for every token of
+ * `depth` channels): the rescaled x of SUB(x, mean) per int8 value, MUL(c,
+ * c) per int8 c, and both MEANs' scales with 1/depth folded in (1.25 KiB,
+ * on the kernel's stack). */
+typedef struct {
+    int32_t centre[256];
+    int8_t square[256];
+    mcuf_mean_folded mean;
+    mcuf_mean_folded variance;
+} mcuf_layer_norm_tables;
+
+void mcuf_layer_norm_tables_make(const mcuf_layer_norm *ln, int32_t depth,
+                                 mcuf_layer_norm_tables *tables);
+
 /* r of a low-rank pair, 0 for a dense layer. */
 int32_t mcuf_linear_rank(const mcuf_linear *layer);
 
@@ -71,11 +85,34 @@ void mcuf_fc_layer_channels(const mcuf_fc_layer *layer, const int8_t *input,
 int8_t *mcuf_linear_row(const mcuf_linear *layer, int8_t *input,
                         int8_t *other);
 
+/* Output channels [first, first + count) of one FULLY_CONNECTED on the
+ * rows of a tile (widened with the layer's input_offset): row r's channel
+ * first + c to output[r * row_step + c * channel_step]. */
+void mcuf_fc_layer_tile_channels(const mcuf_fc_layer *layer,
+                                 const int16_t *tile,
+                                 const int32_t row_sums[MCUF_TILE],
+                                 int32_t n_rows, int32_t first, int32_t count,
+                                 int8_t *output, int32_t row_step,
+                                 int32_t channel_step);
+
+/* The linear layer on n_rows (<= MCUF_TILE) rows at once: input rows
+ * (input + r * input_step) to output rows (output + r * output_step), a
+ * low-rank pair's rank vectors in the output rows first; each layer's input
+ * is widened into `tile` (8 x its depth bytes, 4-byte aligned) before any
+ * output is written, so output may be input (then input_step must equal
+ * output_step). */
+void mcuf_linear_tile(const mcuf_linear *layer, const int8_t *input,
+                      int32_t input_step, int8_t *output, int32_t output_step,
+                      int32_t n_rows, int16_t *tile);
+
 /* LN(x) of one token x [depth] into out [depth]; squares [depth] is working
- * space. None of the three may overlap. MCUF_ERR_ARGUMENT when the variance
+ * space. None of the three may overlap. tables: made by
+ * mcuf_layer_norm_tables_make for ln and depth. MCUF_ERR_ARGUMENT when the variance
  * is outside RSQRT's domain, where TFLM's Eval fails too. */
-mcuf_status mcuf_layer_norm_row(const mcuf_layer_norm *ln, int32_t depth,
-                                const int8_t *x, int8_t *out, int8_t *squares);
+mcuf_status mcuf_layer_norm_row(const mcuf_layer_norm *ln,
+                                const mcuf_layer_norm_tables *tables,
+                                int32_t depth, const int8_t *x, int8_t *out,
+                                int8_t *squares);
 
 #ifdef __cplusplus
 }

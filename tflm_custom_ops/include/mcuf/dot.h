@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "mcuf/mcuf.h"
+
 #if defined(__ARM_FEATURE_DSP) && !defined(MCUF_PORTABLE)
 #define MCUF_DOT_DSP 1
 #include <arm_acle.h>
@@ -52,6 +54,41 @@ static inline int16x2_t mcuf_dot_odd(int16x2_t offsets, uint32_t word) {
 
 static inline int16x2_t mcuf_dot_offsets(int32_t offset) {
     return (int16x2_t)(((uint32_t)offset & 0xFFFFu) * 0x00010001u);
+}
+
+/* Whether mcuf_requantize_s8 below is exact for a channel: a multiplier 0
+ * or normalised (TFLM's QuantizeMultiplier gives [2^30, 2^31) or 0) and a
+ * right shift of 1 to 20 (shift -1 to -20: every linear layer's and
+ * BATCH_MATMUL's scale of 2^-21 to 2^-1). */
+static inline int mcuf_requantize_s8_applies(int32_t multiplier,
+                                             int32_t shift) {
+    return (multiplier == 0 || multiplier >= (1 << 30)) && shift <= -1 &&
+           shift >= -20;
+}
+
+/* What mcuf_requantize_s8 adds before its right shift: 2^(right_shift - 1)
+ * (the rounding) plus offset * 2^right_shift (the output offset, which a
+ * floor shift carries through exactly); below 2^28 in magnitude. */
+static inline int32_t mcuf_requantize_s8_rounding(int right_shift,
+                                                  int32_t offset) {
+    return ((int32_t)1 << (right_shift - 1)) + offset * ((int32_t)1 << right_shift);
+}
+
+/* clamp(mcuf_requantize(x, multiplier, 0, right_shift) + offset, -128,
+ * 127) in six instructions, where mcuf_requantize_s8_applies (rounding =
+ * mcuf_requantize_s8_rounding(right_shift, offset)). The doubling high
+ * multiply is SMMULR of 2x: (2xm + 2^31) >> 32 = floor((xm + 2^30) / 2^31),
+ * exact while |x| < 2^30; beyond, QADD saturates 2x, but then |xm / 2^31|
+ * >= 2^29 either way, which after a right shift of at most 20 and the
+ * offset lies beyond int8 on the same side: the clamp gives the same byte.
+ * RoundingDivideByPOT (ties away from zero) is floor((h + 2^(r - 1) - [h <
+ * 0]) / 2^r); the high part h is within 2^30, so with the rounding added
+ * no sum overflows. */
+static inline int32_t mcuf_requantize_s8(int32_t x, int32_t multiplier,
+                                         int right_shift, int32_t rounding) {
+    int32_t high;
+    __asm__("smmulr %0, %1, %2" : "=r"(high) : "r"(__qadd(x, x)), "r"(multiplier));
+    return __ssat((high + (high >> 31) + rounding) >> right_shift, 8);
 }
 #endif
 
@@ -109,6 +146,216 @@ static inline void mcuf_dot_s8_x2(const int8_t *a0, const int8_t *a1,
     }
     sums[0] = acc0;
     sums[1] = acc1;
+}
+
+/* A tile: MCUF_TILE rows of int8 values (tokens, queries, probability
+ * rows), each value plus the rows' offset widened once to int16, so that
+ * every weight word a linear layer loads, once sign-extended, serves all the
+ * rows. Layout, for depth values a row: groups of four values k = 4g..4g+3,
+ * per group per row the halfwords (x[4g], x[4g+2], x[4g+1], x[4g+3]) (the
+ * order SXTAB16 gives a word's even and odd bytes in), rows one after the
+ * other within a group; then the depth % 4 leftover values, per value per
+ * row. MCUF_TILE * depth halfwords in all; rows past a tile's count are
+ * zeros. 4-byte aligned. MCUF_TILE is in mcuf/mcuf.h. */
+
+/* Widens rows [n_rows] (row r at rows + r * row_step, values one apart)
+ * into tile, and stores each row's sum of its widened values in
+ * row_sums (for the weights' offset: sum x (w + o) = sum x w + o sum x,
+ * modulo 2^32). 1 <= n_rows <= MCUF_TILE. */
+static inline void mcuf_tile_widen(const int8_t *rows, int32_t row_step,
+                                   int32_t n_rows, int32_t depth,
+                                   int32_t offset, int16_t *tile,
+                                   int32_t row_sums[MCUF_TILE]) {
+    const int32_t groups = depth >> 2;
+    int16_t *rest = tile + groups * 4 * MCUF_TILE;
+    int32_t r, g, k;
+    for (r = 0; r < MCUF_TILE; ++r) {
+        const int8_t *x = rows + (int64_t)r * row_step;
+        int16_t *out = tile + 4 * r;
+        int32_t sum = 0;
+        if (r >= n_rows) {
+            for (g = 0; g < groups; ++g, out += 4 * MCUF_TILE) {
+                out[0] = out[1] = out[2] = out[3] = 0;
+            }
+            for (k = 0; k < (depth & 3); ++k) {
+                rest[k * MCUF_TILE + r] = 0;
+            }
+            row_sums[r] = 0;
+            continue;
+        }
+#ifdef MCUF_DOT_DSP
+        {   /* the row sum from the widened words: SMLAD with (1, 1) */
+            const int16x2_t o = mcuf_dot_offsets(offset);
+            const int16x2_t ones = mcuf_dot_offsets(1);
+            uint32_t *words = (uint32_t *)(void *)out;
+            for (g = 0; g < groups; ++g, words += 2 * MCUF_TILE) {
+                const uint32_t v = mcuf_dot_load4(x + 4 * g);
+                const int16x2_t even = mcuf_dot_even(o, v);
+                const int16x2_t odd = mcuf_dot_odd(o, v);
+                words[0] = (uint32_t)even;
+                words[1] = (uint32_t)odd;
+                sum = __smlad(odd, ones, __smlad(even, ones, sum));
+            }
+        }
+#else
+        for (g = 0; g < groups; ++g, out += 4 * MCUF_TILE) {
+            out[0] = (int16_t)(x[4 * g] + offset);
+            out[1] = (int16_t)(x[4 * g + 2] + offset);
+            out[2] = (int16_t)(x[4 * g + 1] + offset);
+            out[3] = (int16_t)(x[4 * g + 3] + offset);
+            sum += out[0] + out[1] + out[2] + out[3];
+        }
+#endif
+        for (k = 0; k < (depth & 3); ++k) {
+            rest[k * MCUF_TILE + r] = (int16_t)(x[4 * groups + k] + offset);
+            sum += x[4 * groups + k] + offset;
+        }
+        row_sums[r] = sum;
+    }
+}
+
+#ifdef MCUF_DOT_DSP
+/* One group of the inner loop below (16 MACs). */
+#define MCUF_DOT_TILE_GROUP \
+    "ldr %[wd], [%[wp]], #4\n\t" \
+    "ldmia %[xp]!, {r8, r9, r10, r11}\n\t" \
+    "sxtb16 %[we], %[wd]\n\t" \
+    "sxtb16 %[wd], %[wd], ror #8\n\t" \
+    "smlad %[a0], r8, %[we], %[a0]\n\t" \
+    "smlad %[a0], r9, %[wd], %[a0]\n\t" \
+    "smlad %[a1], r10, %[we], %[a1]\n\t" \
+    "smlad %[a1], r11, %[wd], %[a1]\n\t" \
+    "ldmia %[xp]!, {r8, r9, r10, r11}\n\t" \
+    "smlad %[a2], r8, %[we], %[a2]\n\t" \
+    "smlad %[a2], r9, %[wd], %[a2]\n\t" \
+    "smlad %[a3], r10, %[we], %[a3]\n\t" \
+    "smlad %[a3], r11, %[wd], %[a3]\n\t"
+
+/* Two groups of a tile against eight weight bytes, `pairs` times: the
+ * register-blocked inner loop. Per group one weight word, two SXTB16 (no
+ * offset: row_sums carry it), two LDM of the four rows' halfword pairs and
+ * eight SMLAD: 16 MACs in about 14 instructions. The rows' words go through
+ * r8-r11 (named in the LDM, which wants its registers in order). */
+static inline void mcuf_dot_tile_pairs(const uint32_t **x, const int8_t **w,
+                                       int32_t pairs, int32_t acc[4]) {
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const uint32_t *xp = *x;
+    const int8_t *wp = *w;
+    const uint32_t *end = xp + 16 * pairs;
+    uint32_t we, wd;
+    __asm__ volatile(
+        "1:\n\t"
+        MCUF_DOT_TILE_GROUP MCUF_DOT_TILE_GROUP
+        "cmp %[xp], %[end]\n\t"
+        "bne 1b\n\t"
+        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
+          [xp] "+r"(xp), [wp] "+r"(wp), [we] "=&r"(we), [wd] "=&r"(wd)
+        : [end] "r"(end)
+        : "r8", "r9", "r10", "r11", "cc", "memory");
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+    *x = xp;
+    *w = wp;
+}
+#endif
+
+#ifdef MCUF_DOT_DSP
+/* One group (four values) of a tile against one weight word, accumulated
+ * into acc: the odd group before mcuf_dot_tile_pairs. */
+static inline void mcuf_dot_tile_group(const uint32_t **x, const int8_t **w,
+                                       int32_t acc[4]) {
+    const uint32_t *xp = *x;
+    const uint32_t wv = mcuf_dot_load4(*w);
+    const int16x2_t we = __sxtb16((int8x4_t)wv);
+    const int16x2_t wd = mcuf_dot_odd(0, wv);
+    acc[0] = __smlad((int16x2_t)xp[1], wd, __smlad((int16x2_t)xp[0], we, acc[0]));
+    acc[1] = __smlad((int16x2_t)xp[3], wd, __smlad((int16x2_t)xp[2], we, acc[1]));
+    acc[2] = __smlad((int16x2_t)xp[5], wd, __smlad((int16x2_t)xp[4], we, acc[2]));
+    acc[3] = __smlad((int16x2_t)xp[7], wd, __smlad((int16x2_t)xp[6], we, acc[3]));
+    *x = xp + 2 * MCUF_TILE;
+    *w += 4;
+}
+#endif
+
+#ifdef MCUF_DOT_DSP
+/* acc[r] += the tile's `count` (< 4) leftover values past its groups
+ * (rest, one halfword a row a value) times as many weights. */
+static inline void mcuf_dot_tile_rest(const int16_t *rest, const int8_t *w,
+                                      int32_t count, int32_t acc[4]) {
+    int32_t k;
+    for (k = 0; k < count; ++k, rest += MCUF_TILE) {
+        const int32_t wk = w[k];
+        acc[0] = (int32_t)((uint32_t)acc[0] + (uint32_t)(rest[0] * wk));
+        acc[1] = (int32_t)((uint32_t)acc[1] + (uint32_t)(rest[1] * wk));
+        acc[2] = (int32_t)((uint32_t)acc[2] + (uint32_t)(rest[2] * wk));
+        acc[3] = (int32_t)((uint32_t)acc[3] + (uint32_t)(rest[3] * wk));
+    }
+}
+#endif
+
+/* sums[r] = init[r] + sum_k tile row r [k] * w[k] modulo 2^32, for the
+ * MCUF_TILE rows of a tile of `depth` values: one weight row's dot product
+ * with four rows, each weight word loaded and sign-extended once. With
+ * init[r] = w_offset * row_sums[r] (+ a bias) it is the dot product with
+ * w + w_offset (mcuf_tile_widen's row sums). */
+static inline void mcuf_dot_tile(const int16_t *tile, const int8_t *w,
+                                 int32_t depth, const uint32_t init[MCUF_TILE],
+                                 uint32_t sums[MCUF_TILE]) {
+    const int32_t groups = depth >> 2;
+    const int16_t *rest = tile + groups * 4 * MCUF_TILE;
+    const int8_t *w_rest = w + 4 * groups;
+    uint32_t s0, s1, s2, s3;
+    int32_t k;
+#ifdef MCUF_DOT_DSP
+    {
+        const uint32_t *x = (const uint32_t *)(const void *)tile;
+        int32_t acc[4];
+        acc[0] = (int32_t)init[0];
+        acc[1] = (int32_t)init[1];
+        acc[2] = (int32_t)init[2];
+        acc[3] = (int32_t)init[3];
+        if (groups & 1) {
+            mcuf_dot_tile_group(&x, &w, acc);
+        }
+        if (groups >> 1) {
+            mcuf_dot_tile_pairs(&x, &w, groups >> 1, acc);
+        }
+        s0 = (uint32_t)acc[0];
+        s1 = (uint32_t)acc[1];
+        s2 = (uint32_t)acc[2];
+        s3 = (uint32_t)acc[3];
+    }
+#else
+    {
+        const int16_t *x = tile;
+        int32_t g;
+        s0 = init[0];
+        s1 = init[1];
+        s2 = init[2];
+        s3 = init[3];
+        for (g = 0; g < groups; ++g, x += 4 * MCUF_TILE) {
+            const int32_t w0 = w[4 * g], w1 = w[4 * g + 1];
+            const int32_t w2 = w[4 * g + 2], w3 = w[4 * g + 3];
+            s0 += (uint32_t)(x[0] * w0 + x[1] * w2) + (uint32_t)(x[2] * w1 + x[3] * w3);
+            s1 += (uint32_t)(x[4] * w0 + x[5] * w2) + (uint32_t)(x[6] * w1 + x[7] * w3);
+            s2 += (uint32_t)(x[8] * w0 + x[9] * w2) + (uint32_t)(x[10] * w1 + x[11] * w3);
+            s3 += (uint32_t)(x[12] * w0 + x[13] * w2) + (uint32_t)(x[14] * w1 + x[15] * w3);
+        }
+    }
+#endif
+    for (k = 0; k < (depth & 3); ++k, rest += MCUF_TILE) {
+        const int32_t wk = w_rest[k];
+        s0 += (uint32_t)(rest[0] * wk);
+        s1 += (uint32_t)(rest[1] * wk);
+        s2 += (uint32_t)(rest[2] * wk);
+        s3 += (uint32_t)(rest[3] * wk);
+    }
+    sums[0] = s0;
+    sums[1] = s1;
+    sums[2] = s2;
+    sums[3] = s3;
 }
 
 #ifdef __cplusplus

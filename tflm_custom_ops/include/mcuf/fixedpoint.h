@@ -43,6 +43,24 @@ int32_t mcuf_multiply_by_quantized_multiplier(int32_t x,
 mcuf_status mcuf_quantize_multiplier(double real_multiplier,
                                      int32_t *quantized_multiplier, int *shift);
 
+/* mcuf_multiply_by_quantized_multiplier inlined for the kernels' output
+ * loops, with the shift split once per channel (left_shift = max(shift, 0),
+ * right_shift = max(-shift, 0)): the same integer for every x, provided
+ * quantized_multiplier != INT32_MIN (the one case where the doubling high
+ * multiply saturates; callers take mcuf_multiply_by_quantized_multiplier
+ * there). The high multiply is one 64-bit product: for any 64-bit ab,
+ * gemmlowp's (ab + nudge) / 2^31, truncating, equals floor((ab + 2^30) /
+ * 2^31). */
+static inline int32_t mcuf_requantize(int32_t x, int32_t quantized_multiplier,
+                                      int left_shift, int right_shift) {
+    const int64_t ab = (int64_t)(int32_t)((uint32_t)x << left_shift) *
+                       quantized_multiplier;
+    const int32_t high = (int32_t)((ab + ((int64_t)1 << 30)) >> 31);
+    const int32_t mask = (int32_t)(((uint32_t)1 << right_shift) - 1u);
+    const int32_t threshold = (mask >> 1) + (int32_t)((uint32_t)high >> 31);
+    return (high >> right_shift) + ((high & mask) > threshold ? 1 : 0);
+}
+
 #ifdef __cplusplus
 }
 #endif

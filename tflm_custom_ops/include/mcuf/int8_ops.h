@@ -54,6 +54,27 @@ void mcuf_fully_connected_row(const mcuf_fc_params *params,
                               const int8_t *weights, const int32_t *bias,
                               int32_t output_depth, int8_t *output);
 
+/* The same FULLY_CONNECTED for the rows of a tile (mcuf/dot.h: rows
+ * widened once, input_offset added, by mcuf_tile_widen, with their
+ * row_sums): output channels
+ * weights [count][depth] (+ bias [count], or NULL; multipliers/shifts of
+ * per-channel params start at the first of them) for rows 0..n_rows-1;
+ * row r's channel o goes to output[r * row_step + o * channel_step]. */
+void mcuf_fc_tile(const mcuf_fc_params *params, const int16_t *tile,
+                  const int32_t row_sums[MCUF_TILE], int32_t n_rows, int32_t depth, const int8_t *weights,
+                  const int32_t *bias, int32_t count, int8_t *output,
+                  int32_t row_step, int32_t channel_step);
+
+/* FULLY_CONNECTED of n_rows input rows [n_rows][input_depth] through a
+ * tile: rows MCUF_TILE at a time widened into `tile` (8 input_depth bytes,
+ * 4-byte aligned), output [n_rows][output_depth]. The same bytes as
+ * mcuf_fully_connected_row on each row. */
+void mcuf_fully_connected_rows(const mcuf_fc_params *params,
+                               const int8_t *input, int32_t n_rows,
+                               int32_t input_depth, const int8_t *weights,
+                               const int32_t *bias, int32_t output_depth,
+                               int8_t *output, int16_t *tile);
+
 /* ADD and SUB (add_common.cc, sub_common.cc; reference/integer_ops/add.h,
  * reference/sub.h): both inputs shifted left by left_shift, rescaled, summed
  * (or subtracted), rescaled to the output. Shifts are <= 0 here. */
@@ -82,6 +103,23 @@ void mcuf_sub_row(const mcuf_add_params *params,
                   const int8_t *input1, int32_t input1_step,
                   const int8_t *input2, int32_t input2_step,
                   int8_t *output, int32_t size);
+
+/* An ADD/SUB whose int8 inputs go through tables: input1 / input2 [256]
+ * hold, per int8 value v at [v + 128], that input's rescaled value (its
+ * left shift and multiplier applied), made once by mcuf_add_tables (either
+ * pointer may be NULL: not made). mcuf_add_row_tables then computes
+ * mcuf_add_row (subtract 0) or mcuf_sub_row (subtract 1) with one lookup
+ * per input and one requantisation per output: the same bytes.
+ * input2_table may be NULL with input2_step 0: input2 is then one value,
+ * rescaled once. */
+void mcuf_add_tables(const mcuf_add_params *params, int32_t input1[256],
+                     int32_t input2[256]);
+void mcuf_add_row_tables(const mcuf_add_params *params, int subtract,
+                         const int32_t input1_table[256],
+                         const int8_t *input1, int32_t input1_step,
+                         const int32_t input2_table[256],
+                         const int8_t *input2, int32_t input2_step,
+                         int8_t *output, int32_t size);
 
 /* MUL (mul_common.cc; reference/integer_ops/mul.h):
  * clamp(zp_out + requant((x1 + offset1)(x2 + offset2))). */
@@ -113,6 +151,20 @@ typedef struct {
 
 int8_t mcuf_mean_row(const mcuf_mean_params *params, const int8_t *input,
                      int32_t size);
+
+/* The same in two steps, for many rows of one size: the multiplier and
+ * shift with 1/size folded in (a 64-bit division), made once by
+ * mcuf_mean_fold; then each row. */
+typedef struct {
+    int32_t multiplier;
+    int32_t shift;
+} mcuf_mean_folded;
+
+void mcuf_mean_fold(const mcuf_mean_params *params, int32_t size,
+                    mcuf_mean_folded *folded);
+int8_t mcuf_mean_row_folded(const mcuf_mean_params *params,
+                            const mcuf_mean_folded *folded,
+                            const int8_t *input, int32_t size);
 
 /* RSQRT of one value (elementwise.cc RsqrtEvalQuantized, common.h
  * GetInvSqrtQuantizedMultiplierExp). MCUF_ERR_ARGUMENT (output untouched)
@@ -154,13 +206,13 @@ mcuf_status mcuf_softmax_row(const mcuf_softmax_params *params,
                              int8_t *output);
 
 /* The same through a table of exp(-d) for d = 0..255 (every difference an
- * int8 row can hold from its maximum), made once by mcuf_softmax_exp_table:
- * a kernel running many rows with one params computes each exponential once.
- * Same results as mcuf_softmax_row. */
+ * int8 row can hold from its maximum; 0 below diff_min), made once by
+ * mcuf_softmax_exp_table: a kernel running many rows with one params
+ * computes each exponential once (mcuf_softmax_row makes one per row, 1 KiB
+ * on the stack). Same results as mcuf_softmax_row. */
 void mcuf_softmax_exp_table(const mcuf_softmax_params *params,
                             int32_t table[256]);
-mcuf_status mcuf_softmax_row_table(const mcuf_softmax_params *params,
-                                   const int32_t table[256],
+mcuf_status mcuf_softmax_row_table(const int32_t table[256],
                                    const int8_t *input, int32_t size,
                                    int8_t *output);
 
@@ -181,6 +233,26 @@ void mcuf_batch_matmul_row(const mcuf_batch_matmul_params *params,
                            const int8_t *lhs_row, int32_t depth,
                            const int8_t *rhs, int32_t columns,
                            int8_t *output);
+
+/* BATCH_MATMUL with rhs rows [columns][depth] (adj_y, or V kept
+ * transposed) for the lhs rows of a tile (widened with lhs_offset, as
+ * mcuf_fc_tile's input): row r's column n to output[r * row_step + n *
+ * column_step]. rhs_transposed is not read. */
+void mcuf_batch_matmul_tile(const mcuf_batch_matmul_params *params,
+                            const int16_t *tile,
+                            const int32_t row_sums[MCUF_TILE], int32_t n_rows,
+                            int32_t depth, const int8_t *rhs, int32_t columns,
+                            int8_t *output, int32_t row_step,
+                            int32_t column_step);
+
+/* BATCH_MATMUL of n_rows lhs rows [n_rows][depth] against rhs [columns]
+ * [depth] through a tile (8 depth bytes, 4-byte aligned), output
+ * [n_rows][columns]: the same bytes as mcuf_batch_matmul_row with
+ * rhs_transposed 1 on each row. */
+void mcuf_batch_matmul_rows(const mcuf_batch_matmul_params *params,
+                            const int8_t *lhs, int32_t n_rows, int32_t depth,
+                            const int8_t *rhs, int32_t columns,
+                            int8_t *output, int16_t *tile);
 
 #ifdef __cplusplus
 }

@@ -13,6 +13,11 @@ extern "C" {
 /* Versioned together with the mcuformer_tf Python package. */
 #define MCUF_VERSION "0.1.0"
 
+/* Rows (tokens, queries) a linear layer's inner loop computes together: one
+ * weight load serves them all (mcuf/dot.h). The fused kernels' scratch
+ * grows with it. */
+#define MCUF_TILE 4
+
 typedef enum {
     MCUF_OK = 0,
     MCUF_ERR_ARGUMENT = -1 /* an argument is outside the documented range */

@@ -11,8 +11,9 @@
  *   fc2:  FULLY_CONNECTED H -> D, or two (H -> r2, r2 -> D)
  *   ADD(x, fc2 output)
  * and computes exactly the integers stock TFLM computes for it (every op is
- * per token), writing each token's result over that token. Scratch holds one
- * token's working set, never an N x H activation.
+ * per token), writing each token's result over that token, MCUF_TILE tokens
+ * at a time. Scratch holds a tile of tokens' working set, never an N x H
+ * activation.
  *
  * Every binary op's params are in (token stream, other operand) order;
  * mcuformer_tf.mcuf_kernels.mlp_kernel builds this struct from the .tflite
@@ -47,16 +48,18 @@ typedef struct {
     mcuf_add_params residual;          /* ADD(x, fc2 output) */
 } mcuf_mlp_params;
 
-/* Bytes of scratch mcuf_mlp needs: max(H, D) + max(D, r1, r2), ranks 0 where
- * a layer is dense; H + D for every exported ViT (ranks are below D, H >= D).
+/* Bytes of scratch mcuf_mlp needs: 3 MCUF_TILE W (= 12 W), W = max(D, H,
+ * r1, r2), ranks 0 where a layer is dense (W = H for every exported ViT):
+ * a tile of int16 rows (2 MCUF_TILE W) and MCUF_TILE int8 rows of W.
  * Independent of the number of tokens. */
 size_t mcuf_mlp_get_buffer_size(const mcuf_mlp_params *params);
 
-/* Runs the MLP on tokens [n_tokens][D], token by token, each token's result
- * overwriting it. scratch: mcuf_mlp_get_buffer_size(params) bytes, not
- * overlapping tokens. MCUF_ERR_ARGUMENT for a NULL pointer or a negative
- * n_tokens (nothing written), or when a token's LayerNorm variance is outside
- * RSQRT's domain, where TFLM's Eval fails too (tokens before it are done). */
+/* Runs the MLP on tokens [n_tokens][D], each token's result overwriting it.
+ * scratch: mcuf_mlp_get_buffer_size(params) bytes, 4-byte aligned, not
+ * overlapping tokens. MCUF_ERR_ARGUMENT for a NULL pointer, a negative
+ * n_tokens or a misaligned scratch (nothing written), or when a token's
+ * LayerNorm variance is outside RSQRT's domain, where TFLM's Eval fails too
+ * (the tiles before it are done). */
 mcuf_status mcuf_mlp(const mcuf_mlp_params *params, int8_t *tokens,
                      int32_t n_tokens, int8_t *scratch);
 

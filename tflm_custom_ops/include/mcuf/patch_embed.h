@@ -13,7 +13,9 @@
  * and computes exactly the integers stock TFLM computes for it: each output
  * pixel of CONV_2D is reference/integer_ops/conv.h's sum over its own patch
  * (no padding, no overlap), requantised per output channel, then the ADD.
- * No im2col: the sum reads the patch's P image rows in place.
+ * No im2col in the arena: a tile of patches is widened a piece of one image
+ * row at a time on the stack (1 KiB with the accumulators; 3 KiB with the
+ * ADD's tables).
  *
  * Memory. One patch row (P image rows, R_in = P W C bytes) gives W/P tokens
  * (R_out = (W/P) D bytes); they are computed into scratch and only then
