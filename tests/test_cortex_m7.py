@@ -10,11 +10,12 @@ scripts must refuse what does not fit, and the instruction counter must count in
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
 
-from mcuformer_tf.board import cortex_m7, kernel_test
+from mcuformer_tf.board import cortex_m7, kernel_test, targets
 from mcuformer_tf.errors import McuformerError
 
 pytestmark = pytest.mark.skipif(cortex_m7.toolchain_missing() is not None,
@@ -86,6 +87,22 @@ def test_the_linker_proves_fit(tmp_path):
         cortex_m7.build([source], tmp_path / "d.elf", "stm32f746-disco")
 
 
+def test_the_emulator_profile_runs_what_the_chip_cannot_hold(tmp_path):
+    source = tmp_path / "big.c"  # 4000 KiB of RAM touched, the stack at the top of qemu's 4 MiB
+    source.write_text('#include <stdint.h>\n'
+                      'static volatile int8_t buffer[4000 * 1024];\n'
+                      'int main(void) {\n'
+                      '    for (unsigned i = 0; i < sizeof buffer; i += 4096) buffer[i] = 1;\n'
+                      '    buffer[sizeof buffer - 1] = 2;\n'
+                      '    return buffer[0] + buffer[sizeof buffer - 1] - 3;\n'
+                      '}\n')
+    with pytest.raises(McuformerError, match=r"does not fit stm32f746-disco: RAM overflowed"):
+        cortex_m7.build([source], tmp_path / "d.elf", "stm32f746-disco")
+    emulator = cortex_m7.build([source], tmp_path / "e.elf", targets.EMULATOR)
+    assert 4000 * 1024 < emulator.usage["RAM"] <= 4 * 1024 * 1024
+    assert cortex_m7.run(emulator.elf).exit_code == 0
+
+
 def test_cli_kernel_test(fresh_int8_tflite, digits_space, tmp_path):
     from cli_runner import assert_one_line_error, run_cli
 
@@ -95,6 +112,11 @@ def test_cli_kernel_test(fresh_int8_tflite, digits_space, tmp_path):
     lines = result.output.splitlines()
     assert sum(line.endswith("same bytes") for line in lines) == 5 + 4
     assert "linked for stm32f746-disco: FLASH" in lines[-1] and "EXTFLASH 0 B" not in lines[-1]
+    blocks = [int(line.split()[1].replace(",", "")) for line in lines if re.match(r"m\.[a-z_]+\d ", line)]
+    total = re.fullmatch(r"fused kernels of one inference: ([\d,]+) instructions \(DSP loops, -icount shift=0\), "
+                         r"([\d,.]+) ms at 216 MHz \(instruction-count estimate\)", lines[-2])
+    assert len(blocks) == 5 and int(total.group(1).replace(",", "")) == sum(blocks)
+    assert total.group(2) == f"{sum(blocks) / 216e3:,.1f}"
     fused = tmp_path / "fused.tflite"
     assert run_cli("compile", model, "-o", fused).exit_code == 0
     assert_one_line_error(run_cli("kernel-test", fused), "already holds MCUF operators")

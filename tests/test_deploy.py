@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from cli_runner import assert_one_line_error, run_cli
 
-from mcuformer_tf.board import deploy
+from mcuformer_tf.board import deploy, targets
 from mcuformer_tf.tflm.tflite_graph import read_model
 
 SEED = 7  # a digits config: 1 head, dense, patch 8
@@ -74,13 +74,26 @@ def test_deploy_refuses_what_does_not_fit(fused, tmp_path):
     assert 'section(".extflash")' in (tmp_path / "b" / "model_data.cc").read_text()
 
 
+def test_each_board_carries_its_clock():
+    assert {name: t.clock_hz for name, t in targets.TARGETS.items()} == {"stm32f746": 216_000_000,
+                                                                        "stm32f746-disco": 216_000_000}
+    assert targets.target("stm32f746").time_estimate(93_100_000) == \
+        "431.0 ms at 216 MHz (instruction-count estimate)"
+    emulator = targets.target(targets.EMULATOR)  # a profile `target` finds, not a board the tuner lists
+    assert emulator.name not in targets.TARGETS and emulator.sram == 4 << 20
+    assert dataclasses.replace(emulator, name="", sram=0, about="", linker_script="") == \
+        dataclasses.replace(targets.TARGETS["stm32f746-disco"], name="", sram=0, about="", linker_script="")
+
+
 @pytest.mark.skipif(deploy.m7_library_missing() is not None, reason=str(deploy.m7_library_missing()))
 def test_full_firmware_equals_the_host_run(fused, tmp_path):
     result = run_cli("deploy", fused, "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert "the smallest with which the host runner's TFLM runs it" in result.output
-    assert re.search(r"one inference on the emulated Cortex-M7: [\d,]+ instructions, output bytes equal to "
-                     r"the host runner's TFLM's", result.output), result.output
+    ran = re.search(r"one inference on the emulated Cortex-M7: ([\d,]+) instructions, ([\d,.]+) ms at 216 MHz "
+                    r"\(instruction-count estimate\); output bytes equal to the host runner's TFLM's", result.output)
+    assert ran, result.output
+    assert ran.group(2) == f"{int(ran.group(1).replace(',', '')) / 216e3:,.1f}"
 
 
 THOUSAND = 1000
