@@ -206,15 +206,12 @@ def test_the_smallest_deit_subnet_deploys_on_the_disco_board(tmp_path):
     from mcuformer_tf.nas.data import load_digits
     from mcuformer_tf.nas.extract import extract_subnet
     from mcuformer_tf.nas.search_space import SearchSpace
-    from mcuformer_tf.quantize.convert import to_int8_tflite
-    from mcuformer_tf.quantize.qat import calibration_images, quantization_aware_subnet
+    from mcuformer_tf.quantize.export import calibrated_int8_tflite
 
     space = SearchSpace.load("deit-tiny-mcu")
-    config, data = space.smallest(), load_digits(32)
-    qat_model = quantization_aware_subnet(extract_subnet(perturbed_supernet(space, 0.0), config), data,
-                                          epochs=0, progress=False)
+    subnet = extract_subnet(perturbed_supernet(space, 0.0), space.smallest())
     unfused = tmp_path / "unfused.tflite"
-    unfused.write_bytes(to_int8_tflite(qat_model, calibration_images(data, config.image_size, count=16)))
+    unfused.write_bytes(calibrated_int8_tflite(subnet, load_digits(32), count=16))
     fused = tmp_path / "fused.tflite"
     assert run_cli("compile", unfused, "-o", fused).exit_code == 0
     result = run_cli("deploy", fused, "-o", tmp_path / "out", "--target", "stm32f746-disco")
