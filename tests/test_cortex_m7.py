@@ -4,8 +4,10 @@ The kernel test firmware is built with the DSP loops and with the portable C one
 STM32F746's sizes, and run on every kernel of two exported digits ViTs (1 and 2 heads, dense and
 low-rank linear layers, patches of 4 and 8, tokens larger and smaller than the image), on the
 linear inner loops and on dot products with zero points at the int8 ends and odd depths; each
-case's output bytes must equal the host build's (ctypes). The linker
-scripts must refuse what does not fit, and the instruction counter must count instructions.
+case's output bytes must equal the host build's (ctypes). So must the DSP build's on the paper-scale
+first blocks (quantize.first_blocks): the one with the fewest tokens in `make test`, all four in
+`make test-all`. The linker scripts must refuse what does not fit, and the instruction counter must
+count instructions.
 """
 from __future__ import annotations
 
@@ -53,6 +55,35 @@ def test_every_kernel_on_the_cortex_m7_gives_the_host_bytes(cases, runs):
             assert (ran.status, ran.output) == ("ok", case.expected.tobytes()), (dsp, case.name)
             assert ran.instructions > case.macs / 2  # SMLAD does 2 MACs: a count below is no count
         assert result.usage["FLASH"] <= 1024 * 1024 and result.usage["RAM"] <= 320 * 1024
+
+
+CHEAP_BLOCK = "240/24 e192 h3 mlp4 r0.5"  # 100 tokens: the cheapest of the four to convert and emulate
+
+
+@pytest.fixture(scope="module")
+def deit_supernet():
+    from mcuformer_tf.nas.search_space import SearchSpace
+    from mcuformer_tf.quantize import first_blocks
+
+    return first_blocks.fresh_supernet(SearchSpace.load(first_blocks.SPACE))
+
+
+@pytest.mark.parametrize("label", [pytest.param(label, marks=() if label == CHEAP_BLOCK else pytest.mark.slow)
+                                   for label in ("224/16 e192 h3 mlp4 r0.5", "224/16 e192 h3 mlp4 r0.95",
+                                                 CHEAP_BLOCK, "224/16 e168 h3 mlp3.5 r0.4")])
+def test_a_paper_scale_first_block_on_the_cortex_m7_gives_the_host_bytes(label, deit_supernet, tmp_path):
+    from mcuformer_tf.quantize import first_blocks
+
+    config = first_blocks.FIRST_BLOCKS[label]
+    model = first_blocks.first_block_model(deit_supernet, config)
+    image = np.random.default_rng(1).integers(-128, 128, (1, config.image_size, config.image_size, 3), np.int8)
+    cases = kernel_test.model_cases(model, image, prefix="paper")
+    assert [c.kind for c in cases] == ["patch_embed", "attention", "mlp", "linear", "linear", "matmul", "matmul"]
+    assert cases[1].params.tokens == config.num_tokens and cases[1].params.depth == config.embed_dim
+    result = kernel_test.run(cases, tmp_path, dsp=True)
+    assert result.exit_code == 0
+    for case, ran in zip(cases, result.cases, strict=True):
+        assert (ran.name, ran.status, ran.output) == (case.name, "ok", case.expected.tobytes())
 
 
 def test_the_dsp_loops_take_fewer_instructions(cases, runs):

@@ -121,22 +121,6 @@ def fused_against_unfused(label: str, runs: dict) -> str:
             f"output bytes {'equal' if fused.output == unfused.output else 'differ'}")
 
 
-# The first blocks the paper-scale section measures (issue 14): image/patch, embed, heads, MLP ratio, rank.
-PAPER_BLOCKS = ((224, 16, 192, 3, 4.0, 0.5), (224, 16, 192, 3, 4.0, 0.95), (240, 24, 192, 3, 4.0, 0.5),
-                (224, 16, 168, 3, 3.5, 0.4))
-
-
-def paper_block(supernet, image: int, patch: int, embed: int, heads: int, mlp: float, rank: float) -> bytes:
-    """The int8 .tflite of one first block (+ head) of the deit-tiny-mcu supernet."""
-    from mcuformer_tf.nas.extract import extract_subnet
-    from mcuformer_tf.nas.search_space import SubnetConfig
-    from mcuformer_tf.quantize.convert import to_int8_tflite
-
-    config = SubnetConfig(image, patch, rank, embed, 1, (heads,), (mlp,), 1000)
-    images = np.random.default_rng(0).uniform(0, 1, (4, image, image, 3)).astype(np.float32)
-    return to_int8_tflite(extract_subnet(supernet, config), images)
-
-
 def block_kernels(label: str, model: bytes, image: int) -> None:
     """Section 4's lines of one first block: per kernel instructions, MACs, MAC/instr (DSP loops)."""
     pixels = np.random.default_rng(1).integers(-128, 128, (1, image, image, 3), np.int8)
@@ -186,19 +170,16 @@ def paper_section() -> None:
     """Sections 4 and 5: the first blocks at paper scale, kernels and (given TFLM) firmware; the
     smallest deit-tiny-mcu subnet whole."""
     from mcuformer_tf.nas.search_space import SearchSpace
-    from mcuformer_tf.nas.supernet import Supernet
+    from mcuformer_tf.quantize import first_blocks
 
-    space = SearchSpace.load("deit-tiny-mcu")
-    supernet = Supernet(space)
-    size = max(space.image_size)
-    supernet(np.zeros((1, size, size, 3), np.float32))
-    print("4. first blocks at paper scale (deit-tiny-mcu, fresh weights, DSP loops):")
+    space = SearchSpace.load(first_blocks.SPACE)
+    supernet = first_blocks.fresh_supernet(space)
+    print(f"4. first blocks at paper scale ({space.name}, fresh weights, DSP loops):")
     print(f"   {'block':<30}{'kernel':<14}{'instructions':>14}{'MACs':>13}{'MAC/instr':>11}")
     blocks = {}
-    for image, patch, embed, heads, mlp, rank in PAPER_BLOCKS:
-        label = f"{image}/{patch} e{embed} h{heads} mlp{mlp:g} r{rank:g}"
-        blocks[label] = paper_block(supernet, image, patch, embed, heads, mlp, rank)
-        block_kernels(label, blocks[label], image)
+    for label, config in first_blocks.FIRST_BLOCKS.items():
+        blocks[label] = first_blocks.first_block_model(supernet, config)
+        block_kernels(label, blocks[label], config.image_size)
     reason = deploy.m7_library_missing()
     if reason:
         print(f"   the first blocks and the smallest subnet as firmware: skipped: {reason}")
