@@ -24,8 +24,11 @@ FIRST_BLOCKS = {label: SubnetConfig(image, patch, rank, embed, 1, (heads,), (mlp
                 for label, (image, patch, embed, heads, mlp, rank) in SHAPES.items()}
 
 
-def fresh_supernet(space: SearchSpace) -> Supernet:
-    """The space's supernet, built at its largest image, with its initial weights."""
+def fresh_supernet(space: SearchSpace, seed: int = 0) -> Supernet:
+    """The space's supernet, built at its largest image, with the initial weights of `seed`."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(seed)
     supernet = Supernet(space)
     size = max(space.image_size)
     supernet(np.zeros((1, size, size, 3), np.float32))
