@@ -75,7 +75,7 @@ def test_a_paper_scale_first_block_on_the_cortex_m7_gives_the_host_bytes(label, 
     from mcuformer_tf.quantize import first_blocks
 
     config = first_blocks.FIRST_BLOCKS[label]
-    model = first_blocks.first_block_model(deit_supernet, config)
+    model = first_blocks.converted_model(deit_supernet, config)
     image = np.random.default_rng(1).integers(-128, 128, (1, config.image_size, config.image_size, 3), np.int8)
     cases = kernel_test.model_cases(model, image, prefix="paper")
     assert [c.kind for c in cases] == ["patch_embed", "attention", "mlp", "linear", "linear", "matmul", "matmul"]

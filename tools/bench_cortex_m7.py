@@ -16,17 +16,18 @@ Prints, from one run of the kernel test firmware built twice (DSP loops, portabl
    block: patch embedding, attention, MLP), per kernel instructions, MACs and MAC/instr, and the
    attention + MLP pair's; with TFLM_ROOT and TFLM_M7_LIB, also each first block (+ head) fused and
    unfused as deployed firmware, and one whole inference of the smallest deit-tiny-mcu subnet (224/16
-   e168 h3 mlp3.5 r0.4, 12 blocks; fresh weights in the form `export` writes, QAT per-tensor kernels,
-   no fine-tune epoch), fused and unfused, with their ratio. The unfused models do not fit 320 KiB:
-   firmware is linked for the emulator-only profile (the disco board's layout, qemu's 4 MiB of RAM;
-   the instruction counts do not depend on the RAM's size), and the fused subnet also for the disco
-   board itself, which proves that it fits.
+   e168 h3 mlp3.5 r0.4, 12 blocks; fresh weights; --subnet-form export: the form `export` writes, QAT
+   per-tensor kernels, no fine-tune epoch; float: the converter's form of the float model), fused and
+   unfused, with their ratio. The unfused models do not fit 320 KiB: firmware is linked for the
+   emulator-only profile (the disco board's layout, qemu's 4 MiB of RAM; the instruction counts do
+   not depend on the RAM's size), and the fused subnet also for the disco board itself, which proves
+   that it fits (or prints why not).
 
 Times are estimates at the STM32F746's 216 MHz from the instruction counts (one instruction a cycle).
 --tflm-lib picks the TFLM library of the run (default: TFLM_M7_LIB), so that one command gives the
 ratios against CMSIS-NN's kernels and against the reference ones.
 
-    python tools/bench_cortex_m7.py [--paper] [--tflm-lib LIBRARY]
+    python tools/bench_cortex_m7.py [--paper [--subnet-form export|float]] [--tflm-lib LIBRARY]
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ import numpy as np  # noqa: E402
 from mcuformer_tf.board import cortex_m7, deploy, kernel_test, targets  # noqa: E402
 from mcuformer_tf.compiler import kernel_params  # noqa: E402
 from mcuformer_tf.compiler.pipeline import compile_model  # noqa: E402
+from mcuformer_tf.errors import McuformerError  # noqa: E402
 
 OUTPUTS = 64
 LINEAR_DEPTHS = (256, 512)
@@ -78,6 +80,9 @@ def demo_model() -> bytes:
 
 EMULATOR_ARENA = 3 << 20  # bytes, on the emulator-only profile: room for any model here; counts do not depend on it
 BOARD = targets.target("stm32f746-disco")
+FIRMWARE_SECONDS = 1800  # qemu's time for one inference: the unfused deit subnet over reference kernels takes minutes
+FORMS = {"export": "export's QAT form (per-tensor linear kernels), no fine-tune epoch",
+         "float": "the converter's form of the float model (per-channel linear kernels)"}
 
 
 def firmware_runs(runs: dict, folder: Path) -> dict:
@@ -92,7 +97,7 @@ def firmware_runs(runs: dict, folder: Path) -> dict:
         plan = deploy.plan(path, target_name, EMULATOR_ARENA if target_name == targets.EMULATOR else None)
         example = np.random.default_rng(1).integers(-128, 128, plan.input.shape, np.int8)
         deploy.write(plan, path, folder / name, example)
-        results[name] = deploy.build_and_run(folder / name, plan.output.nbytes)
+        results[name] = deploy.build_and_run(folder / name, plan.output.nbytes, FIRMWARE_SECONDS)
     return results
 
 
@@ -142,31 +147,37 @@ def block_kernels(label: str, model: bytes, image: int) -> None:
     print(f"   {label:<30}{'attn+MLP':<14}{instructions:>14,}{macs:>13,}{macs / instructions:>11.3f}")
 
 
-def smallest_subnet(space, supernet) -> None:
-    """Section 5: one whole inference of the space's smallest subnet, fused and unfused, as firmware."""
+def smallest_subnet(space, supernet, form: str) -> None:
+    """Section 5: one whole inference of the space's smallest subnet, fused and unfused, as firmware;
+    the fused one on the board too, or the line saying why it does not fit."""
     from mcuformer_tf.nas.data import load_digits
     from mcuformer_tf.nas.extract import extract_subnet
     from mcuformer_tf.quantize.export import calibrated_int8_tflite
+    from mcuformer_tf.quantize.first_blocks import converted_model
 
     config = space.smallest()
     label = (f"{config.image_size}/{config.patch_size} e{config.embed_dim} h{config.num_heads[0]} "
              f"mlp{config.mlp_ratio[0]:g} r{config.rank_ratio:g} {config.depth} blocks")
-    model = calibrated_int8_tflite(extract_subnet(supernet, config), load_digits(32), count=16)
+    model = calibrated_int8_tflite(extract_subnet(supernet, config), load_digits(32), count=16) \
+        if form == "export" else converted_model(supernet, config)
     fused = compile_model(model).model_bytes
     with tempfile.TemporaryDirectory() as folder:
-        runs = firmware_runs({"unfused": (model, targets.EMULATOR), "fused": (fused, targets.EMULATOR),
-                              "fused on the board": (fused, BOARD.name)}, Path(folder))
-    print(f"5. one whole inference of the smallest {space.name} subnet as firmware (fresh weights, QAT form; "
-          f"{library_kernels()} kernels for the builtins; {targets.EMULATOR}):")
-    print(fused_against_unfused(label, runs))
-    board = runs["fused on the board"]
+        runs = firmware_runs({"unfused": (model, targets.EMULATOR), "fused": (fused, targets.EMULATOR)}, Path(folder))
+        print(f"5. one whole inference of the smallest {space.name} subnet as firmware (fresh weights, "
+              f"{FORMS[form]}; {library_kernels()} kernels for the builtins; {targets.EMULATOR}):")
+        print(fused_against_unfused(label, runs))
+        try:
+            board = firmware_runs({"board": (fused, BOARD.name)}, Path(folder))["board"]
+        except McuformerError as error:
+            print(f"   fused, for {BOARD.name}: {error}")
+            return
     print(f"   fused, linked for {BOARD.name}: " + ", ".join(f"{region} {used:,} B" for region, used in
                                                             board.usage.items()) +
           f"; {board.instructions:,} instructions, output bytes "
           f"{'equal to' if board.output == runs['fused'].output else 'DIFFERENT from'} the emulator profile's")
 
 
-def paper_section() -> None:
+def paper_section(form: str) -> None:
     """Sections 4 and 5: the first blocks at paper scale, kernels and (given TFLM) firmware; the
     smallest deit-tiny-mcu subnet whole."""
     from mcuformer_tf.nas.search_space import SearchSpace
@@ -178,7 +189,7 @@ def paper_section() -> None:
     print(f"   {'block':<30}{'kernel':<14}{'instructions':>14}{'MACs':>13}{'MAC/instr':>11}")
     blocks = {}
     for label, config in first_blocks.FIRST_BLOCKS.items():
-        blocks[label] = first_blocks.first_block_model(supernet, config)
+        blocks[label] = first_blocks.converted_model(supernet, config)
         block_kernels(label, blocks[label], config.image_size)
     reason = deploy.m7_library_missing()
     if reason:
@@ -188,12 +199,14 @@ def paper_section() -> None:
           f"builtins; {targets.EMULATOR}):")
     for label, model in blocks.items():
         print(fused_against_unfused(label, fused_and_unfused(model, targets.EMULATOR)))
-    smallest_subnet(space, supernet)
+    smallest_subnet(space, supernet, form)
 
 
 def arguments():
     parser = argparse.ArgumentParser(description="Instruction counts of the MCUF kernels on the emulated Cortex-M7.")
     parser.add_argument("--paper", action="store_true", help="the paper-scale sections (4, 5)")
+    parser.add_argument("--subnet-form", choices=FORMS, default="export", help="the smallest subnet's int8 "
+                        "form: " + "; ".join(f"{name}: {about}" for name, about in FORMS.items()))
     parser.add_argument("--tflm-lib", type=Path, help="the Cortex-M7 TFLM library of the firmware "
                         "(default: TFLM_M7_LIB)")
     return parser.parse_args()
@@ -211,7 +224,7 @@ def main() -> int:
         print(f"skipped: {reason}")
         return 0
     if args.paper:
-        paper_section()
+        paper_section(args.subnet_form)
         return 0
     rng = np.random.default_rng(0)
     model = demo_model()

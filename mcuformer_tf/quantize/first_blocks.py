@@ -35,7 +35,7 @@ def fresh_supernet(space: SearchSpace, seed: int = 0) -> Supernet:
     return supernet
 
 
-def first_block_model(supernet: Supernet, config: SubnetConfig) -> bytes:
-    """The int8 .tflite of a one-block subnet (ranges from 4 uniform random images)."""
+def converted_model(supernet: Supernet, config: SubnetConfig) -> bytes:
+    """The converter's int8 .tflite of a subnet's float model (ranges from 4 uniform random images)."""
     images = np.random.default_rng(0).uniform(0, 1, (4, config.image_size, config.image_size, 3)).astype(np.float32)
     return to_int8_tflite(extract_subnet(supernet, config), images)
