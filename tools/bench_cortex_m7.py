@@ -15,8 +15,8 @@ Prints, from one run of the kernel test firmware built twice (DSP loops, portabl
 4. at paper scale (with --paper): the first block of four deit-tiny-mcu subnets (fresh weights, one
    block: patch embedding, attention, MLP), per kernel instructions, MACs and MAC/instr, and the
    attention + MLP pair's; with TFLM_ROOT and TFLM_M7_LIB, also each first block (+ head) fused and
-   unfused as deployed firmware, and one whole inference of the smallest deit-tiny-mcu subnet (224/16
-   e168 h3 mlp3.5 r0.4, 12 blocks; fresh weights; --subnet-form export: the form `export` writes, QAT
+   unfused as deployed firmware, and one whole inference of the smallest deit-tiny-mcu subnet at patch
+   16 (224/16 e168 h3 mlp3.5 r0.4, 12 blocks; fresh weights; --subnet-form export: the form `export` writes, QAT
    per-tensor kernels, no fine-tune epoch; float: the converter's form of the float model), fused and
    unfused, with their ratio. The unfused models do not fit 320 KiB: firmware is linked for the
    emulator-only profile (the disco board's layout, qemu's 4 MiB of RAM; the instruction counts do
@@ -32,6 +32,7 @@ ratios against CMSIS-NN's kernels and against the reference ones.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -80,6 +81,7 @@ def demo_model() -> bytes:
 
 EMULATOR_ARENA = 3 << 20  # bytes, on the emulator-only profile: room for any model here; counts do not depend on it
 BOARD = targets.target("stm32f746-disco")
+SUBNET_PATCH = 16  # issue 14's subnet (615 M MACs); space.smallest() has the fewest tokens: patch 32
 FIRMWARE_SECONDS = 1800  # qemu's time for one inference: the unfused deit subnet over reference kernels takes minutes
 FORMS = {"export": "export's QAT form (per-tensor linear kernels), no fine-tune epoch",
          "float": "the converter's form of the float model (per-channel linear kernels)"}
@@ -120,7 +122,7 @@ def fused_against_unfused(label: str, runs: dict) -> str:
     their output bytes agree (the fused kernels give stock TFLM's reference kernels' bytes; CMSIS-NN's
     kernels for some builtins need not)."""
     fused, unfused = runs["fused"], runs["unfused"]
-    return (f"   {label:<30}unfused {unfused.instructions:>14,}  fused {fused.instructions:>14,}  "
+    return (f"   {label:<37}unfused {unfused.instructions:>14,}  fused {fused.instructions:>14,}  "
             f"fused/unfused {fused.instructions / unfused.instructions:.3f}  "
             f"({BOARD.milliseconds(unfused.instructions):,.1f} -> {BOARD.time_estimate(fused.instructions)}); "
             f"output bytes {'equal' if fused.output == unfused.output else 'differ'}")
@@ -148,14 +150,14 @@ def block_kernels(label: str, model: bytes, image: int) -> None:
 
 
 def smallest_subnet(space, supernet, form: str) -> None:
-    """Section 5: one whole inference of the space's smallest subnet, fused and unfused, as firmware;
-    the fused one on the board too, or the line saying why it does not fit."""
+    """Section 5: one whole inference of the space's smallest subnet at patch SUBNET_PATCH, fused and
+    unfused, as firmware; the fused one on the board too, or the line saying why it does not fit."""
     from mcuformer_tf.nas.data import load_digits
     from mcuformer_tf.nas.extract import extract_subnet
     from mcuformer_tf.quantize.export import calibrated_int8_tflite
     from mcuformer_tf.quantize.first_blocks import converted_model
 
-    config = space.smallest()
+    config = dataclasses.replace(space.smallest(), patch_size=SUBNET_PATCH)
     label = (f"{config.image_size}/{config.patch_size} e{config.embed_dim} h{config.num_heads[0]} "
              f"mlp{config.mlp_ratio[0]:g} r{config.rank_ratio:g} {config.depth} blocks")
     model = calibrated_int8_tflite(extract_subnet(supernet, config), load_digits(32), count=16) \
@@ -163,7 +165,8 @@ def smallest_subnet(space, supernet, form: str) -> None:
     fused = compile_model(model).model_bytes
     with tempfile.TemporaryDirectory() as folder:
         runs = firmware_runs({"unfused": (model, targets.EMULATOR), "fused": (fused, targets.EMULATOR)}, Path(folder))
-        print(f"5. one whole inference of the smallest {space.name} subnet as firmware (fresh weights, "
+        print(f"5. one whole inference of the smallest {space.name} subnet at patch {SUBNET_PATCH} as firmware "
+              "(fresh weights, "
               f"{FORMS[form]}; {library_kernels()} kernels for the builtins; {targets.EMULATOR}):")
         print(fused_against_unfused(label, runs))
         try:
