@@ -15,13 +15,14 @@ Prints, from one run of the kernel test firmware built twice (DSP loops, portabl
 4. at paper scale (with --paper): the first block of four deit-tiny-mcu subnets (fresh weights, one
    block: patch embedding, attention, MLP), per kernel instructions, MACs and MAC/instr, and the
    attention + MLP pair's; with TFLM_ROOT and TFLM_M7_LIB, also each first block (+ head) fused and
-   unfused as deployed firmware, and one whole inference of the smallest deit-tiny-mcu subnet at patch
-   16 (224/16 e168 h3 mlp3.5 r0.4, 12 blocks; fresh weights; --subnet-form export: the form `export` writes, QAT
-   per-tensor kernels, no fine-tune epoch; float: the converter's form of the float model), fused and
-   unfused, with their ratio. The unfused models do not fit 320 KiB: firmware is linked for the
-   emulator-only profile (the disco board's layout, qemu's 4 MiB of RAM; the instruction counts do
-   not depend on the RAM's size), and the fused subnet also for the disco board itself, which proves
-   that it fits (or prints why not).
+   unfused as deployed firmware;
+5. (with --paper, TFLM_ROOT and TFLM_M7_LIB) one whole inference of the smallest deit-tiny-mcu subnet
+   at patch 16 (224/16 e168 h3 mlp3.5 r0.4, 12 blocks; fresh weights), fused and unfused as deployed
+   firmware, and their ratio. --subnet-form export (default): the form `export` writes, QAT
+   per-tensor kernels, no fine-tune epoch; float: the converter's form of the float model. The
+   unfused models do not fit 320 KiB: firmware is linked for the emulator-only profile (the disco
+   board's layout, qemu's 4 MiB of RAM; the instruction counts do not depend on the RAM's size), and
+   the fused subnet also for the disco board itself, which proves that it fits (or prints why not).
 
 Times are estimates at the STM32F746's 216 MHz from the instruction counts (one instruction a cycle).
 --tflm-lib picks the TFLM library of the run (default: TFLM_M7_LIB), so that one command gives the
