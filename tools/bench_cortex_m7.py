@@ -275,4 +275,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except McuformerError as error:
+        print(f"bench_cortex_m7: {error}", file=sys.stderr)
+        sys.exit(1)
