@@ -524,7 +524,7 @@ def kernel_test_command(model, target_name, portable, build_dir, seed):
     """Run every MCUF kernel of MODEL (unfused int8) on an emulated Cortex-M7 against the host build."""
     import numpy as np
 
-    from mcuformer_tf.board import kernel_test
+    from mcuformer_tf.board import kernel_test, targets
     from mcuformer_tf.tflm.runtime import has_mcuf_ops
 
     graph = _checked_graph(model, allow_mcuf=True)
@@ -540,8 +540,10 @@ def kernel_test_command(model, target_name, portable, build_dir, seed):
         click.echo(f"{case.name:<26}{ran.instructions:>14,}{case.macs:>11,}"
                    f"{case.macs / max(ran.instructions, 1):>11.3f}  {'same bytes' if same else ran.status}")
     blocks = [(c, r) for c, r in zip(cases, result.cases) if c.kind in kernel_test.BUILDERS]
-    click.echo(f"fused kernels of one inference: {sum(r.instructions for _, r in blocks):,} instructions "
-               f"({'portable C' if portable else 'DSP'} loops, -icount shift=0)")
+    instructions = sum(r.instructions for _, r in blocks)
+    click.echo(f"fused kernels of one inference: {instructions:,} instructions "
+               f"({'portable C' if portable else 'DSP'} loops, -icount shift=0), "
+               f"{targets.target(target_name).time_estimate(instructions)}")
     click.echo("linked for " + target_name + ": " + ", ".join(
         f"{region} {used:,} B" for region, used in result.usage.items()))
     failed = [r.name for c, r in zip(cases, result.cases) if r.output != c.expected.tobytes()]
@@ -614,7 +616,8 @@ def deploy_command(model, target_name, output, arena, seed):
         differ = [i for i, (a, b) in enumerate(zip(firmware.output, expected)) if a != b]
         raise McuformerError(f"the emulated Cortex-M7's output bytes differ from {source}'s in {len(differ)} of "
                              f"{len(expected)} bytes (first at byte {differ[0]})")
-    click.echo(f"one inference on the emulated Cortex-M7: {firmware.instructions:,} instructions, output bytes "
+    click.echo(f"one inference on the emulated Cortex-M7: {firmware.instructions:,} instructions, "
+               f"{plan.target.time_estimate(firmware.instructions)}; output bytes "
                f"equal to {source}'s ({_short_hex(firmware.output)})")
     if firmware.top1:
         _, index, value, score = firmware.top1.split()

@@ -7,14 +7,9 @@ def perturbed_supernet(space, std: float = 0.05, seed: int = 0):
     """A built supernet of `space`, initialised from `seed`, with every weight moved by normal noise
     of std `std` (0: the fresh initialisation), so the converter keeps the LayerNorm gamma and beta
     and the biases it folds away where they are still exactly 1 and 0."""
-    import tf_keras
+    from mcuformer_tf.quantize.first_blocks import fresh_supernet
 
-    from mcuformer_tf.nas.supernet import Supernet
-
-    tf_keras.utils.set_random_seed(seed)
-    supernet = Supernet(space)
-    size = max(space.image_size)
-    supernet(np.zeros((1, size, size, 3), np.float32))
+    supernet = fresh_supernet(space, seed)
     rng = np.random.default_rng(seed)
     for variable in supernet.trainable_weights if std else ():
         variable.assign(variable + rng.normal(0, std, variable.shape).astype(

@@ -4,17 +4,20 @@ The kernel test firmware is built with the DSP loops and with the portable C one
 STM32F746's sizes, and run on every kernel of two exported digits ViTs (1 and 2 heads, dense and
 low-rank linear layers, patches of 4 and 8, tokens larger and smaller than the image), on the
 linear inner loops and on dot products with zero points at the int8 ends and odd depths; each
-case's output bytes must equal the host build's (ctypes). The linker
-scripts must refuse what does not fit, and the instruction counter must count instructions.
+case's output bytes must equal the host build's (ctypes). So must the DSP build's on the paper-scale
+first blocks (quantize.first_blocks): the one with the fewest tokens in `make test`, all four in
+`make test-all`. The linker scripts must refuse what does not fit, and the instruction counter must
+count instructions.
 """
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
 
-from mcuformer_tf.board import cortex_m7, kernel_test
+from mcuformer_tf.board import cortex_m7, kernel_test, targets
 from mcuformer_tf.errors import McuformerError
 
 pytestmark = pytest.mark.skipif(cortex_m7.toolchain_missing() is not None,
@@ -54,6 +57,35 @@ def test_every_kernel_on_the_cortex_m7_gives_the_host_bytes(cases, runs):
         assert result.usage["FLASH"] <= 1024 * 1024 and result.usage["RAM"] <= 320 * 1024
 
 
+CHEAP_BLOCK = "240/24 e192 h3 mlp4 r0.5"  # 100 tokens: the cheapest of the four to convert and emulate
+
+
+@pytest.fixture(scope="module")
+def deit_supernet():
+    from mcuformer_tf.nas.search_space import SearchSpace
+    from mcuformer_tf.quantize import first_blocks
+
+    return first_blocks.fresh_supernet(SearchSpace.load(first_blocks.SPACE))
+
+
+@pytest.mark.parametrize("label", [pytest.param(label, marks=() if label == CHEAP_BLOCK else pytest.mark.slow)
+                                   for label in ("224/16 e192 h3 mlp4 r0.5", "224/16 e192 h3 mlp4 r0.95",
+                                                 CHEAP_BLOCK, "224/16 e168 h3 mlp3.5 r0.4")])
+def test_a_paper_scale_first_block_on_the_cortex_m7_gives_the_host_bytes(label, deit_supernet, tmp_path):
+    from mcuformer_tf.quantize import first_blocks
+
+    config = first_blocks.FIRST_BLOCKS[label]
+    model = first_blocks.converted_model(deit_supernet, config)
+    image = np.random.default_rng(1).integers(-128, 128, (1, config.image_size, config.image_size, 3), np.int8)
+    cases = kernel_test.model_cases(model, image, prefix="paper")
+    assert [c.kind for c in cases] == ["patch_embed", "attention", "mlp", "linear", "linear", "matmul", "matmul"]
+    assert cases[1].params.tokens == config.num_tokens and cases[1].params.depth == config.embed_dim
+    result = kernel_test.run(cases, tmp_path, dsp=True)
+    assert result.exit_code == 0
+    for case, ran in zip(cases, result.cases, strict=True):
+        assert (ran.name, ran.status, ran.output) == (case.name, "ok", case.expected.tobytes())
+
+
 def test_the_dsp_loops_take_fewer_instructions(cases, runs):
     for case, dsp, portable in zip(cases, runs[True].cases, runs[False].cases):
         if case.name.startswith("edge."):  # a few elements: no loop to speak of
@@ -86,6 +118,22 @@ def test_the_linker_proves_fit(tmp_path):
         cortex_m7.build([source], tmp_path / "d.elf", "stm32f746-disco")
 
 
+def test_the_emulator_profile_runs_what_the_chip_cannot_hold(tmp_path):
+    source = tmp_path / "big.c"  # 4000 KiB of RAM touched, the stack at the top of qemu's 4 MiB
+    source.write_text('#include <stdint.h>\n'
+                      'static volatile int8_t buffer[4000 * 1024];\n'
+                      'int main(void) {\n'
+                      '    for (unsigned i = 0; i < sizeof buffer; i += 4096) buffer[i] = 1;\n'
+                      '    buffer[sizeof buffer - 1] = 2;\n'
+                      '    return buffer[0] + buffer[sizeof buffer - 1] - 3;\n'
+                      '}\n')
+    with pytest.raises(McuformerError, match=r"does not fit stm32f746-disco: RAM overflowed"):
+        cortex_m7.build([source], tmp_path / "d.elf", "stm32f746-disco")
+    emulator = cortex_m7.build([source], tmp_path / "e.elf", targets.EMULATOR)
+    assert 4000 * 1024 < emulator.usage["RAM"] <= 4 * 1024 * 1024
+    assert cortex_m7.run(emulator.elf).exit_code == 0
+
+
 def test_cli_kernel_test(fresh_int8_tflite, digits_space, tmp_path):
     from cli_runner import assert_one_line_error, run_cli
 
@@ -95,6 +143,11 @@ def test_cli_kernel_test(fresh_int8_tflite, digits_space, tmp_path):
     lines = result.output.splitlines()
     assert sum(line.endswith("same bytes") for line in lines) == 5 + 4
     assert "linked for stm32f746-disco: FLASH" in lines[-1] and "EXTFLASH 0 B" not in lines[-1]
+    blocks = [int(line.split()[1].replace(",", "")) for line in lines if re.match(r"m\.[a-z_]+\d ", line)]
+    total = re.fullmatch(r"fused kernels of one inference: ([\d,]+) instructions \(DSP loops, -icount shift=0\), "
+                         r"([\d,.]+) ms at 216 MHz \(instruction-count estimate\)", lines[-2])
+    assert len(blocks) == 5 and int(total.group(1).replace(",", "")) == sum(blocks)
+    assert total.group(2) == f"{sum(blocks) / 216e3:,.1f}"
     fused = tmp_path / "fused.tflite"
     assert run_cli("compile", model, "-o", fused).exit_code == 0
     assert_one_line_error(run_cli("kernel-test", fused), "already holds MCUF operators")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from cli_runner import assert_one_line_error, run_cli
 
-from mcuformer_tf.board import deploy
+from mcuformer_tf.board import deploy, targets
 from mcuformer_tf.tflm.tflite_graph import read_model
 
 SEED = 7  # a digits config: 1 head, dense, patch 8
@@ -74,13 +74,26 @@ def test_deploy_refuses_what_does_not_fit(fused, tmp_path):
     assert 'section(".extflash")' in (tmp_path / "b" / "model_data.cc").read_text()
 
 
+def test_each_board_carries_its_clock():
+    assert {name: t.clock_hz for name, t in targets.TARGETS.items()} == {"stm32f746": 216_000_000,
+                                                                        "stm32f746-disco": 216_000_000}
+    assert targets.target("stm32f746").time_estimate(93_100_000) == \
+        "431.0 ms at 216 MHz (instruction-count estimate)"
+    emulator = targets.target(targets.EMULATOR)  # a profile `target` finds, not a board the tuner lists
+    assert emulator.name not in targets.TARGETS and emulator.sram == 4 << 20
+    assert dataclasses.replace(emulator, name="", sram=0, about="", linker_script="") == \
+        dataclasses.replace(targets.TARGETS["stm32f746-disco"], name="", sram=0, about="", linker_script="")
+
+
 @pytest.mark.skipif(deploy.m7_library_missing() is not None, reason=str(deploy.m7_library_missing()))
 def test_full_firmware_equals_the_host_run(fused, tmp_path):
     result = run_cli("deploy", fused, "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert "the smallest with which the host runner's TFLM runs it" in result.output
-    assert re.search(r"one inference on the emulated Cortex-M7: [\d,]+ instructions, output bytes equal to "
-                     r"the host runner's TFLM's", result.output), result.output
+    ran = re.search(r"one inference on the emulated Cortex-M7: ([\d,]+) instructions, ([\d,.]+) ms at 216 MHz "
+                    r"\(instruction-count estimate\); output bytes equal to the host runner's TFLM's", result.output)
+    assert ran, result.output
+    assert ran.group(2) == f"{int(ran.group(1).replace(',', '')) / 216e3:,.1f}"
 
 
 THOUSAND = 1000
@@ -182,26 +195,23 @@ def test_a_thousand_class_firmware_equals_the_host_run(thousand_class_fused, tmp
 @pytest.mark.slow
 @pytest.mark.skipif(deploy.m7_library_missing() is not None, reason=str(deploy.m7_library_missing()))
 def test_the_smallest_deit_subnet_deploys_on_the_disco_board(tmp_path):
-    """The paper's case whole: the smallest deit-tiny-mcu subnet (12 blocks, 1000 classes, fresh
-    weights moved by noise, as a trained model's are never exactly 0 or 1) in the form `mcuformer-tf export` writes (QAT, per-tensor FULLY_CONNECTED kernels;
-    ranges calibrated on digits images at 224 px, no fine-tune epochs) deployed for the
-    32F746G-DISCOVERY: the firmware's 1000 bytes equal the host runner's. (The converter's form of
-    a float model keeps a multiplier and a shift per output channel of every linear in TFLM's
-    persistent arena, about 171 KiB more here, and does not fit 320 KiB.)"""
+    """The paper's case whole: the smallest deit-tiny-mcu subnet (224/32, 12 blocks, 1000 classes,
+    fresh weights moved by noise) in the form `mcuformer-tf export` writes (QAT, per-tensor
+    FULLY_CONNECTED kernels; ranges calibrated on digits images at 224 px, no fine-tune epochs)
+    deployed for the 32F746G-DISCOVERY: the firmware's 1000 bytes equal the host runner's. (The
+    converter's form of a float model keeps a multiplier and a shift per output channel of every
+    linear in TFLM's persistent arena, about 171 KiB more here, and does not fit 320 KiB.)"""
     from supernets import perturbed_supernet
 
     from mcuformer_tf.nas.data import load_digits
     from mcuformer_tf.nas.extract import extract_subnet
     from mcuformer_tf.nas.search_space import SearchSpace
-    from mcuformer_tf.quantize.convert import to_int8_tflite
-    from mcuformer_tf.quantize.qat import calibration_images, quantization_aware_subnet
+    from mcuformer_tf.quantize.export import calibrated_int8_tflite
 
     space = SearchSpace.load("deit-tiny-mcu")
-    config, data = space.smallest(), load_digits(32)
-    qat_model = quantization_aware_subnet(extract_subnet(perturbed_supernet(space), config), data,
-                                          epochs=0, progress=False)
+    subnet = extract_subnet(perturbed_supernet(space), space.smallest())
     unfused = tmp_path / "unfused.tflite"
-    unfused.write_bytes(to_int8_tflite(qat_model, calibration_images(data, config.image_size, count=16)))
+    unfused.write_bytes(calibrated_int8_tflite(subnet, load_digits(32), count=16))
     fused = tmp_path / "fused.tflite"
     assert run_cli("compile", unfused, "-o", fused).exit_code == 0
     result = run_cli("deploy", fused, "-o", tmp_path / "out", "--target", "stm32f746-disco")

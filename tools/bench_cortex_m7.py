@@ -14,13 +14,28 @@ Prints, from one run of the kernel test firmware built twice (DSP loops, portabl
    them) as deployed firmware, and their ratio;
 4. at paper scale (with --paper): the first block of four deit-tiny-mcu subnets (fresh weights, one
    block: patch embedding, attention, MLP), per kernel instructions, MACs and MAC/instr, and the
-   attention + MLP pair's.
+   attention + MLP pair's; with TFLM_ROOT and TFLM_M7_LIB, also each first block (+ head) fused and
+   unfused as deployed firmware;
+5. (with --paper, TFLM_ROOT and TFLM_M7_LIB) one whole inference of the smallest deit-tiny-mcu subnet
+   at patch 16 (224/16 e168 h3 mlp3.5 r0.4, 12 blocks; fresh weights), fused and unfused as deployed
+   firmware, and their ratio. --subnet-form export (default): the form `export` writes, QAT
+   per-tensor kernels, no fine-tune epoch; float: the converter's form of the float model. The
+   unfused models do not fit 320 KiB: firmware is linked for the emulator-only profile (the disco
+   board's layout, qemu's 4 MiB of RAM; the instruction counts do not depend on the RAM's size), and
+   the fused subnet also for the disco board itself, which proves that it fits (or prints why not).
 
-    python tools/bench_cortex_m7.py [--paper]
+Times are estimates at the STM32F746's 216 MHz from the instruction counts (one instruction a cycle).
+--tflm-lib picks the TFLM library of the run (default: TFLM_M7_LIB), so that one command gives the
+ratios against CMSIS-NN's kernels and against the reference ones.
+
+    python tools/bench_cortex_m7.py [--paper [--subnet-form export|float]] [--tflm-lib LIBRARY]
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,8 +45,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from mcuformer_tf.board import cortex_m7, kernel_test
+from mcuformer_tf.board import cortex_m7, deploy, kernel_test, targets  # noqa: E402
 from mcuformer_tf.compiler import kernel_params  # noqa: E402
+from mcuformer_tf.compiler.pipeline import compile_model  # noqa: E402
+from mcuformer_tf.errors import McuformerError  # noqa: E402
 
 OUTPUTS = 64
 LINEAR_DEPTHS = (256, 512)
@@ -63,79 +80,155 @@ def demo_model() -> bytes:
     return to_int8_tflite(extract_subnet(supernet, space.largest()), images)
 
 
-def whole_inferences(model: bytes, folder: Path) -> dict:
-    """Instructions of one inference of the unfused and the fused model as deployed firmware."""
-    from mcuformer_tf.board import deploy
-    from mcuformer_tf.compiler.pipeline import compile_model
+EMULATOR_ARENA = 3 << 20  # bytes, on the emulator-only profile: room for any model here; counts do not depend on it
+BOARD = targets.target("stm32f746-disco")
+SUBNET_PATCH = 16  # issue 14's subnet (615 M MACs); space.smallest() has the fewest tokens: patch 32
+FIRMWARE_SECONDS = 1800  # qemu's time for one inference: the unfused deit subnet over reference kernels takes minutes
+FORMS = {"export": "export's QAT form (per-tensor linear kernels), no fine-tune epoch",
+         "float": "the converter's form of the float model (per-channel linear kernels)"}
 
-    paths = {"unfused": folder / "unfused.tflite", "fused": folder / "fused.tflite"}
-    paths["unfused"].write_bytes(model)
-    paths["fused"].write_bytes(compile_model(model).model_bytes)
-    example = np.random.default_rng(1).integers(-128, 128, (1, 32, 32, 3), np.int8)
-    counts = {}
-    for name, path in paths.items():
-        plan = deploy.plan(path, "stm32f746")
+
+def firmware_runs(runs: dict, folder: Path) -> dict:
+    """name -> deploy.FirmwareRun of one inference of a model as deployed firmware, for runs given as
+    name -> (model bytes, target name); on the emulator-only profile with an arena of EMULATOR_ARENA
+    bytes, on a board with the smallest the host runner's TFLM runs it with. Same example input
+    (seed 1) for every run."""
+    results = {}
+    for name, (model, target_name) in runs.items():
+        path = folder / f"{name}.tflite"
+        path.write_bytes(model)
+        plan = deploy.plan(path, target_name, EMULATOR_ARENA if target_name == targets.EMULATOR else None)
+        example = np.random.default_rng(1).integers(-128, 128, plan.input.shape, np.int8)
         deploy.write(plan, path, folder / name, example)
-        counts[name] = deploy.build_and_run(folder / name, plan.output.nbytes).instructions
-    return counts
+        results[name] = deploy.build_and_run(folder / name, plan.output.nbytes, FIRMWARE_SECONDS)
+    return results
 
 
-# The first blocks the paper-scale section measures (issue 14): image/patch, embed, heads, MLP ratio, rank.
-PAPER_BLOCKS = ((224, 16, 192, 3, 4.0, 0.5), (224, 16, 192, 3, 4.0, 0.95), (240, 24, 192, 3, 4.0, 0.5),
-                (224, 16, 168, 3, 3.5, 0.4))
+def fused_and_unfused(model: bytes, target_name: str) -> dict:
+    """firmware_runs of an unfused model and of its compiled (fused) form on one target."""
+    with tempfile.TemporaryDirectory() as folder:
+        return firmware_runs({"unfused": (model, target_name), "fused": (compile_model(model).model_bytes,
+                                                                          target_name)}, Path(folder))
 
 
-def paper_block(supernet, image: int, patch: int, embed: int, heads: int, mlp: float, rank: float) -> bytes:
-    """The int8 .tflite of one first block (+ head) of the deit-tiny-mcu supernet."""
+def library_kernels() -> str:
+    """Which kernels TFLM_M7_LIB holds for the builtins: CMSIS-NN's or TFLM's reference ones."""
+    members = subprocess.run(["arm-none-eabi-ar", "t", os.environ["TFLM_M7_LIB"]], capture_output=True,
+                             text=True, check=True).stdout.split()
+    return "CMSIS-NN" if "arm_fully_connected_s8.o" in members else "reference"
+
+
+def fused_against_unfused(label: str, runs: dict) -> str:
+    """One line: the unfused and fused firmware's instructions, their ratio, the times, and whether
+    their output bytes agree (the fused kernels give stock TFLM's reference kernels' bytes; CMSIS-NN's
+    kernels for some builtins need not)."""
+    fused, unfused = runs["fused"], runs["unfused"]
+    return (f"   {label:<37}unfused {unfused.instructions:>14,}  fused {fused.instructions:>14,}  "
+            f"fused/unfused {fused.instructions / unfused.instructions:.3f}  "
+            f"({BOARD.milliseconds(unfused.instructions):,.1f} -> {BOARD.time_estimate(fused.instructions)}); "
+            f"output bytes {'equal' if fused.output == unfused.output else 'differ'}")
+
+
+def block_kernels(label: str, model: bytes, image: int) -> None:
+    """Section 4's lines of one first block: per kernel instructions, MACs, MAC/instr (DSP loops)."""
+    pixels = np.random.default_rng(1).integers(-128, 128, (1, image, image, 3), np.int8)
+    cases = kernel_test.model_cases(model, pixels, prefix="paper", inner_loops=False)
+    with tempfile.TemporaryDirectory() as build:
+        result = kernel_test.run(cases, Path(build), dsp=True)
+    wrong = [r.name for c, r in zip(cases, result.cases) if r.output != c.expected.tobytes()]
+    if wrong or result.exit_code:
+        print(f"   {label}: the Cortex-M7 differs from the host build on {wrong}")
+        return
+    counts = {r.name: r.instructions for r in result.cases}
+    for case in cases:
+        kind = case.name.split(".")[1]
+        print(f"   {label:<30}{kind:<14}{counts[case.name]:>14,}{case.macs:>13,}"
+              f"{case.macs / counts[case.name]:>11.3f}")
+    pair = [c for c in cases if c.kind in ("attention", "mlp")]
+    instructions = sum(counts[c.name] for c in pair)
+    macs = sum(c.macs for c in pair)
+    print(f"   {label:<30}{'attn+MLP':<14}{instructions:>14,}{macs:>13,}{macs / instructions:>11.3f}")
+
+
+def smallest_subnet(space, supernet, form: str) -> None:
+    """Section 5: one whole inference of the space's smallest subnet at patch SUBNET_PATCH, fused and
+    unfused, as firmware; the fused one on the board too, or the line saying why it does not fit."""
+    from mcuformer_tf.nas.data import load_digits
     from mcuformer_tf.nas.extract import extract_subnet
-    from mcuformer_tf.nas.search_space import SubnetConfig
-    from mcuformer_tf.quantize.convert import to_int8_tflite
+    from mcuformer_tf.quantize.export import calibrated_int8_tflite
+    from mcuformer_tf.quantize.first_blocks import converted_model
 
-    config = SubnetConfig(image, patch, rank, embed, 1, (heads,), (mlp,), 1000)
-    images = np.random.default_rng(0).uniform(0, 1, (4, image, image, 3)).astype(np.float32)
-    return to_int8_tflite(extract_subnet(supernet, config), images)
+    config = dataclasses.replace(space.smallest(), patch_size=SUBNET_PATCH)
+    label = (f"{config.image_size}/{config.patch_size} e{config.embed_dim} h{config.num_heads[0]} "
+             f"mlp{config.mlp_ratio[0]:g} r{config.rank_ratio:g} {config.depth} blocks")
+    model = calibrated_int8_tflite(extract_subnet(supernet, config), load_digits(32), count=16) \
+        if form == "export" else converted_model(supernet, config)
+    fused = compile_model(model).model_bytes
+    with tempfile.TemporaryDirectory() as folder:
+        runs = firmware_runs({"unfused": (model, targets.EMULATOR), "fused": (fused, targets.EMULATOR)}, Path(folder))
+        print(f"5. one whole inference of the smallest {space.name} subnet at patch {SUBNET_PATCH} as firmware "
+              "(fresh weights, "
+              f"{FORMS[form]}; {library_kernels()} kernels for the builtins; {targets.EMULATOR}):")
+        print(fused_against_unfused(label, runs))
+        try:
+            board = firmware_runs({"board": (fused, BOARD.name)}, Path(folder))["board"]
+        except McuformerError as error:
+            print(f"   fused, for {BOARD.name}: {error}")
+            return
+    print(f"   fused, linked for {BOARD.name}: " + ", ".join(f"{region} {used:,} B" for region, used in
+                                                            board.usage.items()) +
+          f"; {board.instructions:,} instructions, output bytes "
+          f"{'equal to' if board.output == runs['fused'].output else 'DIFFERENT from'} the emulator profile's")
 
 
-def paper_section(dsp_runs: int = 1) -> None:
-    """Section 4: per kernel of each first block, instructions, MACs, MAC/instr (DSP loops)."""
+def paper_section(form: str) -> None:
+    """Sections 4 and 5: the first blocks at paper scale, kernels and (given TFLM) firmware; the
+    smallest deit-tiny-mcu subnet whole."""
     from mcuformer_tf.nas.search_space import SearchSpace
-    from mcuformer_tf.nas.supernet import Supernet
+    from mcuformer_tf.quantize import first_blocks
 
-    space = SearchSpace.load("deit-tiny-mcu")
-    supernet = Supernet(space)
-    size = max(space.image_size)
-    supernet(np.zeros((1, size, size, 3), np.float32))
-    print("4. first blocks at paper scale (deit-tiny-mcu, fresh weights, DSP loops):")
+    space = SearchSpace.load(first_blocks.SPACE)
+    supernet = first_blocks.fresh_supernet(space)
+    print(f"4. first blocks at paper scale ({space.name}, fresh weights, DSP loops):")
     print(f"   {'block':<30}{'kernel':<14}{'instructions':>14}{'MACs':>13}{'MAC/instr':>11}")
-    for image, patch, embed, heads, mlp, rank in PAPER_BLOCKS:
-        label = f"{image}/{patch} e{embed} h{heads} mlp{mlp:g} r{rank:g}"
-        model = paper_block(supernet, image, patch, embed, heads, mlp, rank)
-        pixels = np.random.default_rng(1).integers(-128, 128, (1, image, image, 3), np.int8)
-        cases = kernel_test.model_cases(model, pixels, prefix="paper", inner_loops=False)
-        with tempfile.TemporaryDirectory() as build:
-            result = kernel_test.run(cases, Path(build), dsp=True)
-        wrong = [r.name for c, r in zip(cases, result.cases) if r.output != c.expected.tobytes()]
-        if wrong or result.exit_code:
-            print(f"   {label}: the Cortex-M7 differs from the host build on {wrong}")
-            continue
-        counts = {r.name: r.instructions for r in result.cases}
-        for case in cases:
-            kind = case.name.split(".")[1]
-            print(f"   {label:<30}{kind:<14}{counts[case.name]:>14,}{case.macs:>13,}"
-                  f"{case.macs / counts[case.name]:>11.3f}")
-        pair = [c for c in cases if c.kind in ("attention", "mlp")]
-        instructions = sum(counts[c.name] for c in pair)
-        macs = sum(c.macs for c in pair)
-        print(f"   {label:<30}{'attn+MLP':<14}{instructions:>14,}{macs:>13,}{macs / instructions:>11.3f}")
+    blocks = {}
+    for label, config in first_blocks.FIRST_BLOCKS.items():
+        blocks[label] = first_blocks.converted_model(supernet, config)
+        block_kernels(label, blocks[label], config.image_size)
+    reason = deploy.m7_library_missing()
+    if reason:
+        print(f"   the first blocks and the smallest subnet as firmware: skipped: {reason}")
+        return
+    print(f"   one inference of the first block + head as firmware ({library_kernels()} kernels for the "
+          f"builtins; {targets.EMULATOR}):")
+    for label, model in blocks.items():
+        print(fused_against_unfused(label, fused_and_unfused(model, targets.EMULATOR)))
+    smallest_subnet(space, supernet, form)
+
+
+def arguments():
+    parser = argparse.ArgumentParser(description="Instruction counts of the MCUF kernels on the emulated Cortex-M7.")
+    parser.add_argument("--paper", action="store_true", help="the paper-scale sections (4, 5)")
+    parser.add_argument("--subnet-form", choices=FORMS, default="export", help="the smallest subnet's int8 "
+                        "form: " + "; ".join(f"{name}: {about}" for name, about in FORMS.items()))
+    parser.add_argument("--tflm-lib", type=Path, help="the Cortex-M7 TFLM library of the firmware "
+                        "(default: TFLM_M7_LIB)")
+    return parser.parse_args()
 
 
 def main() -> int:
+    args = arguments()
+    if args.tflm_lib is not None:
+        if not args.tflm_lib.is_file():
+            print(f"--tflm-lib {args.tflm_lib}: no such file", file=sys.stderr)
+            return 2
+        os.environ["TFLM_M7_LIB"] = str(args.tflm_lib.resolve())
     reason = cortex_m7.toolchain_missing()
     if reason:
         print(f"skipped: {reason}")
         return 0
-    if "--paper" in sys.argv[1:]:
-        paper_section()
+    if args.paper:
+        paper_section(args.subnet_form)
         return 0
     rng = np.random.default_rng(0)
     model = demo_model()
@@ -172,18 +265,18 @@ def main() -> int:
     print(f"3. fused kernels of one inference: {total[True]:,} instructions with the DSP loops, "
           f"{total[False]:,} portable ({total[False] / total[True]:.2f}x); "
           f"{sum(c.macs for c in kernels) / total[True]:.3f} MAC/instr")
-    from mcuformer_tf.board.deploy import m7_library_missing
-
-    reason = m7_library_missing()
+    reason = deploy.m7_library_missing()
     if reason:
         print(f"   whole inferences as firmware: skipped: {reason}")
         return 0
-    with tempfile.TemporaryDirectory() as folder:
-        whole = whole_inferences(model, Path(folder))
-    print(f"   whole inference as firmware (TFLM_M7_LIB's kernels): unfused {whole['unfused']:,}, fused "
-          f"{whole['fused']:,} instructions: fused / unfused = {whole['fused'] / whole['unfused']:.2f}")
+    print(f"   one whole inference as firmware ({library_kernels()} kernels for the builtins; stm32f746):")
+    print(fused_against_unfused("largest digits subnet", fused_and_unfused(model, "stm32f746")))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except McuformerError as error:
+        print(f"bench_cortex_m7: {error}", file=sys.stderr)
+        sys.exit(1)

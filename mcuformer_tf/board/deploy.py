@@ -219,9 +219,9 @@ class FirmwareRun:
     top1: str | None  # the firmware's "top1 <index> <int8> <score>" line, for an int8 output
 
 
-def build_and_run(out_dir: Path, output_bytes: int) -> FirmwareRun:
-    """Links the project in out_dir with TFLM_M7_LIB through its Makefile, runs it in qemu and reads the
-    `output_bytes` bytes of its output tensor from what it prints."""
+def build_and_run(out_dir: Path, output_bytes: int, timeout: float = 300) -> FirmwareRun:
+    """Links the project in out_dir with TFLM_M7_LIB through its Makefile, runs it in qemu (for at most
+    `timeout` seconds) and reads the `output_bytes` bytes of its output tensor from what it prints."""
     reason = m7_library_missing()
     if reason:
         raise McuformerError(reason)
@@ -234,7 +234,7 @@ def build_and_run(out_dir: Path, output_bytes: int) -> FirmwareRun:
                              (overflow or [line for line in result.stderr.splitlines() if "rror" in line] or
                               result.stderr.splitlines()[-1:] or ["?"])[0])
     usage = cortex_m7.parse_usage(result.stdout)
-    ran = cortex_m7.run(Path(out_dir) / "firmware.elf")
+    ran = cortex_m7.run(Path(out_dir) / "firmware.elf", timeout)
     instructions = [line.split()[1] for line in ran.output.splitlines() if line.startswith("instructions ")]
     if ran.exit_code != 0 or not instructions:
         raise McuformerError(f"the firmware failed in qemu (exit code {ran.exit_code}): "

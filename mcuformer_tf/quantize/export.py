@@ -3,6 +3,8 @@
 The result is the "unfused" model of DESIGN.md §1: int8 in and out, batch 1,
 TFLM builtins only, which the stock TFLM wheel runs with no custom op. Its
 int8 accuracy is measured by running it in TFLM, image by image.
+`calibrated_int8_tflite` is the same form with no fine-tune epoch and no
+measurement, for models whose subject is shape and speed (fresh weights).
 """
 from __future__ import annotations
 
@@ -47,3 +49,10 @@ def export_subnet(supernet: Supernet, config: SubnetConfig, data: ImageData, out
     write_bytes_atomic(Path(out), model_bytes)
     return ExportResult(Path(out), len(model_bytes), float_accuracy, qat_accuracy,
                         tflm_accuracy(model_bytes, val))
+
+
+def calibrated_int8_tflite(model, data: ImageData, count: int = 256, seed: int = 0) -> bytes:
+    """The int8 .tflite `export` writes for a Keras subnet, with no fine-tune epoch: the QAT model
+    (per-tensor linear kernels) with ranges calibrated on `count` images of `data` at its input size."""
+    qat_model = quantization_aware_subnet(model, data, epochs=0, seed=seed, progress=False)
+    return to_int8_tflite(qat_model, calibration_images(data, model.input_shape[1], count=count, seed=seed))
