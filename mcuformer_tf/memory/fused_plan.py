@@ -18,7 +18,6 @@ from mcuformer_tf.memory.net import Net, check_config, head, image_bytes, planne
 from mcuformer_tf.nas.search_space import HEAD_DIM, SubnetConfig, keeps_dense, low_rank, mlp_hidden
 from mcuformer_tf.tflm.arena_plan import greedy_plan
 
-
 TILE = 4  # MCUF_TILE (mcuf/mcuf.h): tokens the MCUF kernels' inner loops compute together
 
 
