@@ -1,14 +1,16 @@
-"""The kernel test firmware: every MCUF kernel of real exports, run on the emulated Cortex-M7 and on the host.
+"""The kernel test firmware: every MCUF kernel of real exports, run on the emulated Cortex-M7 and on
+the host.
 
 `model_cases(model_bytes, image)` reads an unfused int8 .tflite, finds its blocks (compiler.match),
-builds each block's kernel parameters with compiler.kernels (as TFLM's Prepare derives them), takes each
-kernel's input from the numpy TFLM model's run of `image` and its expected output from the host build
-of libmcuf (ctypes), and adds cases for the linear inner loops of the first attention and MLP (a
-low-rank or dense layer, q·kᵀ and probs·v rows, v transposed as the kernel keeps it). `render`
+builds each block's kernel parameters with compiler.kernels (as TFLM's Prepare derives them), takes
+each kernel's input from the numpy TFLM model's run of `image` and its expected output from the host
+build of libmcuf (ctypes), and adds cases for the linear inner loops of the first attention and MLP
+(a low-rank or dense layer, q·kᵀ and probs·v rows, v transposed as the kernel keeps it). `render`
 writes them as C (jinja2 template templates/cortex_m7/kernel_vectors.c.j2: the parameter structs
 with their constant arrays, inputs, expected bytes, one arena); `run` builds
-tflm_custom_ops/cortex_m7/kernel_test.c with it (cortex_m7), boots it in qemu and returns per case the status, the output bytes it computed and its instruction
-count, with the MACs the unfused graph does for the same work.
+tflm_custom_ops/cortex_m7/kernel_test.c with it (cortex_m7), boots it in qemu and returns per case
+the status, the output bytes it computed and its instruction count, with the MACs the unfused graph
+does for the same work.
 """
 from __future__ import annotations
 
