@@ -49,7 +49,9 @@ def test_compile_prints_the_fused_blocks_and_both_arenas(files, compiled):
     assert lines[9] == (f"arena (non-persistent): unfused {unfused:,} B (TFLM's own plan) -> "
                         f"fused {fused:,} B (offline plan): {fused / unfused:.2f} of it, "
                         f"{unfused / fused:.2f}x smaller")
-    assert fused < unfused / 2
+    # 0.40 before the MCUF kernels took tiles of 4 tokens; their scratch (12·max(D, H) bytes for an
+    # MLP) is large beside a 32-px digits block's tokens (0.51 here), small at 224 px
+    assert fused < unfused * 0.55
     assert lines[10].startswith("flash (the .tflite): unfused ")
     assert lines[-1] == f"-> {files['fused']}"
     inputs = model_inputs(read_model(files["vit"]), 7)

@@ -148,7 +148,9 @@ def test_the_plan_honours_in_place_kernels_and_their_scratch(models, compiled):
             assert scratch.size == -(-kernel(graph, op).buffer_size() // 16) * 16
         report = memory_report.memory_report(result.model_bytes)
         assert report.peak == result.plan.size and not report.unmodelled
-        assert result.plan.size < memory_report.memory_report(raw).peak / 2, label
+        # under 0.55 of TFLM's plan even on 32-px digits blocks, where the kernels' tiles of 4
+        # tokens make the scratch large beside the tokens (0.51 at worst here, 0.40 before them)
+        assert result.plan.size < memory_report.memory_report(raw).peak * 0.55, label
 
 
 def test_patch_embedding_tokens_end_where_a_smaller_image_ends(models, compiled):
