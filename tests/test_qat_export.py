@@ -56,6 +56,7 @@ def test_exported_subnets_run_in_tflm_and_agree_with_litert(digits_int8_models):
     data = load_digits(32)
     images = np.concatenate([x.numpy() for x, _ in data.val_batches(512)])
     agree = total = max_lsb = 0
+    widest_split = 0  # where the two disagree on top-1: LiteRT's logit gap between the two classes
     for config, model_bytes in digits_int8_models:
         graph = read_model(model_bytes)
         assert {op.opcode for op in graph.operators} <= TFLM_BUILTINS_OF_SUBNETS
@@ -84,8 +85,14 @@ def test_exported_subnets_run_in_tflm_and_agree_with_litert(digits_int8_models):
         top_tflm, logits_tflm = _top1_and_logits(run_tflm, x)
         top_litert, logits_litert = _top1_and_logits(run_litert, x)
         agree += int(np.sum(top_tflm == top_litert))
+        rows = np.flatnonzero(top_tflm != top_litert)
+        gaps = logits_litert[rows, top_litert[rows]] - logits_litert[rows, top_tflm[rows]]
+        widest_split = max([widest_split, *gaps.tolist()])
         total += len(x)
         max_lsb = max(max_lsb, int(np.abs(logits_tflm - logits_litert).max()))
     print(f"TFLite reference vs TFLM: top-1 agrees on {agree}/{total} val images, "
-          f"max logit difference {max_lsb} LSB")
-    assert agree / total >= 0.99
+          f"max logit difference {max_lsb} LSB, widest split {widest_split} LSB")
+    # The two runtimes round a few kernels differently: logits within a few LSB, and top-1 differs
+    # only on near ties (3553 to 3586 of 3600 agreed over runs whose training threads differ)
+    assert max_lsb <= 6 and widest_split <= 2 * max_lsb
+    assert agree / total >= 0.98
