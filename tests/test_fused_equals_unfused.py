@@ -28,7 +28,6 @@ INPUTS = 20  # make test-all
 QUICK_DIGITS_PERTURBED = 4  # make test: beside the 10 trained subnets
 QUICK_DEIT_SEEDS = (0, 1, 2, 3, 5, 7, 14, 19)  # make test: every (image, patch) pair and width
 QUICK_INPUTS = 8  # make test
-CALIBRATION_IMAGES = 4
 DEIT_PAIRS = {(224, 16), (224, 28), (224, 32), (240, 16), (240, 20), (240, 24)}
 
 
@@ -79,18 +78,12 @@ def _perturbed_cases(preset: str, seeds, first_block_only: bool, inputs: int) ->
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from supernets import perturbed_supernet
 
-    from mcuformer_tf.nas.extract import extract_subnet
     from mcuformer_tf.nas.search_space import SearchSpace
-    from mcuformer_tf.quantize.convert import to_int8_tflite
+    from mcuformer_tf.quantize.first_blocks import converted_model
 
     supernet = perturbed_supernet(SearchSpace.load(preset))
-    cases = []
-    for config in _configs(preset, seeds, first_block_only):
-        images = np.random.default_rng(0).uniform(
-            0, 1, (CALIBRATION_IMAGES, config.image_size, config.image_size, 3)).astype(np.float32)
-        unfused = to_int8_tflite(extract_subnet(supernet, config), images)
-        cases.append(_case(config, unfused, inputs))
-    return cases
+    return [_case(config, converted_model(supernet, config), inputs)
+            for config in _configs(preset, seeds, first_block_only)]
 
 
 def _in_two_processes(preset: str, seeds: list, first_block_only: bool, parts: int,

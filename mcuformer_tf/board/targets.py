@@ -44,7 +44,6 @@ class Target:
     runtime_sram: int = RUNTIME_SRAM
     runtime_flash: int = RUNTIME_FLASH
 
-
     def milliseconds(self, instructions: int) -> float:
         """The time of `instructions` at the core's maximum clock, one instruction per cycle."""
         return instructions / self.clock_hz * 1e3

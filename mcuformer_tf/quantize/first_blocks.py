@@ -36,6 +36,7 @@ def fresh_supernet(space: SearchSpace, seed: int = 0) -> Supernet:
 
 
 def converted_model(supernet: Supernet, config: SubnetConfig) -> bytes:
-    """The converter's int8 .tflite of a subnet's float model (ranges from 4 uniform random images)."""
+    """The converter's int8 .tflite of a subnet's float model (ranges from 4 uniform random images;
+    the fused = unfused tests convert their subnets so too)."""
     images = np.random.default_rng(0).uniform(0, 1, (4, config.image_size, config.image_size, 3)).astype(np.float32)
     return to_int8_tflite(extract_subnet(supernet, config), images)
