@@ -217,11 +217,13 @@ def _export(run_path, config_spec, qat_epochs, output, seed):
     from mcuformer_tf.nas.data import load_data
     from mcuformer_tf.nas.training import load_supernet
     from mcuformer_tf.quantize.export import export_subnet
+    from mcuformer_tf.quantize.qat_recipe import QatRecipe
 
     supernet = load_supernet(run)
     data = load_data(run.spec()["data"], max(space.image_size))
     click.echo(f"export {config.describe()}: {qat_epochs} QAT epochs")
-    result = export_subnet(supernet, config, data, output, qat_epochs, seed=seed)
+    result = export_subnet(supernet, config, data, output, QatRecipe(epochs=qat_epochs), seed=seed)
+    click.echo(f"QAT fine-tune: {result.fine_tune}")
     click.echo(result.summary())
     return result
 

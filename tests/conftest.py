@@ -52,18 +52,13 @@ def _export_int8_subnets(run_path, seeds):
     from mcuformer_tf.nas.extract import extract_subnet
     from mcuformer_tf.nas.run_dir import RunDir
     from mcuformer_tf.nas.training import load_supernet
-    from mcuformer_tf.quantize.convert import to_int8_tflite
-    from mcuformer_tf.quantize.qat import calibration_images, quantization_aware_subnet
+    from mcuformer_tf.quantize.export import calibrated_int8_tflite
 
     run = RunDir(run_path)
     space, supernet, data = run.space(), load_supernet(run), load_digits(32)
-    models = []
-    for seed in seeds:
-        config = space.sample(random.Random(seed))
-        qat_model = quantization_aware_subnet(extract_subnet(supernet, config), data, epochs=0)
-        images = calibration_images(data, config.image_size, count=64)
-        models.append((seed, to_int8_tflite(qat_model, images)))
-    return models
+    return [(seed, calibrated_int8_tflite(extract_subnet(supernet, space.sample(random.Random(seed))),
+                                          data, count=64))
+            for seed in seeds]
 
 
 @pytest.fixture(scope="session")

@@ -31,8 +31,7 @@ def exported(digits_space):
     from mcuformer_tf.nas.data import load_digits
     from mcuformer_tf.nas.extract import extract_subnet
     from mcuformer_tf.nas.supernet import Supernet
-    from mcuformer_tf.quantize.convert import to_int8_tflite
-    from mcuformer_tf.quantize.qat import calibration_images, quantization_aware_subnet
+    from mcuformer_tf.quantize.export import calibrated_int8_tflite
 
     supernet = Supernet(digits_space)
     supernet(np.zeros((1, 32, 32, 3), np.float32))
@@ -42,9 +41,7 @@ def exported(digits_space):
             variable.dtype.as_numpy_dtype))
     config = digits_space.sample(random.Random(QAT_SEED))
     data = load_digits(config.image_size)
-    qat_model = quantization_aware_subnet(extract_subnet(supernet, config), data, epochs=0,
-                                          progress=False)
-    return config, to_int8_tflite(qat_model, calibration_images(data, config.image_size, count=32))
+    return config, calibrated_int8_tflite(extract_subnet(supernet, config), data, count=32)
 
 
 def _check_blocks_follow_config(model, config):

@@ -1,4 +1,5 @@
 """Supernet training: the sandwich step, one trace, checkpoints, and resuming a killed run."""
+import dataclasses
 import json
 import os
 import random
@@ -75,3 +76,24 @@ def test_a_killed_run_resumes_without_losing_finished_epochs(tmp_path):
     assert [entry["epoch"] for entry in history] == [1, 2, 3]
     assert history[:len(finished)] == finished
     assert sorted(os.listdir(out / "checkpoints"))[-1].startswith("ckpt-3")
+
+
+def test_one_seed_trains_one_supernet(tmp_path, digits_space):
+    """Op determinism: two runs of one seed end with equal losses, accuracies and weights."""
+    digits = load_digits(32)
+    data = dataclasses.replace(digits, train=digits.train.take(256), train_count=256)  # 2 steps
+    results = []
+    for name in ("first", "second"):
+        run = RunDir(tmp_path / name)
+        run.create({"space": digits_space.to_dict(), "data": "digits", "settings": {}})
+        history = train_supernet(digits_space, data, run,
+                                 TrainSettings(epochs=1, batch_size=128, random_subnets=0, seed=5),
+                                 log=lambda *_: None)
+        reader = tf.train.load_checkpoint(run.latest_checkpoint())
+        weights = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()}
+        results.append(([{k: v for k, v in entry.items() if k != "seconds"} for entry in history], weights))
+    (history, weights), (history_again, weights_again) = results
+    assert history == history_again
+    assert weights.keys() == weights_again.keys() and len(weights) > 50
+    for key, value in weights.items():
+        np.testing.assert_array_equal(value, weights_again[key], err_msg=key)

@@ -19,6 +19,7 @@ import tf_keras as keras
 
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.nas.data import ImageData
+from mcuformer_tf.nas.determinism import seed_run
 from mcuformer_tf.nas.evaluation import EVAL_BATCH, accuracy, traced_predict
 from mcuformer_tf.nas.run_dir import RunDir
 from mcuformer_tf.nas.search_space import SearchSpace
@@ -124,7 +125,7 @@ def train_supernet(space: SearchSpace, data: ImageData, run: RunDir, settings: T
     if steps < 1:
         raise McuformerError(f"batch size {settings.batch_size} exceeds the {data.train_count} "
                              f"training images of {data.name}")
-    keras.utils.set_random_seed(settings.seed)  # weight init, augmentation: one seed, one run
+    seed_run(settings.seed)  # weight init, augmentation: one seed, one run
     trainer = SandwichTrainer(space, settings, steps, make_strategy(strategy_name))
     if resume and run.latest_checkpoint():
         trainer.checkpoint.restore(run.latest_checkpoint()).assert_existing_objects_matched()

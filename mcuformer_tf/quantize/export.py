@@ -19,7 +19,7 @@ from mcuformer_tf.nas.search_space import SubnetConfig
 from mcuformer_tf.nas.supernet import Supernet
 from mcuformer_tf.quantize.convert import to_int8_tflite
 from mcuformer_tf.quantize.int8_accuracy import tflm_accuracy
-from mcuformer_tf.quantize.qat import calibration_images, quantization_aware_subnet
+from mcuformer_tf.quantize.qat_recipe import QatRecipe, calibration_images, quantization_aware_subnet
 
 
 @dataclasses.dataclass
@@ -29,6 +29,7 @@ class ExportResult:
     float_accuracy: float  # the extracted float subnet
     qat_accuracy: float  # the fake-quantised model after fine-tuning, in TensorFlow
     int8_accuracy: float  # the .tflite in the stock TFLM wheel
+    fine_tune: str  # which fine-tuned state was kept, and why
 
     def summary(self) -> str:
         return (f"val accuracy: float {self.float_accuracy:.2%}, QAT {self.qat_accuracy:.2%}, "
@@ -38,21 +39,22 @@ class ExportResult:
 
 
 def export_subnet(supernet: Supernet, config: SubnetConfig, data: ImageData, out: Path,
-                  qat_epochs: int, seed: int = 0, progress: bool = True) -> ExportResult:
-    """Write `config`'s int8 .tflite to `out` and measure it against the float subnet."""
+                  recipe: QatRecipe, seed: int = 0, progress: bool = True) -> ExportResult:
+    """Write `config`'s int8 .tflite to `out`, fine-tuned by `recipe`, and measure it against the
+    float subnet."""
     val = data.val_batches(EVAL_BATCH, config.image_size)
     model = extract_subnet(supernet, config)
     float_accuracy = accuracy(traced_predict(model), val)
-    qat_model = quantization_aware_subnet(model, data, qat_epochs, seed=seed, progress=progress)
-    qat_accuracy = accuracy(traced_predict(qat_model), val)
-    model_bytes = to_int8_tflite(qat_model, calibration_images(data, config.image_size, seed=seed))
+    quantized = quantization_aware_subnet(model, data, recipe, seed=seed, progress=progress)
+    qat_accuracy = accuracy(traced_predict(quantized.model), val)
+    model_bytes = to_int8_tflite(quantized.model, calibration_images(data, config.image_size, seed=seed))
     write_bytes_atomic(Path(out), model_bytes)
     return ExportResult(Path(out), len(model_bytes), float_accuracy, qat_accuracy,
-                        tflm_accuracy(model_bytes, val))
+                        tflm_accuracy(model_bytes, val), quantized.describe())
 
 
 def calibrated_int8_tflite(model, data: ImageData, count: int = 256, seed: int = 0) -> bytes:
     """The int8 .tflite `export` writes for a Keras subnet, with no fine-tune epoch: the QAT model
     (per-tensor linear kernels) with ranges calibrated on `count` images of `data` at its input size."""
-    qat_model = quantization_aware_subnet(model, data, epochs=0, seed=seed, progress=False)
-    return to_int8_tflite(qat_model, calibration_images(data, model.input_shape[1], count=count, seed=seed))
+    quantized = quantization_aware_subnet(model, data, QatRecipe(epochs=0), seed=seed, progress=False)
+    return to_int8_tflite(quantized.model, calibration_images(data, model.input_shape[1], count=count, seed=seed))

@@ -15,9 +15,9 @@ model sees the int8 tensors TFLite will hold:
 
 The kernel configs follow tfmot's default 8-bit scheme (symmetric,
 narrow-range kernels); activation ranges are tracked with a faster moving
-average than tfmot's (decay 0.9, not 0.999) and set by a calibration pass
-before fine-tuning, so that a fine-tune of a few hundred steps, or none,
-still ends with ranges that fit the tensors.
+average than tfmot's (decay 0.9, not 0.999), so that a calibration pass and a
+fine-tune of a few hundred steps, or none, end with ranges that fit the
+tensors (`qat_recipe` runs both).
 A layer type missing from this table makes
 `quantize_subnet` fail with its name; nothing is silently left float. Any
 tensor no fake-quant node covers (none in our subnets; a converter lowering
@@ -46,6 +46,8 @@ quantizers = tfmot.quantization.keras.quantizers
 QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
 
 RANGE_EMA_DECAY = 0.9
+# Each tracked range's decay is a variable of the model ("..._range_decay"): 1 freezes the range.
+RANGE_DECAY_SUFFIX = "_range_decay"
 EPSILON_VARIANCE_FRACTION = 1 / 64
 CALIBRATION_BATCHES = 40
 # TFLite's int8 SOFTMAX and LOGISTIC outputs are fixed at scale 1/256, zero point -128.
@@ -65,7 +67,8 @@ class TensorQuantizer(quantizers.MovingAverageQuantizer):
     """8-bit asymmetric per-tensor fake-quant whose range variables carry the tensor's name.
 
     A layer with several inner tensors needs one range per tensor; the name
-    keeps their variables apart inside one QuantizeWrapper.
+    keeps their variables apart inside one QuantizeWrapper. The moving
+    average's decay is a variable too, so a fine-tune can freeze the ranges.
     """
 
     def __init__(self, tensor="output"):
@@ -73,13 +76,17 @@ class TensorQuantizer(quantizers.MovingAverageQuantizer):
         self.tensor = tensor
 
     def build(self, tensor_shape, name, layer):
-        return super().build(tensor_shape, f"{self.tensor}_{name}", layer)
+        weights = super().build(tensor_shape, f"{self.tensor}_{name}", layer)
+        weights["decay"] = layer.add_weight(
+            f"{self.tensor}_{name}{RANGE_DECAY_SUFFIX}", initializer=keras.initializers.Constant(RANGE_EMA_DECAY),
+            trainable=False)
+        return weights
 
     def __call__(self, inputs, training, weights, **kwargs):
         if training:
             _start_range_from(inputs, weights["min_var"], weights["max_var"])
         return quant_ops.MovingAvgQuantize(
-            inputs, weights["min_var"], weights["max_var"], ema_decay=RANGE_EMA_DECAY,
+            inputs, weights["min_var"], weights["max_var"], ema_decay=weights["decay"],
             is_training=training, num_bits=8, per_channel=False, symmetric=False,
             narrow_range=False)
 
@@ -246,50 +253,3 @@ def quantize_subnet(model: keras.Model) -> keras.Model:
         except (RuntimeError, ValueError) as err:
             raise McuformerError(f"quantisation-aware model failed: {str(err).splitlines()[0]}") \
                 from None
-
-
-def fine_tune(qat_model: keras.Model, data, epochs: int, batch_size: int = 32,
-              learning_rate: float = 1e-4, seed: int = 0, progress: bool = True) -> None:
-    """Calibrate the activation ranges, then fine-tune on the training split (cross-entropy, AdamW)."""
-    keras.utils.set_random_seed(seed)
-    batches = data.train_batches(batch_size, seed)
-    size = qat_model.input_shape[1]
-    if size != data.image_size:
-        batches = batches.map(lambda x, y: (tf.image.resize(x, [size, size]), y))
-    for variable in qat_model.non_trainable_variables:
-        if variable.name.rsplit(":", 1)[0].endswith(("_min", "_max")):  # ranges start from the data
-            variable.assign(tf.zeros_like(variable))
-    calibrate = tf.function(lambda images: qat_model(images, training=True))
-    for images, _ in batches.repeat().take(CALIBRATION_BATCHES):
-        calibrate(images)
-    if epochs > 0:
-        _fit(qat_model, batches, data.train_count // batch_size, epochs, learning_rate, progress)
-    diverged = [v.name for v in qat_model.variables if not np.all(np.isfinite(v.numpy()))]
-    if diverged:
-        raise McuformerError(f"quantisation-aware training diverged: {diverged[0]} is not finite")
-
-
-def _fit(qat_model, batches, steps_per_epoch, epochs, learning_rate, progress):
-    steps = epochs * steps_per_epoch
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, steps))
-    qat_model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01, global_clipnorm=1.0),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    qat_model.fit(batches, epochs=epochs, verbose=1 if progress else 0)
-
-
-def calibration_images(data, image_size: int, count: int = 256, seed: int = 0) -> np.ndarray:
-    """`count` training images (no augmentation) at `image_size`, for the converter's calibration."""
-    images = data.train.shuffle(data.train_count, seed=seed).take(count).map(
-        lambda x, y: tf.image.resize(x, [image_size, image_size]))
-    return np.stack(list(images.as_numpy_iterator())).astype(np.float32)
-
-
-
-def quantization_aware_subnet(model: keras.Model, data, epochs: int, seed: int = 0,
-                              progress: bool = True) -> keras.Model:
-    """The whole QAT recipe: widen LayerNorm epsilons, quantise, calibrate ranges, fine-tune."""
-    widen_layer_norm_epsilon(model, calibration_images(data, model.input_shape[1], seed=seed))
-    qat_model = quantize_subnet(model)
-    fine_tune(qat_model, data, epochs, seed=seed, progress=progress)
-    return qat_model

@@ -1,0 +1,110 @@
+"""What quantisation costs: float, QAT and int8-in-TFLM accuracy of exports over seeds.
+
+Exports the demo's tuned subnet and the largest subnet of the demo's supernet with --seeds QAT
+seeds each (the `export` path: QAT recipe, int8 .tflite, the stock TFLM wheel) and prints per
+export the float, QAT and int8 accuracy on the val split, and float and int8 on all the training
+images (a second, 4x larger split: the supernet has seen it, so it measures fidelity to float, not
+generalisation); then the float-to-int8 drop's mean and worst over the exports, on each split.
+Targets (issue 15): mean drop at most 0.5 points, worst at most 1.5, on val.
+
+The demo's run (default runs/demo) is made by `mcuformer-tf demo` first when it has no tuned
+subnet yet. Recipe options change one setting of the default recipe, to measure it.
+
+    python tools/bench_qat.py [--demo-run runs/demo] [--seeds 5] [--epochs 4] [--lr 1e-4]
+        [--warmup-epochs 1] [--no-distill] [--no-keep-best] [--frozen-range-epochs 1]
+
+The recipe before issue 15: --warmup-epochs 0 --no-distill --no-keep-best --frozen-range-epochs 0.
+"""
+import argparse
+import dataclasses
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from mcuformer_tf.nas.data import load_data
+from mcuformer_tf.nas.evaluation import EVAL_BATCH, accuracy, traced_predict
+from mcuformer_tf.nas.extract import extract_subnet
+from mcuformer_tf.nas.run_dir import RunDir
+from mcuformer_tf.nas.training import load_supernet
+from mcuformer_tf.quantize.export import export_subnet
+from mcuformer_tf.quantize.int8_accuracy import tflm_accuracy
+from mcuformer_tf.quantize.qat_recipe import QatRecipe
+
+TARGET_MEAN, TARGET_WORST = 0.5, 1.5  # points
+
+
+def _demo_run(path: Path) -> Path:
+    """The demo's run directory, made by `mcuformer-tf demo` when it has no tuned subnet."""
+    best = path / "tune" / "best_config.json"
+    if not best.is_file():
+        print(f"{best} missing: running `mcuformer-tf demo --out {path}` first", flush=True)
+        subprocess.run([sys.executable, "-m", "mcuformer_tf", "demo", "--out", str(path)], check=True)
+    return best
+
+
+def _train_split(data, image_size):
+    """Every training image, unaugmented, at `image_size`, in batches."""
+    import tensorflow as tf
+
+    ds = data.train
+    if image_size != data.image_size:
+        ds = ds.map(lambda x, y: (tf.image.resize(x, [image_size, image_size]), y))
+    return ds.batch(EVAL_BATCH)
+
+
+def _row(name, seed, result, float_train, int8_train):
+    drop_val = (result.float_accuracy - result.int8_accuracy) * 100
+    drop_train = (float_train - int8_train) * 100
+    print(f"{name:<8} {seed:>4}  {result.float_accuracy:8.2%} {result.qat_accuracy:8.2%} "
+          f"{result.int8_accuracy:8.2%} {drop_val:+7.2f}   {float_train:8.2%} {int8_train:8.2%} "
+          f"{drop_train:+7.2f}", flush=True)
+    return drop_val, drop_train
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo-run", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--seeds", type=int, default=5)
+    defaults = QatRecipe()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
+    parser.add_argument("--frozen-range-epochs", type=int, default=defaults.frozen_range_epochs)
+    parser.add_argument("--no-distill", action="store_true")
+    parser.add_argument("--no-keep-best", action="store_true")
+    args = parser.parse_args()
+    recipe = dataclasses.replace(defaults, epochs=args.epochs, learning_rate=args.lr, warmup_epochs=args.warmup_epochs,
+                                 frozen_range_epochs=args.frozen_range_epochs,
+                                 distill=not args.no_distill, keep_best=not args.no_keep_best)
+    best = _demo_run(args.demo_run)
+    run = RunDir(args.demo_run)
+    space = run.space()
+    supernet = load_supernet(run)
+    data = load_data(run.spec()["data"], max(space.image_size))
+    print(f"{recipe}\nsupernet {run.path}; val {data.val_count} images, train {data.train_count}")
+    print(f"{'subnet':<8} {'seed':>4}  {'float':>8} {'QAT':>8} {'int8':>8} {'drop':>7}   "
+          f"{'float':>8} {'int8':>8} {'drop':>7}\n{'':<14}{'--- val split ---':^35}   "
+          f"{'--- all training images ---':^26}")
+    drops = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, spec in (("tuned", str(best)), ("largest", "largest")):
+            config = space.resolve_config(spec)
+            train = _train_split(data, config.image_size)
+            float_train = accuracy(traced_predict(extract_subnet(supernet, config)), train)
+            for seed in range(args.seeds):
+                result = export_subnet(supernet, config, data, Path(tmp) / f"{name}-{seed}.tflite",
+                                       recipe, seed=seed, progress=False)
+                int8_train = tflm_accuracy(result.path.read_bytes(), train)
+                drops.append(_row(name, seed, result, float_train, int8_train))
+    drop_val, drop_train = np.array(drops).T
+    print(f"float-to-int8 drop over {len(drops)} exports, points: val mean {drop_val.mean():+.2f} "
+          f"worst {drop_val.max():+.2f}; all training images mean {drop_train.mean():+.2f} worst "
+          f"{drop_train.max():+.2f} (targets on val: mean <= {TARGET_MEAN}, worst <= {TARGET_WORST}: "
+          f"{'met' if drop_val.mean() <= TARGET_MEAN and drop_val.max() <= TARGET_WORST else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()
