@@ -1,0 +1,51 @@
+"""Fitted by tools/fit_latency_model.py: instructions per loop trip of the latency model
+(board/latency.py), and the error it measured."""
+COEFFICIENTS = {
+    'patch_embed': {
+        'one': 63040,
+        'patch_rows': 0,
+        'widen': 0,
+        'dot': 2.40668,
+        'pieces': 0,
+        'piece_channels': 0,
+        'outputs': 129.401,
+    },
+    'attention': {
+        'one': 200412,
+        'ln_rows': 0,
+        'ln_elements': 91.5349,
+        'widen': 0,
+        'dot': 1.25399,
+        'dot_tail': 0,
+        'channels': 0,
+        'outputs': 0,
+        'slow_channels': 0,
+        'calls': 0,
+        'softmax_rows': 0,
+        'softmax_elements': 336.61,
+        'residual': 0,
+    },
+    'mlp': {
+        'one': 140713,
+        'ln_rows': 5642.25,
+        'ln_elements': 0,
+        'widen': 0,
+        'dot': 4.57187,
+        'dot_tail': 35.4569,
+        'channels': 0,
+        'outputs': 0,
+        'slow_channels': 0,
+        'calls': 0,
+        'gelu': 2.31662,
+        'residual': 0,
+    },
+    'tail': {
+        'one': 615800,
+        'blocks': 0,
+        'tokens_embed': 1329.66,
+        'embed': 8304.17,
+        'embed_classes': 0,
+        'classes': 0,
+    },
+}
+ERROR = 'provisional'
