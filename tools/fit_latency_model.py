@@ -155,8 +155,7 @@ def check(label: str, counts: Counts, space: SearchSpace, configs: list) -> floa
 
 def speed(space: SearchSpace) -> float:
     configs = space.sample_many(5000, seed=3)
-    latency._block_instructions.cache_clear()
-    latency._ends_instructions.cache_clear()
+    latency.clear_caches()
     began = time.perf_counter()
     for config in configs:
         latency.instructions(config)
@@ -184,8 +183,7 @@ def fit_and_check() -> int:
             print(f"fitting on {len(fit_set)} subnets (kernel test + whole inference)")
             measured = [(config, counts.of(space, config, kernels=True)) for space, config in fit_set]
             latency.latency_fit.COEFFICIENTS = fit(measured)
-            latency._block_instructions.cache_clear()
-            latency._ends_instructions.cache_clear()
+            latency.clear_caches()
             write_fit(latency.latency_fit.COEFFICIENTS, "not checked")
         errors = {"digits": check(f"{CHECK_DIGITS} random digits subnets", counts, digits,
                                   digits.sample_many(CHECK_DIGITS, CHECK_SEED))}

@@ -185,8 +185,8 @@ class Budget:
         flash = (f"flash {format_size(t.flash)} for code, the model in "
                  f"{format_size(t.external_flash)} external flash" if t.external_flash
                  else f"flash {format_size(t.flash)}")
-        time = (f", latency {self.latency_ms:g} ms at {self.clock / 1e6:g} MHz" if self.latency_ms is not None
-                else "")
+        time = (f", latency {self.latency_ms:g} ms at {self.clock / 1e6:g} MHz (the latency model, "
+                f"{latency.describe_error()})" if self.latency_ms is not None else "")
         return (f"{t.name}: SRAM {format_size(t.sram)} (runtime {format_size(t.runtime_sram)} "
                 f"outside the arena), {flash} (runtime code {format_size(t.runtime_flash)}), "
                 f"{self.plan} memory plan{time}")

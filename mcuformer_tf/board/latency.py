@@ -199,7 +199,23 @@ def shape_instructions(shape: NetShape) -> int:
 
 def instructions(config: SubnetConfig) -> int:
     """Instructions of one inference of `config`'s fused model on the Cortex-M7, DSP loops."""
-    return shape_instructions(net_shape(config))
+    total = _ends_instructions(config.image_size, config.patch_size, config.embed_dim, config.num_classes,
+                               config.depth)
+    blocks = zip(config.num_heads, config.mlp_ratio)
+    return round(total + sum(_cached_block(config.image_size, config.patch_size, config.rank_ratio,
+                                           config.embed_dim, heads, ratio) for heads, ratio in blocks))
+
+
+@functools.lru_cache(maxsize=65536)
+def _cached_block(image: int, patch: int, rank_ratio: float, embed: int, heads: int, mlp_ratio: float) -> float:
+    config = SubnetConfig(image, patch, rank_ratio, embed, 1, (heads,), (mlp_ratio,), 1)
+    return _block_instructions(config.num_tokens, embed, net_shape(config).blocks[0])
+
+
+def clear_caches() -> None:
+    """Forget cached counts (after the costs change)."""
+    for cached in (_block_instructions, _ends_instructions, _cached_block):
+        cached.cache_clear()
 
 
 def describe_error() -> str:
