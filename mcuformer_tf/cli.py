@@ -526,10 +526,10 @@ def _latency_estimate(model_bytes: bytes, target_name: str = "stm32f746", measur
     from mcuformer_tf.board import latency, targets
     from mcuformer_tf.board.latency_shape import model_shape
 
-    shape = model_shape(model_bytes)
-    if shape is None:
+    read = model_shape(model_bytes)
+    if read is None:
         return ""
-    estimate = latency.shape_instructions(shape)
+    estimate = latency.shape_instructions(*read)
     beside = f", {estimate / measured - 1:+.1%} against the {measured:,} measured" if measured else ""
     return (f"{estimate:,} instructions for one inference of the fused model (Cortex-M7, DSP loops"
             f"{beside}), {targets.target(target_name).time_estimate(estimate)}")

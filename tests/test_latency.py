@@ -11,6 +11,7 @@ import pytest
 
 from mcuformer_tf.board import deploy, latency, targets
 from mcuformer_tf.board.latency_shape import model_shape
+from mcuformer_tf.memory.form import FRESH_FLOAT
 from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
 
 BOUND = 0.05  # the model's stated bound (tools/fit_latency_model.py prints its worst error)
@@ -36,10 +37,10 @@ def test_the_model_reads_a_tflite_as_its_config(fresh_int8_tflite, digits_space)
     from mcuformer_tf.compiler.pipeline import compile_model
 
     config = digits_space.sample(random.Random(4))  # 2 heads, low-rank
-    unfused = fresh_int8_tflite(config).read_bytes()
-    assert model_shape(unfused) == latency.net_shape(config)
-    assert model_shape(compile_model(unfused).model_bytes) == latency.net_shape(config)
-    assert latency.shape_instructions(model_shape(unfused)) == latency.instructions(config)
+    unfused = fresh_int8_tflite(config).read_bytes()  # the converter's form of fresh weights
+    assert model_shape(unfused) == (latency.net_shape(config), FRESH_FLOAT)
+    assert model_shape(compile_model(unfused).model_bytes) == (latency.net_shape(config), FRESH_FLOAT)
+    assert latency.shape_instructions(*model_shape(unfused)) == latency.instructions(config, FRESH_FLOAT)
     assert model_shape(b"not a model") is None
 
 
@@ -72,5 +73,5 @@ def test_within_five_percent_of_random_deit_first_blocks_as_firmware(tmp_path):
         plan = deploy.plan(path, targets.EMULATOR, 3 << 20)
         deploy.write(plan, path, tmp_path / "firmware", np.zeros(plan.input.shape, np.int8))
         measured = deploy.build_and_run(tmp_path / "firmware", plan.output.nbytes, 1800).instructions
-        errors.append(latency.instructions(config) / measured - 1)
+        errors.append(latency.instructions(config, FRESH_FLOAT) / measured - 1)
     assert max(map(abs, errors)) <= BOUND, errors

@@ -5,15 +5,17 @@ runs every MCUF kernel of each in the kernel test firmware (DSP loops, qemu mps2
 shift=0) and one whole inference of its fused model as firmware (deploy, TFLM_ROOT and TFLM_M7_LIB:
 the builtins of the tail on that library's kernels), fits each kernel's cost per loop trip to the
 kernel counts and the tail's to the whole inference minus its kernels (non-negative least squares),
-writes them to mcuformer_tf/board/latency_fit.py, then checks the model on subnets it was not
-fitted on: whole inferences of 20 random digits subnets and, with --paper, of 10 random
+writes them to mcuformer_tf/board/latency_fit.py, then checks the model on subnets it was not fitted
+on: whole inferences of 20 random digits subnets, 4 in QAT form and, with --paper, of 10 random
 deit-tiny-mcu first blocks (one block + 1000-class head), and prints the worst error, and the
 model's configs per second.
 
-Fit set: 6 random digits subnets and the space's largest and smallest, and the four paper-scale
-first blocks of quantize.first_blocks (their 1000-class head sets the tail's cost per class). Counts
-are kept in --counts (JSON, by config), so a rerun measures only what is new; delete it after the
-kernels change.
+Models are the converter's form of fresh weights (per-channel kernels) unless said QAT (export's
+form with no fine-tune epoch, ranges from 16 digits images: per-tensor kernels, LayerNorms with
+gamma and beta). Fit set: 6 random digits subnets and the space's largest and smallest, 2 random
+digits subnets in QAT form, and the four paper-scale first blocks of quantize.first_blocks (their
+1000-class head sets the tail's cost per class). Counts are kept in --counts (JSON, by config), so a
+rerun measures only what is new; delete it after the kernels change.
 
     python tools/fit_latency_model.py [--paper] [--no-fit] [--counts runs/latency_counts.json]
 """
@@ -38,11 +40,13 @@ from scipy.optimize import nnls  # noqa: E402
 from mcuformer_tf.board import deploy, kernel_test, latency, targets  # noqa: E402
 from mcuformer_tf.compiler.pipeline import compile_model  # noqa: E402
 from mcuformer_tf.errors import McuformerError  # noqa: E402
+from mcuformer_tf.memory.form import FRESH_FLOAT, QAT  # noqa: E402
 from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig  # noqa: E402
 from mcuformer_tf.quantize import first_blocks  # noqa: E402
 
-FIT_DIGITS, CHECK_DIGITS, CHECK_DEIT = 6, 20, 10
-FIT_SEED, CHECK_SEED = 101, 202
+FIT_DIGITS, CHECK_DIGITS, CHECK_DEIT, FIT_QAT, CHECK_QAT = 6, 20, 10, 2, 4
+FIT_SEED, CHECK_SEED, QAT_FIT_SEED, QAT_CHECK_SEED = 101, 202, 303, 404
+FORMS = {"fresh": FRESH_FLOAT, "qat": QAT}  # the converter's form of fresh weights; export's QAT form
 EMULATOR_ARENA = 3 << 20  # the emulator-only profile: room for any model here; counts do not depend on it
 FIT_MODULE = Path(latency.__file__).with_name("latency_fit.py")
 
@@ -57,25 +61,31 @@ def random_first_blocks(space: SearchSpace, count: int, seed: int) -> list:
 
 
 class Counts:
-    """Measured counts by config: {'kernels': {case kind+number: instructions}, 'firmware': n}."""
+    """Measured counts by form and config: {'kernels': {case kind+number: instructions}, 'firmware': n}."""
 
     def __init__(self, path: Path, work: Path):
         self.path, self.work = path, work
         self.saved = json.loads(path.read_text()) if path.is_file() else {}
         self.supernets = {}
 
-    def _model(self, space: SearchSpace, config: SubnetConfig) -> bytes:
+    def _model(self, space: SearchSpace, config: SubnetConfig, form: str) -> bytes:
         if space.name not in self.supernets:
             self.supernets[space.name] = first_blocks.fresh_supernet(space)
-        return first_blocks.converted_model(self.supernets[space.name], config)
+        if form == "fresh":
+            return first_blocks.converted_model(self.supernets[space.name], config)
+        from mcuformer_tf.nas.data import load_digits
+        from mcuformer_tf.nas.extract import extract_subnet
+        from mcuformer_tf.quantize.export import calibrated_int8_tflite
 
-    def of(self, space: SearchSpace, config: SubnetConfig, kernels: bool) -> dict:
-        key = config.to_json()
+        return calibrated_int8_tflite(extract_subnet(self.supernets[space.name], config), load_digits(32), count=16)
+
+    def of(self, space: SearchSpace, config: SubnetConfig, kernels: bool, form: str = "fresh") -> dict:
+        key = f"{form}:{config.to_json()}"
         entry = self.saved.get(key, {})
         if "firmware" in entry and (entry.get("kernels") or not kernels):
             return entry
         began = time.perf_counter()
-        model = self._model(space, config)
+        model = self._model(space, config, form)
         if kernels:
             image = np.random.default_rng(1).integers(-128, 128, (1, config.image_size, config.image_size, 3),
                                                       np.int8)
@@ -89,7 +99,7 @@ class Counts:
         self.saved[key] = entry
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.saved, indent=1))
-        print(f"   measured {config.describe()}: {entry['firmware']:,} instructions "
+        print(f"   measured {config.describe()} ({form}): {entry['firmware']:,} instructions "
               f"({time.perf_counter() - began:.0f} s)", flush=True)
         return entry
 
@@ -106,17 +116,17 @@ class Counts:
 
 
 def fit(measured: list) -> dict:
-    """kind -> feature -> instructions per trip, by non-negative least squares on (config, counts)."""
+    """kind -> feature -> instructions per trip, by non-negative least squares on (config, form, counts)."""
     rows = {kind: ([], []) for kind in latency.KINDS}
-    for config, entry in measured:
+    for config, form, entry in measured:
         shape = latency.net_shape(config)
         for name, count in entry["kernels"].items():
             kind = name.rstrip("0123456789")
             block = int(name[len(kind):])
-            rows[kind][0].append(latency.kernel_features(kind, shape, block))
+            rows[kind][0].append(latency.kernel_features(kind, shape, block, FORMS[form]))
             rows[kind][1].append(count)
         tail = entry["firmware"] - sum(entry["kernels"].values())
-        rows["tail"][0].append(latency.features(shape)["tail"])
+        rows["tail"][0].append(latency.features(shape, FORMS[form])["tail"])
         rows["tail"][1].append(tail)
     coefficients = {}
     for kind, (features, counts) in rows.items():
@@ -139,13 +149,13 @@ def write_fit(coefficients: dict, error: str) -> None:
     FIT_MODULE.write_text("\n".join(lines))
 
 
-def check(label: str, counts: Counts, space: SearchSpace, configs: list) -> float:
+def check(label: str, counts: Counts, space: SearchSpace, configs: list, form: str = "fresh") -> float:
     """Prints the model against the firmware for each config; returns the worst relative error."""
     print(f"{label}: model against one whole inference as firmware")
     worst = 0.0
     for config in configs:
-        measured = counts.of(space, config, kernels=False)["firmware"]
-        estimate = latency.instructions(config)
+        measured = counts.of(space, config, kernels=False, form=form)["firmware"]
+        estimate = latency.instructions(config, FORMS[form])
         error = estimate / measured - 1
         worst = max(worst, abs(error))
         print(f"   {config.describe():<58}{measured:>14,}{estimate:>14,}{error:>+9.2%}")
@@ -177,16 +187,20 @@ def fit_and_check() -> int:
     with tempfile.TemporaryDirectory() as work:
         counts = Counts(args.counts, Path(work))
         if not args.no_fit:
-            fit_set = [(digits, c) for c in [*digits.sample_many(FIT_DIGITS, FIT_SEED), digits.largest(),
-                                             digits.smallest()]]
-            fit_set += [(deit, c) for c in first_blocks.FIRST_BLOCKS.values()]
+            fit_set = [(digits, c, "fresh") for c in [*digits.sample_many(FIT_DIGITS, FIT_SEED), digits.largest(),
+                                                      digits.smallest()]]
+            fit_set += [(deit, c, "fresh") for c in first_blocks.FIRST_BLOCKS.values()]
+            fit_set += [(digits, c, "qat") for c in digits.sample_many(FIT_QAT, QAT_FIT_SEED)]
             print(f"fitting on {len(fit_set)} subnets (kernel test + whole inference)")
-            measured = [(config, counts.of(space, config, kernels=True)) for space, config in fit_set]
+            measured = [(config, form, counts.of(space, config, kernels=True, form=form))
+                        for space, config, form in fit_set]
             latency.latency_fit.COEFFICIENTS = fit(measured)
             latency.clear_caches()
             write_fit(latency.latency_fit.COEFFICIENTS, "not checked")
         errors = {"digits": check(f"{CHECK_DIGITS} random digits subnets", counts, digits,
-                                  digits.sample_many(CHECK_DIGITS, CHECK_SEED))}
+                                  digits.sample_many(CHECK_DIGITS, CHECK_SEED)),
+                  "digits QAT": check(f"{CHECK_QAT} random digits subnets in export's QAT form", counts, digits,
+                                      digits.sample_many(CHECK_QAT, QAT_CHECK_SEED), "qat")}
         if args.paper:
             errors["deit-tiny-mcu first blocks"] = check(
                 f"{CHECK_DEIT} random deit-tiny-mcu first blocks", counts, deit,
