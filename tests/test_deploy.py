@@ -91,7 +91,7 @@ def test_deploy_takes_the_paper_boards(fused, tmp_path, monkeypatch, board, cpu)
     monkeypatch.delenv("TFLM_M7_LIB", raising=False)
     result = run_cli("deploy", fused, "-o", tmp_path, "--arena", 40_000, "--target", board)
     assert result.exit_code == 0, result.output
-    assert f"full firmware: skipped: set TFLM_ROOT (a tflite-micro tree) and TFLM_M{cpu[12]}_LIB" in result.output
+    assert f"full firmware: skipped: set TFLM_ROOT (a tflite-micro tree) and TFLM_M{cpu[14]}_LIB" in result.output
     makefile = (tmp_path / "Makefile").read_text()
     assert f"CPU := {cpu} -mfloat-abi=hard -mthumb" in makefile and f"cortex_m7/{board}.ld" in makefile
     assert re.search(r"^latency model: [\d,]+ instructions for one inference of the fused model", result.output,
