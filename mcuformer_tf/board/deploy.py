@@ -1,4 +1,4 @@
-"""`mcuformer-tf deploy`: a TFLM project fragment for an STM32F746 target, from an int8 (fused) .tflite.
+"""`mcuformer-tf deploy`: a TFLM project fragment for a target board, from an int8 (fused) .tflite.
 
 `plan` reads the model, lists exactly the builtins and MCUF ops it uses, sizes the arena (given, or
 the smallest with which the user's TFLM runs it in the host runner, found by bisection on the 16-byte
