@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from mcuformer_tf.board.targets import TARGETS
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.nas.data_spec import check_data_spec
 from mcuformer_tf.nas.search_space import PRESETS, SearchSpace
@@ -244,12 +245,15 @@ def export(run_path, config_spec, qat_epochs, output, seed):
     _export(run_path, config_spec, qat_epochs, output, seed)
 
 
-def _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_space=False):
+def _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_space=False, latency=None,
+          clock=None):
     """Check the budget and the run, then search; returns the TuneResult."""
     from mcuformer_tf.nas.run_dir import RunDir
-    from tuner.budget import Budget, check_space_fits, resolve_target
+    from tuner.budget import Budget, check_space_fits, parse_clock, parse_duration, resolve_target
 
-    budget = Budget(resolve_target(target, sram, flash), memory_plan)
+    budget = Budget(resolve_target(target, sram, flash), memory_plan,
+                    None if latency is None else parse_duration(latency),
+                    None if clock is None else parse_clock(clock))
     run = RunDir(run_path)
     check_space_fits(run.space(), budget)
     from tuner.search import format_table, role, tune
@@ -279,10 +283,12 @@ def _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_spac
 @click.option("--supernet", "run_path", required=True,
               type=click.Path(file_okay=False, path_type=Path), help="A training run directory.")
 @click.option("--target", default="stm32f746", show_default=True,
-              help="Board profile: stm32f746, stm32f746-disco, or custom (needs --sram and "
-                   "--flash).")
+              help=f"Board profile: {', '.join(TARGETS)}, or custom (needs --sram and --flash).")
 @click.option("--sram", default=None, help="SRAM budget, e.g. 320KiB (default: the target's).")
 @click.option("--flash", default=None, help="Flash budget, e.g. 1MiB (default: the target's).")
+@click.option("--latency", default=None,
+              help="Latency budget of one inference, e.g. 800ms (the latency model's instructions at --clock).")
+@click.option("--clock", default=None, help="Core clock for --latency, e.g. 216MHz (default: the target's).")
 @click.option("--memory-plan", type=click.Choice(["fused", "unfused"]), default="fused",
               show_default=True,
               help="The arena the SRAM budget applies to: fused MCUF operators or stock TFLM.")
@@ -306,16 +312,16 @@ def _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_spac
 @click.option("--evolve-space", is_flag=True,
               help="First evolve the space over rank ratio and patch size (MCUFormer), then "
                    "search the evolved space.")
-def tune_command(run_path, target, sram, flash, memory_plan, algorithm, trials, out, seed,
+def tune_command(run_path, target, sram, flash, latency, clock, memory_plan, algorithm, trials, out, seed,
                  population, parents, mutation_prob, crossover_prob, fine_tune_steps,
                  evolve_space):
-    """Search a trained supernet for the most accurate subnets that fit a board's memory."""
+    """Search a trained supernet for the most accurate subnets that fit a board's memory (and latency)."""
     settings = TuneSettings(algorithm=algorithm, trials=trials, seed=seed, population=population,
                             parents=parents, mutation_prob=mutation_prob,
                             crossover_prob=crossover_prob, fine_tune_steps=fine_tune_steps)
     if parents > population:
         raise McuformerError(f"--parents {parents} exceeds --population {population}")
-    _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_space)
+    _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_space, latency, clock)
 
 
 @main.command()
@@ -471,6 +477,9 @@ def report(model, png, compare):
     click.echo(format_report(result))
     for other in others:
         click.echo(format_comparison(result, other))
+    estimate = _latency_estimate(model.read_bytes())
+    if estimate:
+        click.echo(f"latency model: {estimate}")
     if png:
         spans = None
         if others:
@@ -513,17 +522,33 @@ def compile_command(model, output):
     click.echo(f"-> {output}")
 
 
+def _latency_estimate(model_bytes: bytes, target_name: str = "stm32f746", measured: int | None = None) -> str:
+    """The latency model's instructions for the model's fused form, at the target's clock, and
+    beside `measured` (a whole inference as firmware); "" when the model is not a ViT export."""
+    from mcuformer_tf.board import latency, targets
+    from mcuformer_tf.board.latency_shape import model_shape
+
+    read = model_shape(model_bytes)
+    if read is None:
+        return ""
+    estimate = latency.shape_instructions(*read)
+    beside = f", {estimate / measured - 1:+.1%} against the {measured:,} measured" if measured else ""
+    return (f"{estimate:,} instructions for one inference of the fused model (Cortex-M7, DSP loops"
+            f"{beside}), {targets.target(target_name).time_estimate(estimate)}")
+
+
 @main.command("kernel-test")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--target", "target_name", type=click.Choice(["stm32f746", "stm32f746-disco"]),
+@click.option("--target", "target_name", type=click.Choice(list(TARGETS)),
               default="stm32f746", show_default=True,
-              help="Linker profile (the disco profile puts the weights in its external flash).")
+              help="Board: its core (Cortex-M7 or M4) and linker profile (the disco profile puts the weights "
+                   "in its external flash).")
 @click.option("--portable", is_flag=True, help="Build the kernels' portable C loops, not the DSP ones.")
 @click.option("--build-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("build/kernel_test"), show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input image.")
 def kernel_test_command(model, target_name, portable, build_dir, seed):
-    """Run every MCUF kernel of MODEL (unfused int8) on an emulated Cortex-M7 against the host build."""
+    """Run every MCUF kernel of MODEL (unfused int8) on the target's emulated core against the host build."""
     import numpy as np
 
     from mcuformer_tf.board import kernel_test, targets
@@ -536,7 +561,8 @@ def kernel_test_command(model, target_name, portable, build_dir, seed):
     image = np.random.default_rng(seed).integers(-128, 128, graph.tensor(graph.inputs[0]).shape, np.int8)
     cases = kernel_test.model_cases(model.read_bytes(), image)
     result = kernel_test.run(cases, build_dir, target_name, dsp=not portable)
-    click.echo(f"{'case':<26}{'instructions':>14}{'MACs':>11}{'MAC/instr':>11}  Cortex-M7 vs host")
+    core = _core_label(targets.target(target_name))
+    click.echo(f"{'case':<26}{'instructions':>14}{'MACs':>11}{'MAC/instr':>11}  {core} vs host")
     for case, ran in zip(cases, result.cases):
         same = ran.output == case.expected.tobytes()
         click.echo(f"{case.name:<26}{ran.instructions:>14,}{case.macs:>11,}"
@@ -550,8 +576,13 @@ def kernel_test_command(model, target_name, portable, build_dir, seed):
         f"{region} {used:,} B" for region, used in result.usage.items()))
     failed = [r.name for c, r in zip(cases, result.cases) if r.output != c.expected.tobytes()]
     if failed or result.exit_code != 0:
-        raise McuformerError(f"the Cortex-M7 differs from the host build on {', '.join(failed) or 'a case'} "
+        raise McuformerError(f"the {core} differs from the host build on {', '.join(failed) or 'a case'} "
                              f"(firmware exit code {result.exit_code})")
+
+
+def _core_label(target) -> str:
+    """Cortex-M7, Cortex-M4: the target's core as the README writes it."""
+    return "Cortex-M" + target.core.name.split("-m")[1]
 
 
 def _short_hex(data: bytes, shown: int = 16) -> str:
@@ -578,16 +609,17 @@ def _reference_outputs(model: Path, example):
 
 @main.command("deploy")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--target", "target_name", type=click.Choice(["stm32f746", "stm32f746-disco"]),
+@click.option("--target", "target_name", type=click.Choice(list(TARGETS)),
               default="stm32f746", show_default=True,
-              help="stm32f746: 1 MiB flash; stm32f746-disco: the flatbuffer in the board's 16 MiB QSPI flash.")
+              help="The board (README: targets); stm32f746-disco puts the flatbuffer in the board's 16 MiB "
+                   "QSPI flash.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the generated project.")
 @click.option("--arena", type=click.IntRange(min=16), default=None,
               help="Arena bytes (default: the smallest with which the host runner's TFLM runs the model).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the example input.")
 def deploy_command(model, target_name, output, arena, seed):
-    """Write a TFLM project for MODEL on an STM32F746; link and run it on the emulator given TFLM."""
+    """Write a TFLM project for MODEL on a board; link and run it on the emulator given TFLM."""
     import numpy as np
 
     from mcuformer_tf.board import deploy
@@ -606,21 +638,27 @@ def deploy_command(model, target_name, output, arena, seed):
     click.echo(f"flash: model {plan.model_bytes:,} B; {where}internal {plan.flash:,} of {plan.target.flash:,} B "
                f"with {plan.target.runtime_flash:,} B of stated code")
     click.echo(f"-> {output}/ ({', '.join(deploy.FILES)})")
-    reason = deploy.m7_library_missing()
+    reason = deploy.library_missing(plan.target.core)
     if reason:
         click.echo(f"full firmware: skipped: {reason}")
+        estimate = _latency_estimate(model.read_bytes(), plan.target.name)
+        if estimate:
+            click.echo(f"latency model: {estimate}")
         return
-    firmware = deploy.build_and_run(output, plan.output.nbytes)
+    firmware = deploy.build_and_run(output, plan.output.nbytes, target_name=plan.target.name)
     source, expected = _reference_outputs(model, example)
     click.echo("linked for " + plan.target.name + ": " + ", ".join(
         f"{region} {used:,} B" for region, used in firmware.usage.items()))
     if firmware.output != expected:
         differ = [i for i, (a, b) in enumerate(zip(firmware.output, expected)) if a != b]
-        raise McuformerError(f"the emulated Cortex-M7's output bytes differ from {source}'s in {len(differ)} of "
-                             f"{len(expected)} bytes (first at byte {differ[0]})")
-    click.echo(f"one inference on the emulated Cortex-M7: {firmware.instructions:,} instructions, "
+        raise McuformerError(f"the emulated {_core_label(plan.target)}'s output bytes differ from {source}'s in "
+                             f"{len(differ)} of {len(expected)} bytes (first at byte {differ[0]})")
+    click.echo(f"one inference on the emulated {_core_label(plan.target)}: {firmware.instructions:,} instructions, "
                f"{plan.target.time_estimate(firmware.instructions)}; output bytes "
                f"equal to {source}'s ({_short_hex(firmware.output)})")
+    estimate = _latency_estimate(model.read_bytes(), plan.target.name, firmware.instructions)
+    if estimate:
+        click.echo(f"latency model: {estimate}")
     if firmware.top1:
         _, index, value, score = firmware.top1.split()
         click.echo(f"top-1 on the firmware: class {index} (int8 {value}, score {score})")

@@ -40,6 +40,45 @@ def test_a_budget_nothing_fits_is_a_one_line_error(trained_run, tmp_path):
     assert_one_line_error(result, "no subnet of space 'digits' fits custom")
 
 
+def test_an_impossible_latency_is_a_one_line_error(trained_run, tmp_path):
+    result = run_cli("tune", "--supernet", trained_run.path, "--out", tmp_path / "t", "--latency", "0.5ms",
+                     "--clock", "480MHz")
+    assert_one_line_error(result, "no subnet of space 'digits' runs within --latency 0.5 ms on stm32f746 at 480 MHz: "
+                                  "the fastest, img32/p8 e32 d2")
+    assert_one_line_error(run_cli("tune", "--supernet", trained_run.path, "--out", tmp_path / "t",
+                                  "--latency", "fast"), "--latency 'fast' is not a duration")
+
+
+def test_tune_under_a_latency_budget_records_the_estimate_and_resumes(trained_run, tmp_path):
+    from mcuformer_tf.board import latency
+
+    space = trained_run.space()
+    times = sorted(latency.instructions(c) / 216e3 for c in space.sample_many(400, seed=5))
+    budget_ms = round(times[len(times) // 3], 1)  # admits about a third of the space
+    out = tmp_path / "t"
+    args = ("tune", "--supernet", trained_run.path, "--out", out, "--target", "custom", "--sram", "1MiB",
+            "--flash", "1MiB", "--latency", f"{budget_ms}ms", "--population", "2", "--parents", "1")
+    first = run_cli(*args, "--trials", "2")
+    assert first.exit_code == 0, first.output
+    table = first.stdout.splitlines()
+    header = next(line for line in table if "val acc" in line)
+    assert "ms@216MHz" in header
+    kept = _trials(out)
+    again = run_cli(*args, "--trials", "3")  # resumes: the same budget, latency included
+    assert again.exit_code == 0, again.output
+    trials = _trials(out)
+    assert len(trials) == 3 and all(trials[k] == v for k, v in kept.items())
+    budget = Budget(resolve_target("custom", "1MiB", "1MiB"), latency_ms=budget_ms)
+    for _, values, _, metrics in trials.values():
+        verdict = budget.check(config_from_values(space, values))
+        assert verdict.fits and metrics["instructions"] == verdict.instructions
+        assert verdict.instructions / 216e3 <= budget_ms
+    best = json.loads((out / "results.json").read_text())["top"][0]
+    row = next(line for line in again.stdout.splitlines() if line.startswith(" 1 "))
+    assert f"{best['instructions'] / 216e3:,.1f}" in row.split()
+    assert json.loads((out / "tune.json").read_text())["budget"]["latency_ms"] == budget_ms
+
+
 def _trials(out):
     """{trial id: (status, values, val_accuracy, memory metrics)} of a search directory (a trial
     under way has neither score nor memory metrics on disk yet)."""
@@ -50,7 +89,7 @@ def _trials(out):
         score = metrics.get("val_accuracy", {}).get("observations", [{}])[0].get("value", [None])
         trials[data["trial_id"]] = (data["status"], data["hyperparameters"]["values"], score[0],
                                     {m: metrics[m]["observations"][0]["value"][0]
-                                     for m in ("arena", "flash", "macs") if m in metrics})
+                                     for m in ("arena", "flash", "macs", "instructions") if m in metrics})
     return trials
 
 

@@ -1,13 +1,14 @@
-"""The MCUF kernels on an emulated Cortex-M7 (qemu mps2-an500) give the host build's bytes.
+"""The MCUF kernels on an emulated Cortex-M7 (qemu mps2-an500) and Cortex-M4 (mps2-an386) give the host
+build's bytes.
 
 The kernel test firmware is built with the DSP loops and with the portable C ones, linked with
-STM32F746's sizes, and run on every kernel of two exported digits ViTs (1 and 2 heads, dense and
-low-rank linear layers, patches of 4 and 8, tokens larger and smaller than the image), on the
-linear inner loops and on dot products with zero points at the int8 ends and odd depths; each
-case's output bytes must equal the host build's (ctypes). So must the DSP build's on the paper-scale
-first blocks (quantize.first_blocks): the one with the fewest tokens in `make test`, all four in
-`make test-all`. The linker scripts must refuse what does not fit, and the instruction counter must
-count instructions.
+STM32F746's sizes (and with the DSP loops for the Cortex-M4, linked with STM32F427's), and run on
+every kernel of two exported digits ViTs (1 and 2 heads, dense and low-rank linear layers, patches
+of 4 and 8, tokens larger and smaller than the image), on the linear inner loops and on dot products
+with zero points at the int8 ends and odd depths; each case's output bytes must equal the host
+build's (ctypes). So must the DSP build's on the paper-scale first blocks (quantize.first_blocks):
+the one with the fewest tokens in `make test`, all four in `make test-all`. The linker scripts must
+refuse what does not fit, and the instruction counter must count instructions.
 """
 from __future__ import annotations
 
@@ -84,6 +85,21 @@ def test_a_paper_scale_first_block_on_the_cortex_m7_gives_the_host_bytes(label, 
     assert result.exit_code == 0
     for case, ran in zip(cases, result.cases, strict=True):
         assert (ran.name, ran.status, ran.output) == (case.name, "ok", case.expected.tobytes())
+
+
+def test_every_kernel_on_the_cortex_m4_gives_the_host_bytes(cases, tmp_path):
+    import subprocess
+
+    machines = subprocess.run(["qemu-system-arm", "-machine", "help"], capture_output=True, text=True).stdout
+    assert re.search(r"^mps2-an386 +ARM MPS2 with AN386 FPGA image for Cortex-M4$", machines, re.MULTILINE)
+    result = kernel_test.run(cases, tmp_path, "stm32f427")  # -mcpu=cortex-m4 with DSP, on mps2-an386
+    assert result.exit_code == 0
+    for case, ran in zip(cases, result.cases, strict=True):
+        assert (ran.name, ran.status, ran.output) == (case.name, "ok", case.expected.tobytes())
+    instructions, measured = result.calibration
+    assert 0 <= measured - instructions <= 10 * cortex_m7.INSTRUCTIONS_PER_TICK  # an386 clocks 25 MHz too
+    assert result.usage["FLASH"] <= 1024 * 1024 and result.usage["RAM"] <= 192 * 1024
+    assert result.usage["CCM"] == 16 * 1024  # the stack, in the core-coupled RAM
 
 
 def test_the_dsp_loops_take_fewer_instructions(cases, runs):

@@ -74,9 +74,28 @@ def test_deploy_refuses_what_does_not_fit(fused, tmp_path):
     assert 'section(".extflash")' in (tmp_path / "b" / "model_data.cc").read_text()
 
 
-def test_each_board_carries_its_clock():
-    assert {name: t.clock_hz for name, t in targets.TARGETS.items()} == {"stm32f746": 216_000_000,
-                                                                        "stm32f746-disco": 216_000_000}
+def test_each_board_carries_its_clock_and_core():
+    assert {name: (t.clock_hz, t.core.name, t.sram, t.stack_sram, t.flash) for name, t in targets.TARGETS.items()} == {
+        "stm32f427": (180_000_000, "cortex-m4", 192 << 10, 64 << 10, 1 << 20),  # 256 KiB: SRAM1-3 + CCM
+        "stm32f746": (216_000_000, "cortex-m7", 320 << 10, 0, 1 << 20),
+        "stm32f746-disco": (216_000_000, "cortex-m7", 320 << 10, 0, 1 << 20),
+        "stm32h743": (480_000_000, "cortex-m7", 512 << 10, 128 << 10, 2 << 20)}  # AXI SRAM; DTCM stack
+    assert targets.CORTEX_M4.cpu_flags[:2] == ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16")
+    assert targets.CORTEX_M4.machine == "mps2-an386" and targets.CORTEX_M7.machine == "mps2-an500"
+
+
+@pytest.mark.parametrize("board, cpu", [("stm32f427", "-mcpu=cortex-m4 -mfpu=fpv4-sp-d16"),
+                                        ("stm32h743", "-mcpu=cortex-m7 -mfpu=fpv5-sp-d16")])
+def test_deploy_takes_the_paper_boards(fused, tmp_path, monkeypatch, board, cpu):
+    monkeypatch.delenv("TFLM_M4_LIB", raising=False)
+    monkeypatch.delenv("TFLM_M7_LIB", raising=False)
+    result = run_cli("deploy", fused, "-o", tmp_path, "--arena", 40_000, "--target", board)
+    assert result.exit_code == 0, result.output
+    assert f"full firmware: skipped: set TFLM_ROOT (a tflite-micro tree) and TFLM_M{cpu[14]}_LIB" in result.output
+    makefile = (tmp_path / "Makefile").read_text()
+    assert f"CPU := {cpu} -mfloat-abi=hard -mthumb" in makefile and f"cortex_m7/{board}.ld" in makefile
+    assert re.search(r"^latency model: [\d,]+ instructions for one inference of the fused model", result.output,
+                     re.MULTILINE)
     assert targets.target("stm32f746").time_estimate(93_100_000) == \
         "431.0 ms at 216 MHz (instruction-count estimate)"
     emulator = targets.target(targets.EMULATOR)  # a profile `target` finds, not a board the tuner lists
@@ -94,6 +113,10 @@ def test_full_firmware_equals_the_host_run(fused, tmp_path):
                     r"\(instruction-count estimate\); output bytes equal to the host runner's TFLM's", result.output)
     assert ran, result.output
     assert ran.group(2) == f"{int(ran.group(1).replace(',', '')) / 216e3:,.1f}"
+    estimate = re.search(r"^latency model: ([\d,]+) instructions for one inference of the fused model \(Cortex-M7, "
+                         r"DSP loops, ([+-][\d.]+)% against the ([\d,]+) measured\)", result.output, re.MULTILINE)
+    assert estimate and estimate.group(3) == ran.group(1), result.output
+    assert abs(float(estimate.group(2))) <= 5  # the latency model's bound (tools/fit_latency_model.py)
 
 
 THOUSAND = 1000

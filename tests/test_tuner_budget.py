@@ -16,6 +16,8 @@ from tuner.budget import (
     check_space_fits,
     footprint,
     least_memory_configs,
+    parse_clock,
+    parse_duration,
     parse_size,
     resolve_target,
 )
@@ -35,6 +37,57 @@ def test_sizes_parse_in_human_units(text, size):
 def test_bad_sizes_are_one_line_errors(text, message):
     with pytest.raises(McuformerError, match=message):
         parse_size(text, "--sram")
+
+
+@pytest.mark.parametrize("text, ms", [("800ms", 800), ("1.5s", 1500), ("250 us", 0.25), ("40", 40)])
+def test_durations_parse_in_milliseconds(text, ms):
+    assert parse_duration(text) == pytest.approx(ms)
+
+
+def test_clocks_parse_in_hertz_and_bad_ones_are_one_line_errors():
+    assert (parse_clock("216MHz"), parse_clock("480 mhz"), parse_clock("180000000")) == \
+        (216_000_000, 480_000_000, 180_000_000)
+    with pytest.raises(McuformerError, match="--clock '216 parsecs' is not a clock"):
+        parse_clock("216 parsecs")
+    with pytest.raises(McuformerError, match="--latency '-5ms' is not a duration"):
+        parse_duration("-5ms")
+
+
+def _latency_budget(space, share: float = 0.5) -> Budget:
+    """A 1 MiB SRAM budget whose latency is the median of 400 random subnets' (at 216 MHz)."""
+    from mcuformer_tf.board import latency
+
+    times = sorted(latency.instructions(c) / 216e3 for c in space.sample_many(400, seed=5))
+    return Budget(resolve_target("custom", "1MiB", "1MiB"), latency_ms=times[int(len(times) * share)])
+
+
+def test_no_trial_over_the_latency_budget_is_ever_started(digits_space):
+    from tuner.budget_oracle import make_oracle
+
+    budget = _latency_budget(digits_space)
+    oracle = _drive(make_oracle("evolution", digits_space, budget, max_trials=30, seed=3), digits_space, 30)
+    assert len(oracle.trials) == 30 and oracle.rejected > 0
+    for trial in oracle.trials.values():
+        verdict = budget.check(config_from_values(digits_space, trial.hyperparameters.values))
+        assert verdict.fits and trial.metrics.get_last_value("instructions") == verdict.instructions
+        assert budget.milliseconds(verdict.instructions) <= budget.latency_ms
+    slow = next(c for c in digits_space.sample_many(50, seed=1) if not budget.check(c).fits)
+    assert budget.check(slow).reason.startswith("latency ") and "> " in budget.check(slow).reason
+    assert budget.to_dict()["latency_ms"] == budget.latency_ms and budget.to_dict()["clock_hz"] == 216_000_000
+    assert "latency_ms" not in Budget(budget.target).to_dict()  # a search without one resumes as before
+
+
+def test_an_impossible_latency_names_the_fastest_subnet(digits_space):
+    from mcuformer_tf.board import latency
+
+    fastest = min(latency.instructions(c) for c in least_memory_configs(digits_space))
+    budget = Budget(resolve_target("stm32f746"), latency_ms=fastest / 216e3 * 0.9)
+    with pytest.raises(McuformerError, match=rf"^no subnet of space 'digits' runs within --latency .* on stm32f746 "
+                                             rf"at 216 MHz: the fastest, .*, takes {fastest / 216e3:,.1f} ms "):
+        check_space_fits(digits_space, budget)
+    check_space_fits(digits_space, Budget(budget.target, latency_ms=fastest / 216e3 * 1.01))
+    assert fastest == min(latency.instructions(c) for c in digits_space.sample_many(500, seed=2) + 
+                          least_memory_configs(digits_space))
 
 
 def test_targets_and_overrides():
@@ -132,7 +185,7 @@ def test_no_trial_over_budget_is_ever_started(digits_space, algorithm):
     for trial in oracle.trials.values():
         verdict = budget.check(config_from_values(digits_space, trial.hyperparameters.values))
         assert verdict.fits
-        assert {m: trial.metrics.get_last_value(m) for m in ("arena", "flash", "macs")} == \
+        assert {m: trial.metrics.get_last_value(m) for m in ("arena", "flash", "macs", "instructions")} == \
             verdict.metrics()
     assert oracle.checked == oracle.rejected + trials
     if algorithm != "grid":  # the grid walks from the smallest subnets up: all fit early on

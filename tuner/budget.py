@@ -1,4 +1,5 @@
-"""Memory budgets of a target board, and the check every candidate subnet must pass (DESIGN.md §6).
+"""Memory and latency budgets of a target board, and the check every candidate subnet must pass
+(DESIGN.md §6).
 
 A `Target` (mcuformer_tf.board.targets) is a named profile: SRAM, internal flash, flash for weights outside
 the chip (the STM32F746-DISCO's 16 MiB QSPI) and the runtime's own share of
@@ -12,8 +13,14 @@ TFLM; thousands of configs per second) and says whether and why it fits:
     flash: model + runtime code          <= flash            (weights on chip)
            model <= external flash, runtime code <= flash    (weights in QSPI)
 
+A latency budget (`latency_ms`) adds a third condition: the latency model's instructions of one
+inference of the fused model (board.latency, on the Cortex-M7's DSP loops) over the clock (the
+target's, or the user's) must take at most that many milliseconds. Every verdict carries the
+estimate, with a budget or without.
+
 Sizes given by a user are parsed by `parse_size`: `320KiB`, `1MiB`, `0.5MB`,
-`300000` (bytes); KiB = 1024 bytes, kB = 1000 bytes.
+`300000` (bytes); KiB = 1024 bytes, kB = 1000 bytes. Durations by `parse_duration` (`800ms`,
+`1.5s`), clocks by `parse_clock` (`216MHz`, `480 MHz`, `180000000`).
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import re
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from mcuformer_tf.board import latency
 from mcuformer_tf.board.targets import KIB, MIB, RUNTIME_SRAM, TARGETS, Target
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.memory.estimate import Footprint, memory_of
@@ -29,6 +37,26 @@ from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
           "kib": KIB, "mib": MIB, "gib": 1024 ** 3}
 MEMORY_PLANS = ("fused", "unfused")
+_DURATIONS = {"": 1.0, "ms": 1.0, "s": 1e3, "us": 1e-3, "µs": 1e-3}  # a bare number: ms
+_CLOCKS = {"": 1, "hz": 1, "khz": 1e3, "mhz": 1e6, "ghz": 1e9}
+
+
+def _number_and_unit(text: str, units: dict, what: str, example: str) -> float:
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([A-Za-zµ]*)\s*", str(text))
+    unit = match and match.group(2).lower()
+    if not match or unit not in units or float(match.group(1)) <= 0:
+        raise McuformerError(f"{what} {text!r} is not {example}")
+    return float(match.group(1)) * units[unit]
+
+
+def parse_duration(text: str, what: str = "--latency") -> float:
+    """Milliseconds in `text`: a positive number and a unit (ms, s, us; none: ms)."""
+    return _number_and_unit(text, _DURATIONS, what, "a duration: give a number and a unit, as in 800ms or 1.5s")
+
+
+def parse_clock(text: str, what: str = "--clock") -> int:
+    """Hertz in `text`: a positive number and an optional unit (Hz, kHz, MHz, GHz)."""
+    return round(_number_and_unit(text, _CLOCKS, what, "a clock: give a number and a unit, as in 216MHz"))
 
 
 def parse_size(text: str, what: str = "size") -> int:
@@ -82,11 +110,12 @@ def footprint(config: SubnetConfig, plan: str) -> Footprint:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Predicted bytes and cost of one subnet, and whether it fits the budget (else why not)."""
+    """Predicted bytes, cost and time of one subnet, and whether it fits the budget (else why not)."""
 
     arena: int  # the arena the model runs with (the memory model's working_arena)
     flash: int  # the model (.tflite)
     macs: int
+    instructions: int  # of one inference of the fused model (the latency model)
     sram_used: int  # arena + runtime SRAM
     flash_used: int  # what lands in the internal flash
     reason: str | None  # None: it fits
@@ -96,18 +125,35 @@ class Verdict:
         return self.reason is None
 
     def metrics(self) -> dict:
-        return {"arena": self.arena, "flash": self.flash, "macs": self.macs}
+        return {"arena": self.arena, "flash": self.flash, "macs": self.macs, "instructions": self.instructions}
 
 
 @dataclass(frozen=True)
 class Budget:
     target: Target
     plan: str = "fused"
+    latency_ms: float | None = None  # None: no latency budget
+    clock_hz: int | None = None  # None: the target's
 
     def __post_init__(self):
         if self.plan not in MEMORY_PLANS:
             raise McuformerError(f"unknown memory plan {self.plan!r} "
                                  f"(use one of: {', '.join(MEMORY_PLANS)})")
+
+    @property
+    def clock(self) -> int:
+        return self.clock_hz or self.target.clock_hz
+
+    def milliseconds(self, instructions: int) -> float:
+        return instructions / self.clock * 1e3
+
+    def latency_reason(self, instructions: int) -> str | None:
+        """Why `instructions` take longer than the latency budget, or None."""
+        ms = self.milliseconds(instructions)
+        if self.latency_ms is None or ms <= self.latency_ms:
+            return None
+        return (f"latency {ms:,.1f} ms ({instructions / 1e6:,.1f} M instructions at "
+                f"{self.clock / 1e6:g} MHz) > {self.latency_ms:g} ms")
 
     def check(self, config: SubnetConfig) -> Verdict:
         used = footprint(config, self.plan)
@@ -129,7 +175,9 @@ class Budget:
                 reasons.append(f"flash {format_size(flash_used)} (model "
                                f"{format_size(used.flash)} + runtime code "
                                f"{format_size(t.runtime_flash)}) > {format_size(t.flash)}")
-        return Verdict(arena, used.flash, config.mac_count(), sram_used, flash_used,
+        instructions = latency.instructions(config)
+        reasons += [r for r in [self.latency_reason(instructions)] if r]
+        return Verdict(arena, used.flash, config.mac_count(), instructions, sram_used, flash_used,
                        "; ".join(reasons) or None)
 
     def describe(self) -> str:
@@ -137,15 +185,21 @@ class Budget:
         flash = (f"flash {format_size(t.flash)} for code, the model in "
                  f"{format_size(t.external_flash)} external flash" if t.external_flash
                  else f"flash {format_size(t.flash)}")
+        time = (f", latency {self.latency_ms:g} ms at {self.clock / 1e6:g} MHz (the latency model, "
+                f"{latency.describe_error()})" if self.latency_ms is not None else "")
         return (f"{t.name}: SRAM {format_size(t.sram)} (runtime {format_size(t.runtime_sram)} "
                 f"outside the arena), {flash} (runtime code {format_size(t.runtime_flash)}), "
-                f"{self.plan} memory plan")
+                f"{self.plan} memory plan{time}")
 
     def to_dict(self) -> dict:
+        """The budget as saved with a search; the latency keys only with a latency budget, so
+        that a search started without one resumes."""
+        latency_keys = {"latency_ms": self.latency_ms, "clock_hz": self.clock} if self.latency_ms is not None \
+            else {}
         return {"target": self.target.name, "sram": self.target.sram, "flash": self.target.flash,
                 "external_flash": self.target.external_flash,
                 "runtime_sram": self.target.runtime_sram,
-                "runtime_flash": self.target.runtime_flash, "memory_plan": self.plan}
+                "runtime_flash": self.target.runtime_flash, "memory_plan": self.plan, **latency_keys}
 
 
 def budget_rejecting(space: SearchSpace, share: float, samples: int = 2000, seed: int = 7,
@@ -174,10 +228,18 @@ def least_memory_configs(space: SearchSpace) -> list[SubnetConfig]:
 
 
 def check_space_fits(space: SearchSpace, budget: Budget) -> None:
-    """Raise a one-line error, with the numbers, when no subnet of `space` fits `budget`."""
+    """Raise a one-line error, with the numbers, when no subnet of `space` fits `budget`; when the
+    latency is what no subnet meets, with the fastest subnet's figure."""
     verdicts = [(budget.check(c), c) for c in least_memory_configs(space)]
     if any(v.fits for v, _ in verdicts):
         return
+    fastest, config = min(verdicts, key=lambda vc: vc[0].instructions)
+    if budget.latency_reason(fastest.instructions):
+        raise McuformerError(f"no subnet of space {space.name!r} runs within --latency "
+                             f"{budget.latency_ms:g} ms on {budget.target.name} at {budget.clock / 1e6:g} MHz: "
+                             f"the fastest, {config.describe()}, takes "
+                             f"{budget.milliseconds(fastest.instructions):,.1f} ms "
+                             f"({fastest.instructions / 1e6:,.1f} M instructions, the latency model)")
     verdict, config = min(verdicts, key=lambda vc: (vc[0].sram_used + vc[0].flash_used))
     raise McuformerError(f"no subnet of space {space.name!r} fits {budget.target.name} "
                          f"({budget.plan} plan): even the least, {config.describe()}, needs "

@@ -11,7 +11,9 @@ chances, then the mixin draws random feasible points for it (counted as
 fallbacks). It stops with `stop_reason` set when `max_rejections` candidates in
 a row were rejected, and refuses to start at all, with the numbers, when no
 subnet of the space fits (`budget.check_space_fits`). Every trial it creates
-carries the predicted `arena`, `flash` (bytes) and `macs` as metrics.
+carries the predicted `arena`, `flash` (bytes), `macs` and `instructions` (the latency model's, of
+one inference of the fused model) as metrics. A latency budget (`Budget.latency_ms`) is checked
+in the same place, so a candidate over it never becomes a trial either.
 
 Grid search computes its next point from the last trial's values, so rejecting
 a point after the fact would end its walk: `FeasibleGridSearchOracle` skips
@@ -37,7 +39,7 @@ from tuner.trial_end_writes import WritesAtTrialEnd
 
 RUNNING, STOPPED = trial_module.TrialStatus.RUNNING, trial_module.TrialStatus.STOPPED
 OBJECTIVE = kt.Objective("val_accuracy", direction="max")
-MEMORY_METRICS = ("arena", "flash", "macs")
+MEMORY_METRICS = ("arena", "flash", "macs", "instructions")
 ALGORITHMS = ("evolution", "random", "bayesian", "grid")
 
 

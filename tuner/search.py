@@ -3,7 +3,8 @@
     <out>/tune.json          what the search was started with (resumes must match it)
     <out>/search/            the KerasTuner project (oracle.json, trial_*/trial.json)
     <out>/best_config.json   the best subnet found, a SubnetConfig (`export --config`)
-    <out>/results.json       the top subnets with accuracy, arena, flash and MACs, and counts
+    <out>/results.json       the top subnets with accuracy, arena, flash, MACs and the latency model's
+                             instructions, and counts
     <out>/evolved_space.yaml with --evolve-space: the space the search ran in
 
 KerasTuner keeps every trial in the project directory, so rerunning the same
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from keras_tuner.src.distribute import utils as dist_utils
 
+from mcuformer_tf.board import latency
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.nas.run_dir import RunDir, write_json_atomic
 from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
@@ -47,10 +49,12 @@ class Ranked:
     flash: int
     macs: int
     trial_id: str
+    instructions: int  # the latency model's, of one inference of the fused model
 
     def to_dict(self) -> dict:
         return {"trial": self.trial_id, "val_accuracy": self.accuracy, "arena": self.arena,
-                "flash": self.flash, "macs": self.macs, "config": self.config.to_dict()}
+                "flash": self.flash, "macs": self.macs, "instructions": self.instructions,
+                "config": self.config.to_dict()}
 
 
 @dataclasses.dataclass
@@ -65,6 +69,7 @@ class TuneResult:
     stop_reason: str | None
     project_dir: Path
     best_file: Path | None
+    clock_hz: int  # the budget's: the top table's milliseconds
 
 
 def _check_spec(out: Path, spec: dict) -> None:
@@ -79,13 +84,23 @@ def _check_spec(out: Path, spec: dict) -> None:
         write_json_atomic(path, spec)
 
 
+def _instructions(trial, config: SubnetConfig) -> int:
+    """The trial's recorded latency estimate; the model's for a trial made before trials recorded it."""
+    if trial.metrics.exists("instructions"):
+        return int(trial.metrics.get_last_value("instructions"))
+    return latency.instructions(config)
+
+
 def ranked_trials(oracle, space: SearchSpace, count: int) -> list[Ranked]:
     """The `count` best finished trials, best first; equal accuracy goes to the smaller arena,
     then the fewer MACs, then the earlier trial, so a rerun names the same best subnet."""
     finished = [t for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
-    ranked = [Ranked(config_from_values(space, t.hyperparameters.values), float(t.score),
-                     *(int(t.metrics.get_last_value(m)) for m in ("arena", "flash", "macs")),
-                     t.trial_id) for t in finished]
+    ranked = []
+    for t in finished:
+        config = config_from_values(space, t.hyperparameters.values)
+        ranked.append(Ranked(config, float(t.score),
+                             *(int(t.metrics.get_last_value(m)) for m in ("arena", "flash", "macs")),
+                             t.trial_id, _instructions(t, config)))
     return sorted(ranked, key=lambda r: (-r.accuracy, r.arena, r.macs, r.trial_id))[:count]
 
 
@@ -184,7 +199,7 @@ def tune(run: RunDir, budget: Budget, out: Path, settings: TuneSettings,
         seconds=seconds, eval_seconds=tuner.eval_seconds,
         check_seconds=getattr(oracle, "check_seconds", 0.0),
         stop_reason=getattr(oracle, "stop_reason", None), project_dir=Path(tuner.project_dir),
-        best_file=None)
+        best_file=None, clock_hz=budget.clock)
     if result.top:
         result.best_file = out / BEST_FILE
         result.top[0].config.save(result.best_file)
@@ -197,10 +212,12 @@ def tune(run: RunDir, budget: Budget, out: Path, settings: TuneSettings,
 
 def format_table(result: TuneResult) -> str:
     """The top subnets, one a line."""
-    lines = [f"{'#':>2} {'val acc':>8} {'arena':>10} {'flash':>10} {'MMACs':>7}  subnet"]
+    clock = f"ms@{result.clock_hz / 1e6:g}MHz"
+    lines = [f"{'#':>2} {'val acc':>8} {'arena':>10} {'flash':>10} {'MMACs':>7} {clock:>13}  subnet"]
     for k, r in enumerate(result.top, 1):
+        ms = r.instructions / result.clock_hz * 1e3
         lines.append(f"{k:>2} {r.accuracy:>8.2%} {format_size(r.arena):>10} "
-                     f"{format_size(r.flash):>10} {r.macs / 1e6:>7.2f}  {r.config.describe()}")
+                     f"{format_size(r.flash):>10} {r.macs / 1e6:>7.2f} {ms:>13,.1f}  {r.config.describe()}")
     return "\n".join(lines)
 
 

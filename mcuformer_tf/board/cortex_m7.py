@@ -1,11 +1,14 @@
-"""Cortex-M7 firmware: build with Debian's gcc-arm-none-eabi, link for an STM32F746 target, run in qemu.
+"""Cortex-M firmware: build with Debian's gcc-arm-none-eabi, link for a target board, run in qemu.
 
-`build` compiles C sources for the Cortex-M7 (-mcpu=cortex-m7 -mfpu=fpv5-sp-d16 -mfloat-abi=hard, -O2,
-the DSP extension on unless `dsp=False`, which builds the kernels' portable C loops) with the bare-metal
-runtime of tflm_custom_ops/cortex_m7 (startup, semihosting, instruction counter) and links it with the
-target's linker script, which has the chip's sizes: the linker proves that the firmware fits (or the
-build fails, with the linker's numbers, in one line). `run` boots it in `qemu-system-arm -machine
-mps2-an500` with semihosting and `-icount shift=0`, so instruction counts are deterministic.
+`build` compiles C sources for the target's core (Cortex-M7: -mcpu=cortex-m7 -mfpu=fpv5-sp-d16;
+Cortex-M4: -mcpu=cortex-m4 -mfpu=fpv4-sp-d16; -mfloat-abi=hard, -O2, the DSP extension on unless
+`dsp=False`, which builds the kernels' portable C loops) with the bare-metal runtime of
+tflm_custom_ops/cortex_m7 (startup, semihosting, instruction counter; the same on both cores) and
+links it with the target's linker script, which has the chip's sizes: the linker proves that the
+firmware fits (or the build fails, with the linker's numbers, in one line). `run` boots it in
+`qemu-system-arm` on the core's machine (mps2-an500: Cortex-M7, mps2-an386: Cortex-M4; both clock
+the processor at 25 MHz) with semihosting and `-icount shift=0`, so instruction counts are
+deterministic.
 """
 from __future__ import annotations
 
@@ -26,11 +29,10 @@ RUNTIME_SOURCES = (RUNTIME_DIR / "startup.c", RUNTIME_DIR / "m7_runtime.c")
 TOOLS = ("arm-none-eabi-gcc", "qemu-system-arm")
 APT_PACKAGES = ("gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "libstdc++-arm-none-eabi-newlib",
                 "qemu-system-arm")
-CPU_FLAGS = ("-mcpu=cortex-m7", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard", "-mthumb")
 C_FLAGS = ("-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections")
 
 
-INSTRUCTIONS_PER_TICK = 40  # m7_runtime.h: SysTick at mps2-an500's 25 MHz, 1 ns per instruction
+INSTRUCTIONS_PER_TICK = 40  # m7_runtime.h: SysTick at mps2-an500's (and an386's) 25 MHz, 1 ns per instruction
 
 
 def toolchain_missing() -> str | None:
@@ -61,7 +63,7 @@ def build(sources, elf: Path, target_name: str = "stm32f746", include_dirs=(), d
     elf = Path(elf)
     elf.parent.mkdir(parents=True, exist_ok=True)
     chip = target(target_name)
-    command = ["arm-none-eabi-gcc", *CPU_FLAGS, *C_FLAGS, *([] if dsp else ["-DMCUF_PORTABLE"]),
+    command = ["arm-none-eabi-gcc", *chip.core.cpu_flags, *C_FLAGS, *([] if dsp else ["-DMCUF_PORTABLE"]),
                *extra_flags, f"-I{INCLUDE_DIR}", f"-I{RUNTIME_DIR}", *(f"-I{d}" for d in include_dirs),
                *map(str, LIBRARY_SOURCES), *map(str, RUNTIME_SOURCES), *map(str, sources),
                "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections", f"-L{RUNTIME_DIR}",
@@ -89,9 +91,10 @@ class Run:
     exit_code: int
 
 
-def run(elf: Path, timeout: float = 300) -> Run:
-    """Boots `elf` on qemu's mps2-an500 (Cortex-M7) with semihosting and -icount shift=0."""
-    command = ["qemu-system-arm", "-machine", "mps2-an500", "-cpu", "cortex-m7", "-nographic",
+def run(elf: Path, timeout: float = 300, target_name: str = "stm32f746") -> Run:
+    """Boots `elf` on the qemu machine of the target's core with semihosting and -icount shift=0."""
+    core = target(target_name).core
+    command = ["qemu-system-arm", "-machine", core.machine, "-cpu", core.name, "-nographic",
                "-monitor", "none", "-serial", "none", "-semihosting-config", "enable=on,target=native",
                "-icount", "shift=0", "-kernel", str(elf)]
     try:

@@ -1,4 +1,4 @@
-"""`mcuformer-tf deploy`: a TFLM project fragment for an STM32F746 target, from an int8 (fused) .tflite.
+"""`mcuformer-tf deploy`: a TFLM project fragment for a target board, from an int8 (fused) .tflite.
 
 `plan` reads the model, lists exactly the builtins and MCUF ops it uses, sizes the arena (given, or
 the smallest with which the user's TFLM runs it in the host runner, found by bisection on the 16-byte
@@ -9,8 +9,8 @@ stated code size exceeds its flash (the disco profile puts the flatbuffer in its
 `write` renders the project from jinja2 templates (templates/deploy/): model data (a 16-byte aligned
 C array), model_settings.h (arena, tensor shapes and quantisation), the op resolver, an example
 input, the output's printing (output_print.cc: lines that fit TFLM's log buffer), main.cc and a
-Makefile. `build_and_run` links it with the user's Cortex-M7 TFLM library (TFLM_ROOT, TFLM_M7_LIB)
-through that Makefile, runs one inference in qemu and reads the output back from the printed lines.
+Makefile. `build_and_run` links it with the user's TFLM library for the core (TFLM_ROOT, TFLM_M7_LIB or
+TFLM_M4_LIB) through that Makefile, runs one inference in qemu and reads the output back from the printed lines.
 """
 from __future__ import annotations
 
@@ -179,15 +179,26 @@ def write(deployment: Deployment, model_path: Path, out_dir: Path, example_input
     return written
 
 
-def m7_library_missing() -> str | None:
-    """Why the full firmware cannot be linked here, or None."""
-    root, lib = os.environ.get("TFLM_ROOT"), os.environ.get("TFLM_M7_LIB")
+# The environment variable naming the user's TFLM library per core.
+LIBRARY_VARIABLES = {targets.CORTEX_M7.name: "TFLM_M7_LIB", targets.CORTEX_M4.name: "TFLM_M4_LIB"}
+
+
+def library_missing(core: targets.Core) -> str | None:
+    """Why the full firmware for `core` cannot be linked here, or None."""
+    variable = LIBRARY_VARIABLES[core.name]
+    root, lib = os.environ.get("TFLM_ROOT"), os.environ.get(variable)
     if not root or not lib:
-        return ("set TFLM_ROOT (a tflite-micro tree) and TFLM_M7_LIB (its libtensorflow-microlite.a built by "
-                "TFLM's Makefile with TARGET=cortex_m_generic TARGET_ARCH=cortex-m7+fp FPU=fpv5-sp-d16)")
+        return (f"set TFLM_ROOT (a tflite-micro tree) and {variable} (its libtensorflow-microlite.a built by "
+                f"TFLM's Makefile with TARGET=cortex_m_generic TARGET_ARCH={core.name}+fp "
+                f"FPU={core.cpu_flags[1].split('=')[1]})")
     if not Path(lib).is_file():
-        return f"TFLM_M7_LIB {lib} does not exist"
+        return f"{variable} {lib} does not exist"
     return cortex_m7.toolchain_missing()
+
+
+def m7_library_missing() -> str | None:
+    """Why the full Cortex-M7 firmware cannot be linked here, or None."""
+    return library_missing(targets.CORTEX_M7)
 
 
 def read_output(printed: str, expected_bytes: int) -> bytes:
@@ -219,14 +230,18 @@ class FirmwareRun:
     top1: str | None  # the firmware's "top1 <index> <int8> <score>" line, for an int8 output
 
 
-def build_and_run(out_dir: Path, output_bytes: int, timeout: float = 300) -> FirmwareRun:
-    """Links the project in out_dir with TFLM_M7_LIB through its Makefile, runs it in qemu (for at most
-    `timeout` seconds) and reads the `output_bytes` bytes of its output tensor from what it prints."""
-    reason = m7_library_missing()
+def build_and_run(out_dir: Path, output_bytes: int, timeout: float = 300,
+                  target_name: str = "stm32f746") -> FirmwareRun:
+    """Links the project in out_dir with the TFLM library of the target's core (TFLM_M7_LIB,
+    TFLM_M4_LIB) through its Makefile, runs it in qemu (for at most `timeout` seconds) and reads the
+    `output_bytes` bytes of its output tensor from what it prints."""
+    core = targets.target(target_name).core
+    reason = library_missing(core)
     if reason:
         raise McuformerError(reason)
+    library = os.environ[LIBRARY_VARIABLES[core.name]]
     result = subprocess.run(["make", "-C", str(out_dir), "firmware.elf", f"MCUF_DIR={SOURCES_DIR}",
-                             f"TFLM_ROOT={os.environ['TFLM_ROOT']}", f"TFLM_M7_LIB={os.environ['TFLM_M7_LIB']}"],
+                             f"TFLM_ROOT={os.environ['TFLM_ROOT']}", f"TFLM_LIB={library}"],
                             capture_output=True, text=True)
     if result.returncode != 0:
         overflow = [line.strip() for line in result.stderr.splitlines() if "overflowed" in line]
@@ -234,7 +249,7 @@ def build_and_run(out_dir: Path, output_bytes: int, timeout: float = 300) -> Fir
                              (overflow or [line for line in result.stderr.splitlines() if "rror" in line] or
                               result.stderr.splitlines()[-1:] or ["?"])[0])
     usage = cortex_m7.parse_usage(result.stdout)
-    ran = cortex_m7.run(Path(out_dir) / "firmware.elf", timeout)
+    ran = cortex_m7.run(Path(out_dir) / "firmware.elf", timeout, target_name)
     instructions = [line.split()[1] for line in ran.output.splitlines() if line.startswith("instructions ")]
     if ran.exit_code != 0 or not instructions:
         raise McuformerError(f"the firmware failed in qemu (exit code {ran.exit_code}): "

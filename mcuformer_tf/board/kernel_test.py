@@ -261,7 +261,7 @@ def run(cases: list[Case], build_dir: Path, target_name: str = "stm32f746", dsp:
     vectors.write_text(render(cases, ".extflash" if chip.external_flash else None))
     firmware = cortex_m7.build([cortex_m7.RUNTIME_DIR / "kernel_test.c", vectors],
                                build_dir / f"kernel_test_{'dsp' if dsp else 'portable'}.elf", target_name, dsp=dsp)
-    ran = cortex_m7.run(firmware.elf)
+    ran = cortex_m7.run(firmware.elf, target_name=target_name)
     results = [CaseResult(name, status, bytes.fromhex(hex_bytes), int(ticks) * cortex_m7.INSTRUCTIONS_PER_TICK)
                for name, status, ticks, hex_bytes in _CASE_LINE.findall(ran.output)]
     calibration = _CALIBRATION.search(ran.output)

@@ -1,0 +1,77 @@
+"""The latency model: its trip counts follow the kernels' loops, it reads a .tflite as the config it
+came from, and (test-all, with TFLM) it is within 5% of whole inferences of random deit-tiny-mcu first
+blocks as firmware on the emulated Cortex-M7."""
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+
+from mcuformer_tf.board import deploy, latency, targets
+from mcuformer_tf.board.latency_shape import model_shape
+from mcuformer_tf.memory.form import FRESH_FLOAT
+from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
+
+BOUND = 0.05  # the model's stated bound (tools/fit_latency_model.py prints its worst error)
+
+
+def test_attention_trip_counts_by_hand():
+    # 16 tokens of 32 (4 tiles), one head of 64, dense qkv and proj: pass 2 recomputes LayerNorm for
+    # all but the last tile, 16 + 12 rows.
+    dense = latency.NetShape(32, 8, 32, 10, (latency.BlockShape(1, 64, 0, 0, 0, 0),))
+    counts = latency.kernel_features("attention", dense)
+    assert counts["ln_rows"] == 28 and counts["ln_elements"] == 28 * 32
+    # widened: qkv's input per LayerNorm row, q and probs per row, proj's input per row
+    assert counts["widen"] == 28 * 32 + 16 * 64 + 16 * 16 + 16 * 64
+    # per tile, outputs x depth: K and V, Q, q·kᵀ, probs·v, proj
+    assert counts["dot"] == 4 * (128 * 32 + 64 * 32 + 16 * 64 + 64 * 16 + 32 * 64)
+    assert counts["softmax_elements"] == 16 * 16 and counts["calls"] == 2 * 4 + 4 + 4 + 4 + 4
+    fc_rank_16 = dataclasses.replace(dense, blocks=(latency.BlockShape(1, 128, 0, 0, 16, 16),))
+    low_rank = latency.kernel_features("mlp", fc_rank_16)
+    assert low_rank["dot"] == 4 * (16 * 32 + 128 * 16 + 16 * 128 + 32 * 16) and low_rank["gelu"] == 16 * 128
+
+
+def test_the_model_reads_a_tflite_as_its_config(fresh_int8_tflite, digits_space):
+    from mcuformer_tf.compiler.pipeline import compile_model
+
+    config = digits_space.sample(random.Random(4))  # 2 heads, low-rank
+    unfused = fresh_int8_tflite(config).read_bytes()  # the converter's form of fresh weights
+    assert model_shape(unfused) == (latency.net_shape(config), FRESH_FLOAT)
+    assert model_shape(compile_model(unfused).model_bytes) == (latency.net_shape(config), FRESH_FLOAT)
+    assert latency.shape_instructions(*model_shape(unfused)) == latency.instructions(config, FRESH_FLOAT)
+    assert model_shape(b"not a model") is None
+
+
+def test_more_work_takes_more_instructions(digits_space):
+    config = digits_space.smallest()
+    wider = dataclasses.replace(config, embed_dim=64)
+    deeper = dataclasses.replace(config, depth=3, num_heads=(1, 1, 1), mlp_ratio=(2.0, 2.0, 2.0))
+    finer = dataclasses.replace(config, patch_size=4)  # 4x the tokens
+    base = latency.instructions(config)
+    assert base < latency.instructions(wider) and base < latency.instructions(deeper)
+    assert latency.instructions(finer) > 3 * base
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(deploy.m7_library_missing() is not None, reason=str(deploy.m7_library_missing()))
+def test_within_five_percent_of_random_deit_first_blocks_as_firmware(tmp_path):
+    from mcuformer_tf.compiler.pipeline import compile_model
+    from mcuformer_tf.quantize import first_blocks
+
+    space = SearchSpace.load(first_blocks.SPACE)
+    supernet = first_blocks.fresh_supernet(space)
+    rng = random.Random(202)  # tools/fit_latency_model.py's check set
+    errors = []
+    for _ in range(10):
+        sampled = space.sample(rng)
+        config = SubnetConfig(sampled.image_size, sampled.patch_size, sampled.rank_ratio, sampled.embed_dim, 1,
+                              sampled.num_heads[:1], sampled.mlp_ratio[:1], sampled.num_classes)
+        path = tmp_path / "fused.tflite"
+        path.write_bytes(compile_model(first_blocks.converted_model(supernet, config)).model_bytes)
+        plan = deploy.plan(path, targets.EMULATOR, 3 << 20)
+        deploy.write(plan, path, tmp_path / "firmware", np.zeros(plan.input.shape, np.int8))
+        measured = deploy.build_and_run(tmp_path / "firmware", plan.output.nbytes, 1800).instructions
+        errors.append(latency.instructions(config, FRESH_FLOAT) / measured - 1)
+    assert max(map(abs, errors)) <= BOUND, errors
