@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from cli_runner import assert_one_line_error, run_cli
 from PIL import Image
 
 from mcuformer_tf.errors import McuformerError
@@ -70,3 +71,18 @@ def test_random_resized_crops_cover_8_to_100_percent(fmt):
     assert all(c.shape == (32, 32, 3) and 0 <= c.min() and c.max() <= 1 for c in crops)
     assert np.std([c.mean() for c in crops]) > 0.01  # different boxes of a left-to-right ramp
     np.testing.assert_array_equal(crops[3], random_resized_crop(encoded, 32, [0, 3]))
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--data", "tfds:no_such_set"], "has no data set 'no_such_set'"),
+    (["--data", "tfds:cifar10", "--data-dir", "{tmp}/missing"], "missing: no such directory"),
+    (["--data", "tfds:cifar10", "--data-dir", "{tmp}"], "not prepared in"),
+    (["--init-from", "{tmp}/deit.pth"], "give a .safetensors or .npz state dict"),
+    (["--init-from", "{tmp}/missing.safetensors"], "no such file"),
+    (["--strategy", "multi-worker"], "needs TF_CONFIG"),
+])
+def test_bad_data_init_and_strategy_options_are_one_line_errors(tmp_path, monkeypatch, args, fragment):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    result = run_cli("train", "--out", tmp_path / "run", *[a.format(tmp=tmp_path) for a in args])
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "run").exists()

@@ -60,9 +60,9 @@ def test_rand_augment_operations_on_known_images():
 def test_rand_augment_applies_about_half_its_operations():
     tf.random.set_seed(0)
     image = tf.random.uniform([16, 16, 3])
-    same = tf.data.Dataset.range(400).map(lambda _: tf.reduce_all(ra.rand_augment(image) == image))
+    same = tf.data.Dataset.range(200).map(lambda _: tf.reduce_all(ra.rand_augment(image) == image))
     unchanged = sum(same.as_numpy_iterator())
-    assert 70 <= unchanged <= 150  # both of 2 ops skipped: 1/4, plus a few no-op draws
+    assert 32 <= unchanged <= 75  # both of 2 ops skipped: 1/4, plus a few no-op draws
 
 
 def test_random_erasing_rate_and_box_area():
