@@ -74,6 +74,11 @@ def test_two_workers_train_the_weights_of_one_on_the_same_global_batch(tmp_path,
     for name in one:
         np.testing.assert_allclose(two[name], one[name], atol=2e-5, rtol=1e-4, err_msg=name)
     assert sorted(os.listdir(tmp_path / "two")) == ["checkpoints", "history.json", "run.json"]
+    # the loss each step reports sums the workers' halves over the global batch: twice the
+    # 1-worker loss would mean that each worker took the whole batch (Adam would hide that)
+    (loss_one,), (loss_two,) = ([e["loss"] for e in json.loads((tmp_path / run / "history.json").read_text())]
+                                for run in ("one", "two"))
+    assert loss_two == pytest.approx(loss_one, rel=1e-4)
 
 
 @pytest.mark.slow
