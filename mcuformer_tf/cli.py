@@ -20,7 +20,14 @@ import click
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.nas.data_spec import check_data_spec
 from mcuformer_tf.nas.search_space import PRESETS, SearchSpace
-from mcuformer_tf.nas.train_settings import PRECISIONS, RECIPES, STRATEGIES, recipe_settings, writes_run_files
+from mcuformer_tf.nas.train_settings import (
+    PRECISIONS,
+    RECIPES,
+    STRATEGIES,
+    TrainSettings,
+    recipe_settings,
+    writes_run_files,
+)
 from tuner.tune_settings import TuneSettings
 
 
@@ -130,6 +137,9 @@ def _train(out, space_name, data_spec, settings, strategy, resume, data_dir=None
                 raise McuformerError(f"--{what} {given} differs from the run's {what} {recorded} "
                                      f"in {out}; drop --{what} to resume")
         data_spec, data_dir = spec["data"], data_dir or spec.get("data_dir")
+        init_from = init_from or spec.get("init_from")
+        # the run continues with its recorded recipe; only the epoch count is the command's
+        settings = TrainSettings(**{**spec.get("settings", {}), "epochs": settings.epochs})
     else:
         if run.exists() and chief:
             raise McuformerError(f"{out} already holds a training run; pass --resume to continue "
@@ -148,8 +158,7 @@ def _train(out, space_name, data_spec, settings, strategy, resume, data_dir=None
         run.create({"space": space.to_dict(), "data": data_spec, "data_dir": data_dir,
                     "init_from": init_from and str(init_from),
                     "settings": {k: v for k, v in vars(settings).items() if k != "epochs"}})
-    return train_supernet(space, data, run, settings, strategy, resume=resume,
-                          init_from=None if resume else init_from)
+    return train_supernet(space, data, run, settings, strategy, resume=resume, init_from=init_from)
 
 
 def _train_options(func):

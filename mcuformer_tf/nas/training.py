@@ -115,7 +115,8 @@ def train_supernet(space: SearchSpace, data: ImageData, run: RunDir, settings: T
                    init_from: str | None = None) -> list[dict]:
     """Train (or with `resume`, continue) a supernet in `run`; returns the epoch history.
 
-    `init_from`: a timm DeiT/ViT state dict to start a new run from (see `init_from`).
+    `init_from`: a timm DeiT/ViT state dict to start from where no checkpoint is restored
+    (see `init_from`).
     """
     if data.num_classes != space.num_classes:
         raise McuformerError(f"data {data.name} has {data.num_classes} classes but the space "
