@@ -4,6 +4,7 @@ ranks hold the truncated SVD, and bad files get one line."""
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 from safetensors.numpy import save_file
 
 from mcuformer_tf.errors import McuformerError
@@ -140,3 +141,36 @@ def test_npz_and_bad_files(tmp_path):
     np.savez(tmp_path / "partial.npz", **tensors)
     with pytest.raises(McuformerError, match="has no blocks.0.attn.qkv.weight"):
         init_supernet(supernet, tmp_path / "partial.npz")
+
+
+@pytest.mark.slow
+def test_train_cli_from_deit_with_the_deit_recipe_in_bfloat16(tmp_path):
+    """The whole path once: imagefolder crops, the deit recipe, bfloat16, --init-from, a checkpoint."""
+    import json
+
+    import yaml
+    from cli_runner import run_cli
+
+    from mcuformer_tf.nas.run_dir import RunDir
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in ("a", "b", "c", "d"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for index in range(4):
+                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / name / f"{index}.jpg")
+    space = {**SPACE.to_dict(), "num_classes": 4, "depth": [2], "embed_dim": [128], "num_heads": [2],
+             "mlp_ratio": [2], "patch_size": [8]}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    np.savez(tmp_path / "deit.npz", **_timm_state_dict())
+    result = run_cli("train", "--space", tmp_path / "space.yaml", "--data", f"imagefolder:{tmp_path / 'data'}",
+                     "--recipe", "deit", "--precision", "mixed_bfloat16", "--init-from", tmp_path / "deit.npz",
+                     "--epochs", "1", "--batch-size", "8", "--random-subnets", "0", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "init-from: not used 1 (cls_token)" in result.output
+    assert "head: kept fresh" in result.output  # 4 classes, DeiT's head has 10
+    history = RunDir(tmp_path / "run").history()
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert recorded["settings"]["mixup"] == 0.8 and recorded["settings"]["precision"] == "mixed_bfloat16"

@@ -29,7 +29,9 @@ def _free_ports(count):
 
 
 def _command(space_file, out, epochs, *extra):
-    return [sys.executable, "-m", "mcuformer_tf", "train", "--space", str(space_file), "--out", str(out),
+    """The train command; `space_file` None to resume (the run records its space)."""
+    space = ["--space", str(space_file)] if space_file else []
+    return [sys.executable, "-m", "mcuformer_tf", "train", *space, "--out", str(out),
             "--epochs", str(epochs), "--batch-size", "64", "--random-subnets", "0", *extra]
 
 
@@ -93,7 +95,7 @@ def test_a_killed_two_worker_run_resumes(tmp_path, space_file):
         process.wait()
     finished = json.loads((out / "history.json").read_text())
     assert 1 <= len(finished) <= 2
-    outputs = _finish(_start_workers(_command(space_file, out, 3, "--resume")))
+    outputs = _finish(_start_workers(_command(None, out, 3, "--resume")))
     assert f"resuming {out} after epoch {len(finished)}" in outputs[0]
     history = json.loads((out / "history.json").read_text())
     assert [entry["epoch"] for entry in history] == [1, 2, 3]
