@@ -168,7 +168,7 @@ def test_train_cli_from_deit_with_the_deit_recipe_in_bfloat16(tmp_path):
                      "--recipe", "deit", "--precision", "mixed_bfloat16", "--init-from", tmp_path / "deit.npz",
                      "--epochs", "1", "--batch-size", "8", "--random-subnets", "0", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
-    assert "init-from: not used 1 (cls_token)" in result.output
+    assert "init-from: not used 3 (cls_token, head.weight, head.bias)" in result.output
     assert "head: kept fresh" in result.output  # 4 classes, DeiT's head has 10
     history = RunDir(tmp_path / "run").history()
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
