@@ -21,7 +21,14 @@ from mcuformer_tf.board.targets import TARGETS
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.nas.data_spec import check_data_spec
 from mcuformer_tf.nas.search_space import PRESETS, SearchSpace
-from mcuformer_tf.nas.train_settings import STRATEGIES, TrainSettings
+from mcuformer_tf.nas.train_settings import (
+    PRECISIONS,
+    RECIPES,
+    STRATEGIES,
+    TrainSettings,
+    recipe_settings,
+    writes_run_files,
+)
 from tuner.tune_settings import TuneSettings
 
 
@@ -49,7 +56,8 @@ DEMO_QAT_EPOCHS = 4
 # of it the runtime's): under the fused plan that rejects about 45% of the digits space, most
 # patch-4 subnets among them, so the search has to choose.
 DEMO_SRAM, DEMO_TRIALS = "48KiB", 60
-DATA_HELP = "Data: digits (built in), imagefolder:PATH (ImageNet layout), cifar10:PATH."
+DATA_HELP = ("Data: digits (built in), imagefolder:PATH (ImageNet layout), cifar10:PATH, "
+             "tfds:NAME[:TRAIN,VAL] (prepared in --data-dir).")
 
 
 NATIVE_LOG = Path.home() / ".cache" / "mcuformer-tf" / "native-stderr.log"
@@ -111,12 +119,16 @@ def sample(space_name, pick, seed, output):
         click.echo(json.dumps(config.to_dict(), indent=2))
 
 
-def _train(out, space_name, data_spec, settings, strategy, resume):
+def _train(out, space_name, data_spec, settings, strategy, resume, data_dir=None, init_from=None):
     from mcuformer_tf.nas.run_dir import RunDir
 
     if strategy not in STRATEGIES:
         raise McuformerError(f"unknown strategy {strategy!r} (use one of: {', '.join(STRATEGIES)})")
-    run = RunDir(out)
+    if init_from is not None:
+        from mcuformer_tf.nas.state_dict import check_state_dict_path
+
+        check_state_dict_path(init_from)
+    run, chief = RunDir(out), strategy != "multi-worker" or writes_run_files()
     if resume and run.exists():
         spec = run.spec()
         space = SearchSpace.from_dict(spec["space"])
@@ -125,22 +137,29 @@ def _train(out, space_name, data_spec, settings, strategy, resume):
             if given is not None and given != recorded:
                 raise McuformerError(f"--{what} {given} differs from the run's {what} {recorded} "
                                      f"in {out}; drop --{what} to resume")
-        data_spec = spec["data"]
+        data_spec, data_dir = spec["data"], data_dir or spec.get("data_dir")
+        init_from = init_from or spec.get("init_from")
+        # the run continues with its recorded recipe; only the epoch count is the command's
+        settings = TrainSettings(**{**spec.get("settings", {}), "epochs": settings.epochs})
     else:
-        if run.exists():
+        if run.exists() and chief:
             raise McuformerError(f"{out} already holds a training run; pass --resume to continue "
                                  "it or choose another --out")
         space = SearchSpace.load(space_name or "digits")
         data_spec = data_spec or "digits"
-    check_data_spec(data_spec)
+    check_data_spec(data_spec, data_dir)
+    from mcuformer_tf.nas.distribution import make_strategy
+
+    make_strategy(strategy)  # before any other TensorFlow op: multi-worker needs it so
     from mcuformer_tf.nas.data import load_data
     from mcuformer_tf.nas.training import train_supernet
 
-    data = load_data(data_spec, max(space.image_size))
-    if not run.exists():
-        run.create({"space": space.to_dict(), "data": data_spec,
+    data = load_data(data_spec, max(space.image_size), data_dir)
+    if chief and not run.exists():
+        run.create({"space": space.to_dict(), "data": data_spec, "data_dir": data_dir,
+                    "init_from": init_from and str(init_from),
                     "settings": {k: v for k, v in vars(settings).items() if k != "epochs"}})
-    return train_supernet(space, data, run, settings, strategy, resume=resume)
+    return train_supernet(space, data, run, settings, strategy, resume=resume, init_from=init_from)
 
 
 def _train_options(func):
@@ -149,34 +168,61 @@ def _train_options(func):
         click.option("--data", "data_spec", default=None, help=DATA_HELP + "  [default: digits]"),
         click.option("--epochs", type=click.IntRange(min=1), default=32, show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True),
-        click.option("--lr", type=float, default=2e-3, show_default=True,
-                     help="Peak AdamW learning rate."),
+        click.option("--recipe", type=click.Choice(list(RECIPES)), default="digits", show_default=True,
+                     help="Named defaults of the options below: digits (small data, no strong "
+                          "augmentation) or deit (DeiT's ImageNet recipe)."),
+        click.option("--lr", type=float, default=None,
+                     help="Peak AdamW learning rate  [default: digits 2e-3, deit 5e-4 x batch / 512]."),
+        click.option("--warmup-epochs", type=click.IntRange(min=0), default=None,
+                     help="Linear warmup before the cosine decay  [default: digits 2, deit 5]."),
+        click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help="[default: digits 0, deit 0.1]"),
+        click.option("--rand-augment", type=click.FloatRange(0, 10), default=None,
+                     help="RandAugment magnitude, 0 off  [default: digits 0, deit 9]."),
+        click.option("--mixup", type=click.FloatRange(min=0), default=None,
+                     help="Mixup Beta alpha, 0 off  [default: digits 0, deit 0.8]."),
+        click.option("--cutmix", type=click.FloatRange(min=0), default=None,
+                     help="Cutmix Beta alpha, 0 off  [default: digits 0, deit 1.0]."),
+        click.option("--random-erasing", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help="Random erasing probability  [default: digits 0, deit 0.25]."),
+        click.option("--drop-path", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help="Stochastic depth of the last block  [default: digits 0, deit 0.1]."),
         click.option("--random-subnets", type=click.IntRange(min=0), default=1, show_default=True,
                      help="Random subnets per step beside the largest and the smallest."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--strategy", default="default", show_default=True,
-                     help="tf.distribute strategy: default, mirrored or one-device."),
+                     help="tf.distribute strategy: default, mirrored, one-device or multi-worker "
+                          "(from TF_CONFIG)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="float32",
+                     show_default=True, help="Keras mixed precision policy."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _settings(epochs, batch_size, lr, random_subnets, seed):
-    return TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=lr,
-                         random_subnets=random_subnets, seed=seed)
+def _settings(options: dict):
+    """TrainSettings from the `_train_options` in `options` (which it removes from there)."""
+    names = ("epochs", "batch_size", "recipe", "lr", "warmup_epochs", "label_smoothing",
+             "rand_augment", "mixup", "cutmix", "random_erasing", "drop_path", "random_subnets",
+             "seed", "precision")
+    given = {name: options.pop(name) for name in names}
+    given["learning_rate"] = given.pop("lr")
+    return recipe_settings(given.pop("recipe"), given.pop("batch_size"), **given)
 
 
 @main.command()
 @_train_options
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="TensorFlow Datasets data_dir holding the prepared tfds: data.")
+@click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A timm DeiT/ViT state dict (.safetensors or .npz) to start the supernet from.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run directory (checkpoints, history).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after its last epoch.")
-def train(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, strategy, out,
-          resume):
+def train(space_name, data_spec, strategy, out, resume, data_dir, init_from, **options):
     """Train a weight-sharing supernet with the sandwich rule."""
-    _train(out, space_name, data_spec, _settings(epochs, batch_size, lr, random_subnets, seed),
-           strategy, resume)
+    _train(out, space_name, data_spec, _settings(options), strategy, resume, data_dir, init_from)
 
 
 def _evaluate(run_path, config_specs):
@@ -328,7 +374,7 @@ def tune_command(run_path, target, sram, flash, latency, clock, memory_plan, alg
 @_train_options
 @click.option("--out", default=Path("runs/demo"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
-def demo(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, strategy, out):
+def demo(space_name, data_spec, strategy, out, **options):
     """The whole chain on the built-in digits data (resumes a run already in --out).
 
     Train, evaluate the largest and smallest subnets, tune within DEMO_SRAM, export the tuned
@@ -336,8 +382,9 @@ def demo(space_name, data_spec, epochs, batch_size, lr, random_subnets, seed, st
     from mcuformer_tf.nas.run_dir import RunDir
 
     click.echo(f"== train the supernet ({out})")
-    _train(out, space_name, data_spec, _settings(epochs, batch_size, lr, random_subnets, seed),
-           strategy, resume=RunDir(out).exists())
+    settings = _settings(options)
+    seed = settings.seed
+    _train(out, space_name, data_spec, settings, strategy, resume=RunDir(out).exists())
     click.echo("== evaluate extracted subnets")
     _evaluate(out, ["largest", "smallest"])
     click.echo(f"== tune: the most accurate subnet within {DEMO_SRAM} of SRAM ({DEMO_TRIALS} "

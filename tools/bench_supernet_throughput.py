@@ -68,7 +68,8 @@ def main():
     trainer = SandwichTrainer(space, settings, len(batches), tf.distribute.get_strategy())
     rng = random.Random(0)
     supernet_s = time_steps(
-        lambda x, y: trainer.train_step(x, y, trainer.subnets_for_step(rng)), batches, args.warmup)
+        lambda x, y: trainer.train_step(x, tf.one_hot(y, space.num_classes), trainer.subnets_for_step(rng)),
+        batches, args.warmup)
     largest_s = time_steps(plain_train_step(extract_subnet(trainer.supernet, space.largest())),
                            batches, args.warmup)
 

@@ -7,8 +7,13 @@ A data spec is one string:
 - `imagefolder:PATH`: the ImageNet layout, PATH/train/<class>/*.jpg and
   PATH/val/<class>/*.jpg (any format tf.image decodes).
 - `cifar10:PATH`: the CIFAR-10 python batches (data_batch_1..5, test_batch).
+- `tfds:NAME[:TRAIN,VAL]`: a TensorFlow Datasets data set already prepared in
+  `data_dir` (see `data_tfds`).
 
-Images reach the model as float32 in [0, 1], at the requested size.
+Images reach the model as float32 in [0, 1], at the requested size. `digits`
+and `cifar10:` are small images held in memory, trained with a random shift
+and flip; `imagefolder:` and `tfds:` stream encoded images and train on
+random-resized crops, evaluating on centre crops (see `crops`).
 """
 from __future__ import annotations
 
@@ -20,14 +25,21 @@ import numpy as np
 import tensorflow as tf
 
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.nas.data_spec import check_data_spec, existing_dir
+from mcuformer_tf.nas.augmentation import batch_mixer, per_image
+from mcuformer_tf.nas.crops import centre_crop, random_resized_crop
+from mcuformer_tf.nas.data_spec import check_data_spec, existing_dir, parse_tfds_spec
+from mcuformer_tf.nas.train_settings import TrainSettings
 
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 
 
 @dataclasses.dataclass
 class ImageData:
-    """Train and val splits of one source, each a tf.data.Dataset of (image, label)."""
+    """Train and val splits of one source, each a tf.data.Dataset of (image, label) at image_size.
+
+    Where `train_encoded` is given (encoded image bytes, label), training batches are
+    random-resized crops of it; `train` is then the centre-cropped view of the same images.
+    """
 
     name: str
     num_classes: int
@@ -37,23 +49,54 @@ class ImageData:
     train_count: int
     val_count: int
     flip: bool = True
+    train_encoded: tf.data.Dataset | None = None
 
-    def train_batches(self, batch_size: int, seed: int) -> tf.data.Dataset:
-        """Shuffled, augmented (random shift, flips where they keep the class) training batches."""
+    def _crop(self):
+        """(image, seed pair) -> a random shift of a small image, or a random-resized crop of an
+        encoded one; the same for the same seed pair, whatever the pipeline's thread order."""
         size, pad = self.image_size, max(1, self.image_size // 16)
 
-        def augment(image, label):
+        def shift(image, seed):
             image = tf.image.resize_with_crop_or_pad(image, size + 2 * pad, size + 2 * pad)
-            image = tf.image.random_crop(image, [size, size, 3], seed=seed)
-            if self.flip:
-                image = tf.image.random_flip_left_right(image, seed=seed)
-            return image, label
+            return tf.image.stateless_random_crop(image, [size, size, 3], seed=seed)
 
-        return (self.train.shuffle(min(self.train_count, 20_000), seed=seed,
-                                   reshuffle_each_iteration=False)
-                .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-                .batch(batch_size, drop_remainder=True)
-                .prefetch(tf.data.AUTOTUNE))
+        return (lambda encoded, seed: random_resized_crop(encoded, size, seed)) if self.encoded else shift
+
+    @property
+    def encoded(self) -> bool:
+        return self.train_encoded is not None
+
+    def train_batches(self, batch_size: int, seed: int,
+                      recipe: TrainSettings | None = None) -> tf.data.Dataset:
+        """Shuffled training batches, cropped (see `_crop`), flipped where flips keep the class.
+
+        The crop and flip of the i-th example of the shuffled order draw from the seed pair
+        (seed, i), so the same seed gives the same batches on every run and every worker. With a
+        `recipe` the labels are one-hot float vectors and its augmentation applies (RandAugment,
+        random erasing, mixup/cutmix; see `augmentation`); without, int labels.
+        """
+        crop, augment = self._crop(), per_image(recipe) if recipe else None
+        num_classes = self.num_classes
+
+        def prepare(index, example):
+            image, label = example
+            pair = tf.stack([tf.constant(seed, tf.int64), index])
+            image = crop(image, pair)
+            if self.flip:
+                image = tf.image.stateless_random_flip_left_right(image, seed=pair + [0, 1 << 40])
+            if augment:
+                image = augment(image)
+            return image, (tf.one_hot(label, num_classes) if recipe else label)
+
+        source = self.train_encoded if self.encoded else self.train
+        buffer = min(self.train_count, 10_000 if self.encoded else 20_000)
+        batches = (source.shuffle(buffer, seed=seed, reshuffle_each_iteration=False).enumerate()
+                   .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+                   .batch(batch_size, drop_remainder=True))
+        mix = batch_mixer(recipe) if recipe else None
+        if mix:
+            batches = batches.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+        return batches.prefetch(tf.data.AUTOTUNE)
 
     def val_batches(self, batch_size: int, image_size: int | None = None) -> tf.data.Dataset:
         """Val batches, resized to `image_size` when a subnet takes another size."""
@@ -137,26 +180,39 @@ def load_imagefolder(path: str, image_size: int) -> ImageData:
         raise McuformerError(f"data imagefolder:{path}: val/ and train/ have different class "
                              "folders")
 
-    def decode(file, label):
-        image = tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
-        image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, [image_size, image_size])
-        return image, label
-
     def dataset(split):
         files, labels = _image_files(folder / split, classes)
         if not files:
             raise McuformerError(f"data imagefolder:{path}: {split}/ holds no image files")
         ds = tf.data.Dataset.from_tensor_slices((files, np.asarray(labels, np.int32)))
-        return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE), len(files)
+        return ds.map(lambda file, label: (tf.io.read_file(file), label)), len(files)
 
     (train, n_train), (val, n_val) = dataset("train"), dataset("val")
-    return ImageData("imagefolder", len(classes), image_size, train, val, n_train, n_val)
+    return encoded_image_data("imagefolder", len(classes), image_size, train, val, n_train, n_val)
 
 
-def load_data(spec: str, image_size: int) -> ImageData:
-    """Load a data spec (see the module docstring) at `image_size`."""
-    check_data_spec(spec)
+def encoded_image_data(name, num_classes, image_size, train, val, train_count, val_count) -> ImageData:
+    """ImageData of (encoded image, int label) splits: random-resized crops to train on, centre
+    crops for evaluation."""
+    def centre(encoded, label):
+        return centre_crop(encoded, image_size), tf.cast(label, tf.int32)
+
+    train = train.map(lambda x, y: (x, tf.cast(y, tf.int32)))
+    return ImageData(name, num_classes, image_size,
+                     train.map(centre, num_parallel_calls=tf.data.AUTOTUNE),
+                     val.map(centre, num_parallel_calls=tf.data.AUTOTUNE), train_count, val_count,
+                     train_encoded=train)
+
+
+def load_data(spec: str, image_size: int, data_dir: str | None = None) -> ImageData:
+    """Load a data spec (see the module docstring) at `image_size`; `data_dir` serves `tfds:`."""
+    check_data_spec(spec, data_dir)
     source, _, path = spec.partition(":")
+    if source == "tfds":
+        from mcuformer_tf.nas.data_tfds import load_tfds
+
+        name, splits = parse_tfds_spec(spec)
+        return encoded_image_data(image_size=image_size, **load_tfds(name, splits, data_dir))
     loaders = {"digits": lambda: load_digits(image_size), "cifar10": lambda: load_cifar10(path, image_size),
                "imagefolder": lambda: load_imagefolder(path, image_size)}
     return loaders[source]()

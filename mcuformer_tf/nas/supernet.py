@@ -10,6 +10,9 @@ whole space. Depth is elastic through a select: a block the subnet does not
 have runs at width 1 (its encoding pads heads, hidden width and ranks with 1s)
 and its output is discarded. That costs a few percent of a block, where
 `tf.cond` would cost tens of seconds of tracing for its gradient functions.
+`drop_path` is the stochastic depth of the last block in training, rising
+linearly from 0 at the first (DeiT's rule). Logits are float32 under any
+mixed precision policy.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ def max_ranks(space: SearchSpace) -> dict[str, int]:
 class Supernet(keras.Model):
     """Weight-sharing ViT over a search space; see the module docstring."""
 
-    def __init__(self, space: SearchSpace, channels: int = 3, **kwargs):
+    def __init__(self, space: SearchSpace, channels: int = 3, drop_path: float = 0.0, **kwargs):
         super().__init__(name=kwargs.pop("name", f"supernet_{space.name}"), **kwargs)
         self.space = space
         self.max_depth = max(space.depth)
@@ -50,7 +53,8 @@ class Supernet(keras.Model):
         self.pos_embed = ElasticPositionEmbedding(space.max_grid, max_embed, name="pos_embed")
         hidden = mlp_hidden(max_embed, max(space.mlp_ratio))
         self.blocks = [
-            ElasticBlock(max_embed, max(space.num_heads), hidden, max_ranks(space), name=f"block{i}")
+            ElasticBlock(max_embed, max(space.num_heads), hidden, max_ranks(space),
+                         drop_path_rate=drop_path * i / max(1, self.max_depth - 1), name=f"block{i}")
             for i in range(self.max_depth)
         ]
         self.norm = ElasticLayerNorm(max_embed, name="norm")
@@ -101,12 +105,14 @@ class Supernet(keras.Model):
         images = tf.cond(
             tf.shape(images)[1] == size,
             lambda: images,
-            lambda: tf.image.resize(images, tf.stack([size, size]), method="bilinear"),
+            lambda: tf.cast(tf.image.resize(images, tf.stack([size, size]), method="bilinear"),
+                            images.dtype),
         )
         x = self.patch_embed(images, patch, embed)
         x = self.pos_embed(x, size // patch, embed)
         for layer, block in enumerate(self.blocks):
-            y = block(x, enc["heads"][layer], enc["hidden"][layer], enc["ranks"][layer])
+            y = block(x, enc["heads"][layer], enc["hidden"][layer], enc["ranks"][layer],
+                      training=training)
             x = tf.where(layer < enc["depth"], y, x)
-        pooled = tf.reduce_mean(self.norm(x), axis=1)
-        return tf.matmul(pooled, self.head_kernel[:embed]) + self.head_bias
+        pooled = tf.cast(tf.reduce_mean(self.norm(x), axis=1), self.compute_dtype)
+        return tf.cast(tf.matmul(pooled, self.head_kernel[:embed]) + self.head_bias, tf.float32)

@@ -4,6 +4,8 @@ Each layer owns the weights of the largest subnet and computes any smaller one
 from their leading slices (AutoFormer's weight entanglement). Every width is
 passed at call time as a scalar tensor, so one traced graph serves every
 subnet: shapes inside are dynamic, nothing is masked and no FLOP is wasted.
+Under a mixed precision policy they compute in its dtype, but for LayerNorm
+and the attention softmax, which compute in float32.
 """
 import tensorflow as tf
 import tf_keras as keras
@@ -41,7 +43,8 @@ class ElasticPatchEmbedding(keras.layers.Layer):
         flat = tf.reshape(full, [1, self.max_patch, self.max_patch, -1])
         resized = tf.image.resize(flat, tf.stack([patch, patch]), method="bilinear")
         scale = tf.cast(self.max_patch, tf.float32) / tf.cast(patch, tf.float32)
-        return tf.reshape(resized, [patch, patch, self.channels, embed]) * scale * scale
+        kernel = tf.reshape(resized, [patch, patch, self.channels, embed]) * scale * scale
+        return tf.cast(kernel, full.dtype)
 
     def call(self, images, patch, embed):
         """images [b, s, s, c] -> tokens [b, (s/p)^2, embed], row-major over patches."""
@@ -67,19 +70,20 @@ class ElasticPositionEmbedding(keras.layers.Layer):
 
     def table_for(self, grid, embed):
         """The [grid * grid, embed] table the subnet adds to its tokens."""
-        resized = tf.image.resize(self.table[None, :, :, :embed], tf.stack([grid, grid]),
-                                  method="bilinear")
-        return tf.reshape(resized, [grid * grid, embed])
+        table = self.table[None, :, :, :embed]
+        resized = tf.image.resize(table, tf.stack([grid, grid]), method="bilinear")
+        return tf.cast(tf.reshape(resized, [grid * grid, embed]), table.dtype)
 
     def call(self, tokens, grid, embed):
         return tokens + self.table_for(grid, embed)
 
 
 class ElasticLayerNorm(keras.layers.Layer):
-    """LayerNorm over the leading `embed` features, with the sliced gamma and beta."""
+    """LayerNorm over the leading `embed` features, with the sliced gamma and beta; float32 in
+    and out under any policy (its float32 dtype makes Keras cast its input)."""
 
     def __init__(self, max_embed, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})
         self.gamma = self.add_weight(name="gamma", shape=(max_embed,), initializer="ones")
         self.beta = self.add_weight(name="beta", shape=(max_embed,), initializer="zeros")
         self.built = True
@@ -129,11 +133,24 @@ class ElasticLowRankLinear(keras.layers.Layer):
         return y + bias
 
 
-class ElasticBlock(keras.layers.Layer):
-    """Pre-norm transformer block: x + proj(attn(qkv(ln1 x))); x + fc2(gelu(fc1(ln2 x)))."""
+def drop_path(branch, rate: float):
+    """Stochastic depth: each example's residual branch zeroed with probability `rate`, else
+    scaled by 1 / (1 - rate), so that its expectation is the branch."""
+    keep = 1.0 - rate
+    shape = tf.concat([tf.shape(branch)[:1], tf.ones(tf.rank(branch) - 1, tf.int32)], axis=0)
+    mask = tf.floor(keep + tf.random.uniform(shape, dtype=tf.float32))
+    return branch * tf.cast(mask / keep, branch.dtype)
 
-    def __init__(self, max_embed, max_heads, max_hidden, max_ranks, **kwargs):
+
+class ElasticBlock(keras.layers.Layer):
+    """Pre-norm transformer block: x + proj(attn(qkv(ln1 x))); x + fc2(gelu(fc1(ln2 x))).
+
+    With `drop_path_rate` > 0 each residual branch passes `drop_path` in training.
+    """
+
+    def __init__(self, max_embed, max_heads, max_hidden, max_ranks, drop_path_rate=0.0, **kwargs):
         super().__init__(**kwargs)
+        self.drop_path_rate = drop_path_rate
         max_attn = max_heads * HEAD_DIM
         self.ln1 = ElasticLayerNorm(max_embed, name="ln1")
         self.qkv = ElasticLowRankLinear(max_embed, max_attn, max_ranks["qkv"], groups=3, name="qkv")
@@ -143,10 +160,13 @@ class ElasticBlock(keras.layers.Layer):
         self.fc2 = ElasticLowRankLinear(max_hidden, max_embed, max_ranks["fc2"], name="fc2")
         self.built = True
 
-    def call(self, x, heads, hidden, ranks):
+    def call(self, x, heads, hidden, ranks, training=None):
         """ranks: int32 [4] for (qkv, proj, fc1, fc2)."""
+        def residual(branch):
+            return drop_path(branch, self.drop_path_rate) if training and self.drop_path_rate else branch
+
         embed = tf.shape(x)[-1]
         qkv = self.qkv(self.ln1(x), heads * HEAD_DIM, ranks[0])
-        x = x + self.proj(vit_ops.attention_from_qkv(qkv, heads), embed, ranks[1])
+        x = x + residual(self.proj(vit_ops.attention_from_qkv(qkv, heads), embed, ranks[1]))
         y = vit_ops.quick_gelu(self.fc1(self.ln2(x), hidden, ranks[2]))
-        return x + self.fc2(y, embed, ranks[3])
+        return x + residual(self.fc2(y, embed, ranks[3]))

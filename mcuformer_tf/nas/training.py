@@ -6,7 +6,10 @@ labels and half from the largest subnet's predictions (in-place distillation,
 BigNAS). The largest subnet's loss and the students' mean loss weigh half
 each, and their gradients make one AdamW update. The step is one
 `tf.function` traced once: the subnets enter as fixed-shape int32 encodings
-(see `supernet.py`). It runs under any `tf.distribute` strategy.
+(see `supernet.py`). It runs under any `tf.distribute` strategy (see
+`distribution`) and Keras precision policy (see `precision`). Labels arrive as
+soft (one-hot, possibly mixed) vectors; the recipe in the settings decides the
+augmentation (see `augmentation`), the drop path and the schedule.
 """
 from __future__ import annotations
 
@@ -18,25 +21,15 @@ import tensorflow as tf
 import tf_keras as keras
 
 from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.nas import precision
 from mcuformer_tf.nas.data import ImageData
 from mcuformer_tf.nas.determinism import seed_run
+from mcuformer_tf.nas.distribution import CheckpointWriter, make_strategy
 from mcuformer_tf.nas.evaluation import EVAL_BATCH, accuracy, traced_predict
 from mcuformer_tf.nas.run_dir import RunDir
 from mcuformer_tf.nas.search_space import SearchSpace
 from mcuformer_tf.nas.supernet import Supernet
-from mcuformer_tf.nas.train_settings import STRATEGIES, TrainSettings
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """A tf.distribute strategy by name: default (no distribution), mirrored, one-device."""
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "one-device":
-        gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-    raise McuformerError(f"unknown strategy {name!r} (use one of: {', '.join(STRATEGIES)})")
+from mcuformer_tf.nas.train_settings import TrainSettings
 
 
 class SandwichTrainer:
@@ -48,13 +41,13 @@ class SandwichTrainer:
         self.steps_per_epoch = steps_per_epoch
         total = settings.epochs * steps_per_epoch
         warmup = min(settings.warmup_epochs * steps_per_epoch, total - 1)
-        with strategy.scope():
-            self.supernet = Supernet(space)
+        with strategy.scope(), precision.policy_scope(settings.precision):
+            self.supernet = Supernet(space, drop_path=settings.drop_path)
             schedule = keras.optimizers.schedules.CosineDecay(
                 initial_learning_rate=0.0, decay_steps=total - warmup, alpha=0.01,
                 warmup_target=settings.learning_rate, warmup_steps=warmup)
-            self.optimizer = keras.optimizers.AdamW(
-                schedule, weight_decay=settings.weight_decay, global_clipnorm=1.0)
+            self.optimizer = precision.wrap_optimizer(keras.optimizers.AdamW(
+                schedule, weight_decay=settings.weight_decay, global_clipnorm=1.0), settings.precision)
             self.optimizer.build(self.supernet.trainable_variables)
             self.epoch = tf.Variable(0, trainable=False, dtype=tf.int64, name="epoch")
         self.checkpoint = tf.train.Checkpoint(model=self.supernet, optimizer=self.optimizer,
@@ -72,9 +65,9 @@ class SandwichTrainer:
         return [tf.nest.map_structure(tf.convert_to_tensor, self.supernet.encode(c))
                 for c in configs]
 
-    def _replica_step(self, images, labels, encodings):
+    def _replica_step(self, images, onehot, encodings):
+        """One sandwich update on a replica's share of a batch; `onehot`: soft labels [b, classes]."""
         batch = self.settings.batch_size
-        onehot = tf.one_hot(labels, self.space.num_classes)
         variables = self.supernet.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.supernet(images, training=True, config=encodings[0])
@@ -88,12 +81,14 @@ class SandwichTrainer:
                 loss += tf.nn.compute_average_loss(per_example, global_batch_size=batch) / len(
                     students)
             loss /= 2.0
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            scaled = precision.scale_loss(loss, self.optimizer)
+        gradients = precision.unscale_gradients(tape.gradient(scaled, variables), self.optimizer)
+        self.optimizer.apply_gradients(zip(gradients, variables))
         return loss
 
     @tf.function(autograph=False)
-    def train_step(self, images, labels, encodings):
-        losses = self.strategy.run(self._replica_step, args=(images, labels, encodings))
+    def train_step(self, images, onehot, encodings):
+        losses = self.strategy.run(self._replica_step, args=(images, onehot, encodings))
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
     # -- epochs -----------------------------------------------------------------
@@ -103,21 +98,27 @@ class SandwichTrainer:
 
     def run_epoch(self, data: ImageData, epoch: int, progress: bool) -> float:
         rng = random.Random(f"{self.settings.seed}-{epoch}")
-        batches = data.train_batches(self.settings.batch_size, seed=self.settings.seed + epoch)
+        batches = data.train_batches(self.settings.batch_size, seed=self.settings.seed + epoch,
+                                     recipe=self.settings)
         bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss"],
                                   verbose=1 if progress else 0)
         total = 0.0
-        for step, (images, labels) in enumerate(self.strategy.experimental_distribute_dataset(
+        for step, (images, onehot) in enumerate(self.strategy.experimental_distribute_dataset(
                 batches)):
-            loss = float(self.train_step(images, labels, self.subnets_for_step(rng)))
+            loss = float(self.train_step(images, onehot, self.subnets_for_step(rng)))
             total += loss
             bar.update(step + 1, [("loss", loss)])
         return total / self.steps_per_epoch
 
 
 def train_supernet(space: SearchSpace, data: ImageData, run: RunDir, settings: TrainSettings,
-                   strategy_name: str = "default", resume: bool = False, log=print) -> list[dict]:
-    """Train (or with `resume`, continue) a supernet in `run`; returns the epoch history."""
+                   strategy_name: str = "default", resume: bool = False, log=print,
+                   init_from: str | None = None) -> list[dict]:
+    """Train (or with `resume`, continue) a supernet in `run`; returns the epoch history.
+
+    `init_from`: a timm DeiT/ViT state dict to start from where no checkpoint is restored
+    (see `init_from`).
+    """
     if data.num_classes != space.num_classes:
         raise McuformerError(f"data {data.name} has {data.num_classes} classes but the space "
                              f"{space.name!r} has {space.num_classes}")
@@ -126,10 +127,16 @@ def train_supernet(space: SearchSpace, data: ImageData, run: RunDir, settings: T
         raise McuformerError(f"batch size {settings.batch_size} exceeds the {data.train_count} "
                              f"training images of {data.name}")
     seed_run(settings.seed)  # weight init, augmentation: one seed, one run
-    trainer = SandwichTrainer(space, settings, steps, make_strategy(strategy_name))
+    strategy = make_strategy(strategy_name)
+    trainer = SandwichTrainer(space, settings, steps, strategy)
     if resume and run.latest_checkpoint():
         trainer.checkpoint.restore(run.latest_checkpoint()).assert_existing_objects_matched()
-    manager = tf.train.CheckpointManager(trainer.checkpoint, str(run.checkpoint_dir), max_to_keep=2)
+    elif init_from:
+        from mcuformer_tf.nas.init_from import init_supernet
+
+        for line in init_supernet(trainer.supernet, init_from).lines():
+            log(line)
+    writer = CheckpointWriter(trainer.checkpoint, run.checkpoint_dir, strategy)
     start = int(trainer.epoch.numpy())
     if start:
         log(f"resuming {run.path} after epoch {start}")
@@ -143,8 +150,9 @@ def train_supernet(space: SearchSpace, data: ImageData, run: RunDir, settings: T
             "seconds": round(time.time() - began, 2),
         }
         trainer.epoch.assign(epoch)
-        manager.save(checkpoint_number=epoch)
-        run.record_epoch(entry)
+        writer.save(epoch)
+        if writer.chief:
+            run.record_epoch(entry)
         log(f"epoch {epoch}/{settings.epochs}  loss {loss:.4f}  val acc largest "
             f"{entry['val_acc_largest']:.2%}  smallest {entry['val_acc_smallest']:.2%}  "
             f"({entry['seconds']:.1f} s)")

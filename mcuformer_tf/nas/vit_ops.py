@@ -39,7 +39,9 @@ def attention_from_qkv(qkv, num_heads):
 
     Queries are scaled by HEAD_DIM ** -0.5 = 1/8, a power of two, so an
     extracted subnet folds the scale into the query weights exactly.
+    The softmax computes in float32 whatever the dtype of qkv (mixed precision).
     """
     q, k, v = split_heads(qkv, num_heads)
     scores = tf.matmul(q * QUERY_SCALE, k, transpose_b=True)
-    return merge_heads(tf.matmul(tf.nn.softmax(scores, axis=-1), v))
+    probabilities = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1), v.dtype)
+    return merge_heads(tf.matmul(probabilities, v))
