@@ -1,0 +1,117 @@
+"""Packed INT4 weights (issue 19): TFLM's layout, the compiler's packer, and the fundamental
+equivalence: an int8 model whose filters are on a 4-bit grid and the same model with those filters
+packed into INT4 give the same output bytes in stock TFLM, and the numpy TFLM arithmetic and arena
+plan follow the packed model."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from supernets import on_int4_grid
+
+from mcuformer_tf.compiler import ir
+from mcuformer_tf.compiler.int4_weights import int4_filters, pack_int4_model
+from mcuformer_tf.compiler.pipeline import compile_model
+from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.memory.arena_search import run_trials
+from mcuformer_tf.memory.report import memory_report
+from mcuformer_tf.tflm.arena_plan import planned_buffers
+from mcuformer_tf.tflm.arith import run_graph
+from mcuformer_tf.tflm.int4 import pack_int4, unpack_int4
+from mcuformer_tf.tflm.runtime import DEFAULT_ARENA, model_inputs, run_tflm, tflm_interpreter, tflm_invoke
+from mcuformer_tf.tflm.tflite_graph import read_model
+
+SEEDS = (0, 4)  # as test_compiler_fuse's perturbed subnets: converted once per session
+INPUTS = 10
+
+
+def test_the_layout_is_low_nibble_first_and_pads_an_odd_count():
+    assert pack_int4([1, -2, 3]) == bytes([0xE1, 0x03])
+    assert pack_int4([-8, 7, 0, -1]) == bytes([0x78, 0xF0])
+    values = np.random.default_rng(0).integers(-8, 8, (5, 3, 3), dtype=np.int8)
+    assert np.array_equal(unpack_int4(pack_int4(values), values.shape), values)
+    with pytest.raises(ValueError, match="outside"):
+        pack_int4([8])
+
+
+@pytest.fixture(scope="module")
+def models(digits_space, perturbed_int8_tflite):
+    """[(on-grid int8 model, its packed twin)] for digits subnets of a perturbed supernet."""
+    grids = [on_int4_grid(perturbed_int8_tflite(digits_space.sample(random.Random(seed))).read_bytes())
+             for seed in SEEDS]
+    return [(grid, pack_int4_model(grid)) for grid in grids]
+
+
+def test_every_filter_is_packed_and_keeps_its_values(models):
+    for grid, packed in models:
+        unpacked_graph, packed_graph = read_model(grid), read_model(packed)
+        filters = int4_filters(ir.read(packed))
+        assert filters and all(weights.int4 for _, weights in filters)
+        names = {weights.name for _, weights in filters}
+        halved = 0
+        for before, after in zip(unpacked_graph.tensors, packed_graph.tensors):
+            assert after.int4 == (after.name in names)
+            if after.is_constant:
+                assert np.array_equal(before.data, after.data)
+                assert (before.quantization is None) == (after.quantization is None)
+                assert after.quantization is None or np.array_equal(before.quantization.scale,
+                                                                    after.quantization.scale)
+            if after.int4:
+                assert after.nbytes == (before.nbytes + 1) // 2
+                halved += before.nbytes - after.nbytes
+        assert unpacked_graph.buffer_bytes - packed_graph.buffer_bytes == halved > 0
+        assert memory_report(grid).flash.weights - memory_report(packed).flash.weights == halved
+        assert pack_int4_model(packed) == packed  # already INT4: nothing left to pack
+
+
+def test_stock_tflm_gives_the_same_bytes_packed_or_not_and_numpy_follows(models):
+    for seed, (grid, packed) in zip(SEEDS, models):
+        graph = read_model(packed)
+        unpacked_tflm = tflm_interpreter(grid, DEFAULT_ARENA)
+        packed_tflm = tflm_interpreter(packed, DEFAULT_ARENA)
+        rng = np.random.default_rng(seed)
+        for _ in range(INPUTS):
+            x = rng.integers(-128, 128, graph.tensor(graph.inputs[0]).shape, dtype=np.int8)
+            (expected,) = tflm_invoke(unpacked_tflm, [x], 1)
+            (actual,) = tflm_invoke(packed_tflm, [x], 1)
+            assert actual.tobytes() == expected.tobytes()
+            assert run_graph(graph, [x])[graph.outputs[0]].tobytes() == actual.tobytes()
+
+
+def test_the_arena_plan_counts_the_unpacked_filter_scratch(models, tmp_path):
+    for grid, packed in models:
+        graph = read_model(packed)
+        filter_ops = [op for op in graph.operators if op.opcode in ("FULLY_CONNECTED", "CONV_2D")]
+        scratch = [(b.operator, b.size) for b in planned_buffers(graph)
+                   if b.tensor is None and graph.operators[b.operator] in filter_ops]
+        assert scratch == [(op.index, -(-int(np.prod(graph.tensor(op.inputs[1]).shape)) // 16) * 16)
+                           for op in filter_ops]
+        path = tmp_path / "packed.tflite"
+        path.write_bytes(packed)
+        (trial,) = run_trials(path, [DEFAULT_ARENA])
+        assert trial.ok, trial.error
+        assert memory_report(packed).peak == trial.non_persistent >= memory_report(grid).peak
+
+
+def test_a_filter_off_the_grid_or_per_channel_in_a_linear_layer_is_refused(digits_space, perturbed_int8_tflite):
+    raw = perturbed_int8_tflite(digits_space.sample(random.Random(SEEDS[0]))).read_bytes()
+    with pytest.raises(McuformerError, match=r"^CONV_2D filter '.*' cannot be packed into INT4: values up "
+                                             r"to ±\d+, off the 4-bit grid \[-7, 7\]$"):
+        pack_int4_model(raw)
+    model = ir.read(raw)
+    for _, weights in int4_filters(model):
+        weights.buffer = ir.Buffer(np.clip(weights.data, -7, 7).astype(np.int8).tobytes())
+    with pytest.raises(McuformerError, match=r"^FULLY_CONNECTED filter '.*' cannot be packed into INT4: "
+                                             r"per-channel scales"):
+        pack_int4_model(ir.write(model))
+
+
+def test_compile_keeps_blocks_with_int4_weights_builtin(models):
+    grid, packed = models[0]
+    compiled = compile_model(packed)
+    assert compiled.fusion.fused == [] and compiled.fusion.kept
+    assert {reason for _, reason in compiled.fusion.kept} == {
+        "INT4 weights: the MCUF kernels read int8 weights only", "no MCUF kernel for head blocks"}
+    x = model_inputs(read_model(packed), seed=3)
+    assert run_tflm(compiled.model_bytes, x)[0].tobytes() == run_tflm(grid, x)[0].tobytes()
