@@ -5,9 +5,11 @@ plan follow the packed model."""
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
+from cli_runner import run_cli
 from supernets import on_int4_grid
 
 from mcuformer_tf.compiler import ir
@@ -115,3 +117,45 @@ def test_compile_keeps_blocks_with_int4_weights_builtin(models):
         "INT4 weights: the MCUF kernels read int8 weights only", "no MCUF kernel for head blocks"}
     x = model_inputs(read_model(packed), seed=3)
     assert run_tflm(compiled.model_bytes, x)[0].tobytes() == run_tflm(grid, x)[0].tobytes()
+
+
+@pytest.mark.slow  # a minute: the export's calibration, conversion and val runs in TFLM
+def test_export_with_4_bit_weights_writes_every_filter_as_int4(trained_run, tmp_path):
+    model = tmp_path / "int4.tflite"
+    result = run_cli("export", "--supernet", trained_run.path, "--config", "smallest", "--qat-epochs", 0,
+                     "--weight-bits", 4, "-o", model)
+    assert result.exit_code == 0, result.output
+    assert ", 4-bit weights" in result.output
+    assert re.search(r"int8 \(INT4 weights\) in TFLM [\d.]+%", result.output), result.output
+    graph = read_model(model)
+    filters = [graph.tensor(op.inputs[1]) for op in graph.operators if op.opcode in ("FULLY_CONNECTED", "CONV_2D")]
+    assert filters and all(t.int4 and int(np.abs(t.data).max()) <= 7 for t in filters)
+    assert all(not t.quantization.per_channel for op, t in zip(graph.operators, filters)
+               if op.opcode == "FULLY_CONNECTED")
+    assert memory_report(model.read_bytes()).flash.weights == sum(t.nbytes for t in filters)
+
+
+@pytest.mark.slow  # a supernet, a QAT model and its conversion: a minute or two
+def test_the_converter_writes_4_bit_qat_kernels_as_int4_and_numpy_follows_the_wheel(digits_space):
+    from supernets import perturbed_supernet
+
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.quantize.convert import to_int8_tflite
+    from mcuformer_tf.quantize.qat import quantize_subnet
+
+    config = digits_space.sample(random.Random(SEEDS[0]))
+    qat = quantize_subnet(extract_subnet(perturbed_supernet(digits_space, 0.05), config), weight_bits=4)
+    images = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 3)).astype(np.float32)
+    qat(images, training=True)  # each activation range starts from this batch's
+    raw = to_int8_tflite(qat, images)
+    graph = read_model(raw)
+    filters = [(op, graph.tensor(op.inputs[1])) for op in graph.operators
+               if op.opcode in ("FULLY_CONNECTED", "CONV_2D")]
+    assert filters and all(t.int4 and int(np.abs(t.data).max()) == 7 for _, t in filters)
+    assert {(op.opcode, t.quantization.per_channel) for op, t in filters} == {
+        ("FULLY_CONNECTED", False), ("CONV_2D", True)}
+    assert pack_int4_model(raw) == ir.write(ir.read(raw))  # nothing left for the packer
+    interpreter = tflm_interpreter(raw, DEFAULT_ARENA)
+    for x in model_inputs(graph, seed=1) + model_inputs(graph, seed=2):
+        (expected,) = tflm_invoke(interpreter, [x], 1)
+        assert run_graph(graph, [x])[graph.outputs[0]].tobytes() == expected.tobytes()
