@@ -611,6 +611,9 @@ def kernel_test_command(model, target_name, portable, build_dir, seed):
     if has_mcuf_ops(graph):
         raise McuformerError(f"{model} already holds MCUF operators: give the unfused int8 model, "
                              "whose blocks define the kernels and their inputs")
+    if any(t.int4 for t in graph.tensors):
+        raise McuformerError(f"{model} holds INT4 weights: the MCUF kernels read int8 weights only "
+                             "(compile leaves its blocks builtin)")
     image = np.random.default_rng(seed).integers(-128, 128, graph.tensor(graph.inputs[0]).shape, np.int8)
     cases = kernel_test.model_cases(model.read_bytes(), image)
     result = kernel_test.run(cases, build_dir, target_name, dsp=not portable)

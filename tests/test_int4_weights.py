@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from cli_runner import run_cli
+from cli_runner import assert_one_line_error, run_cli
 from supernets import on_int4_grid
 
 from mcuformer_tf.compiler import ir
@@ -159,3 +159,13 @@ def test_the_converter_writes_4_bit_qat_kernels_as_int4_and_numpy_follows_the_wh
     for x in model_inputs(graph, seed=1) + model_inputs(graph, seed=2):
         (expected,) = tflm_invoke(interpreter, [x], 1)
         assert run_graph(graph, [x])[graph.outputs[0]].tobytes() == expected.tobytes()
+
+
+def test_kernel_test_and_the_latency_estimate_leave_int4_models_alone(models, tmp_path):
+    from mcuformer_tf.board.latency_shape import model_shape
+
+    grid, packed = models[0]
+    path = tmp_path / "int4.tflite"
+    path.write_bytes(packed)
+    assert_one_line_error(run_cli("kernel-test", path), "holds INT4 weights: the MCUF kernels read int8 weights only")
+    assert model_shape(packed) is None and model_shape(grid) is not None

@@ -2,7 +2,8 @@
 dims (their custom options) or, for an unfused model, from the blocks the compiler matches in it, and
 its export form (per-channel linear kernels: the converter's form of a float model; LayerNorms with
 gamma: trained or QAT), so that `deploy` and `report` can print the model's estimate beside what
-they measure.
+they measure. A model with INT4 weights has no estimate yet: the latency model times the MCUF
+kernels, which read int8 weights only, so `compile` leaves its blocks builtin.
 """
 from __future__ import annotations
 
@@ -38,11 +39,14 @@ def _per_channel(graph) -> bool:
 
 
 def model_shape(model_bytes: bytes) -> tuple[NetShape, ExportForm] | None:
-    """The NetShape and export form of a ViT export (fused or not), or None when the model is not one."""
+    """The NetShape and export form of a ViT export (fused or not), or None when the model is not one
+    or holds INT4 weights."""
     try:
         graph = read_model(model_bytes)
         blocks = _blocks(model_bytes, graph)
     except McuformerError:
+        return None
+    if any(t.int4 for t in graph.tensors):
         return None
     kinds = [kind for kind, _, _ in blocks]
     depth = kinds.count("attention")
