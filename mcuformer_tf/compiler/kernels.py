@@ -25,6 +25,7 @@ from mcuformer_tf.compiler.kernel_params import (
     PatchEmbedParams,
     add_params,
     batch_matmul_params,
+    check_params,
     fc_params,
     int8_buffer,
     int32_array,
@@ -57,6 +58,7 @@ class _TokenKernel:
     parameters point to; `_SIZE` names its C *_get_buffer_size function."""
 
     _SIZE = ""
+    _NAME = ""
     params: ctypes.Structure
     input_tensor: int  # the block input x (tokens [N, D])
     output_tensor: int  # the residual ADD's output
@@ -65,7 +67,8 @@ class _TokenKernel:
     _arrays: list = field(default_factory=list, repr=False)
 
     def buffer_size(self, sanitize: bool = False) -> int:
-        """Bytes of scratch one call needs."""
+        """Bytes of scratch one call needs; McuformerError naming the field the C check refuses."""
+        check_params(self._NAME, self.params, sanitize)
         return getattr(load(sanitize), self._SIZE)(ctypes.byref(self.params))
 
     def _buffers(self, tokens, scratch, sanitize):
@@ -77,6 +80,7 @@ class MlpKernel(_TokenKernel):
     """One MLP subgraph as MCUF_MLP parameters (scratch: hidden + embed bytes)."""
 
     _SIZE = "mcuf_mlp_get_buffer_size"
+    _NAME = "MCUF_MLP"
 
     def run(self, tokens: np.ndarray, scratch: np.ndarray | None = None, sanitize: bool = False) -> None:
         """Runs MCUF_MLP on int8 tokens [N, D] (any shape of N·D elements), overwriting them."""
@@ -93,6 +97,7 @@ class AttentionKernel(_TokenKernel):
     """One attention subgraph as MCUF_ATTENTION parameters (scratch: K, V and one row's)."""
 
     _SIZE = "mcuf_attention_get_buffer_size"
+    _NAME = "MCUF_ATTENTION"
 
     def run(self, tokens: np.ndarray, scratch: np.ndarray | None = None, sanitize: bool = False) -> None:
         """Runs MCUF_ATTENTION on int8 tokens [N, D] (any shape of N·D elements), overwriting them."""
@@ -118,7 +123,9 @@ class PatchEmbedKernel:
     _arrays: list = field(default_factory=list, repr=False)
 
     def buffer_size(self, sanitize: bool = False) -> int:
-        """mcuf_patch_embed_get_buffer_size: one patch row of tokens, (W/P)·D bytes."""
+        """mcuf_patch_embed_get_buffer_size: one patch row of tokens, (W/P)·D bytes; McuformerError naming
+        the field the C check refuses."""
+        check_params("MCUF_PATCH_EMBED", self.params, sanitize)
         return load(sanitize).mcuf_patch_embed_get_buffer_size(ctypes.byref(self.params))
 
     def output_offset(self, sanitize: bool = False) -> int:
