@@ -3,10 +3,13 @@
 // Mirrors what TFLM's micro_allocator.cc and micro_allocation_info.cc read
 // without checking: Tensor.buffer as an index into Model.buffers, the
 // buffer's data as the tensor's bytes, Operator.opcode_index, tensor indices
-// of operators and subgraphs, and the OfflineMemoryAllocation buffer's
-// [version, subgraph, tensor count, offsets...] words.
+// of operators and subgraphs, the OfflineMemoryAllocation buffer's [version,
+// subgraph, tensor count, offsets...] words, and quantisation that TFLM's
+// builtin kernels abort on (QuantizeMultiplier's and the int8 kernels'
+// checks) instead of failing Prepare.
 #include "mcuf_model_check.h"
 
+#include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -57,6 +60,35 @@ int64_t ShapeBytes(const tflite::Tensor& tensor) {
   return bytes;
 }
 
+// Why the tensor's quantisation would make TFLM's kernels abort or read out
+// of bounds (a non-finite or non-positive scale, zero points not one per
+// scale or outside the type's range), or nullptr.
+const char* QuantizationProblem(const tflite::Tensor& tensor) {
+  const tflite::QuantizationParameters* quantization = tensor.quantization();
+  if (quantization == nullptr || quantization->scale() == nullptr ||
+      quantization->scale()->size() == 0) {
+    return nullptr;
+  }
+  const auto* zero_points = quantization->zero_point();
+  if (zero_points == nullptr || zero_points->size() != quantization->scale()->size()) {
+    return "not one zero point per scale";
+  }
+  for (const float scale : *quantization->scale()) {
+    if (!(scale > 0.0f) || !std::isfinite(scale)) return "a scale that is not finite and positive";
+  }
+  int64_t low = INT32_MIN, high = INT32_MAX;
+  switch (tensor.type()) {
+    case tflite::TensorType_INT8: low = -128; high = 127; break;
+    case tflite::TensorType_UINT8: low = 0; high = 255; break;
+    case tflite::TensorType_INT16: low = -32768; high = 32767; break;
+    default: break;
+  }
+  for (const int64_t zero_point : *zero_points) {
+    if (zero_point < low || zero_point > high) return "a zero point outside its type's range";
+  }
+  return nullptr;
+}
+
 bool IndicesOk(const flatbuffers::Vector<int32_t>* indices, int64_t count, bool optional) {
   if (indices == nullptr) return true;
   for (const int32_t index : *indices) {
@@ -89,6 +121,10 @@ bool mcuf_check_model(const uint8_t* data, size_t size, char* reason, size_t rea
       if (bytes < 0) {
         return Refuse(reason, reason_size, "tensor %lld has a negative dimension or over %lld bytes",
                       static_cast<long long>(t), static_cast<long long>(kMaxBytes));
+      }
+      const char* problem = QuantizationProblem(*tensor);
+      if (problem != nullptr) {
+        return Refuse(reason, reason_size, "tensor %lld has %s", static_cast<long long>(t), problem);
       }
       if (tensor->buffer() >= buffers->size()) {
         return Refuse(reason, reason_size, "tensor %lld names buffer %u of %u",

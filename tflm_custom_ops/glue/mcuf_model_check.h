@@ -14,7 +14,9 @@
 // indices are in range, whose constant buffers hold exactly their tensor's
 // bytes (shapes non-negative, at most 2^31 - 1 bytes), and whose
 // OfflineMemoryAllocation metadata, when present, has one offset per tensor
-// (-1, or at least 0 with the tensor ending within int32).
+// (-1, or at least 0 with the tensor ending within int32), and whose
+// quantised tensors have finite positive scales and one zero point per scale
+// within their type's range.
 // On failure, `reason` (`reason_size` bytes) receives one line saying why.
 bool mcuf_check_model(const uint8_t* data, size_t size, char* reason,
                       size_t reason_size);
