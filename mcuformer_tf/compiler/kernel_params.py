@@ -154,10 +154,12 @@ def refused_field(params: ctypes.Structure, sanitize: bool = False) -> str | Non
     return f"{error.member.decode()}: {field}" if error.member else field
 
 
-def check_params(kernel: str, params: ctypes.Structure, sanitize: bool = False) -> None:
-    """Raises McuformerError naming `kernel` and the field when the C check refuses `params`."""
+def check_params(params: ctypes.Structure, sanitize: bool = False) -> None:
+    """Raises McuformerError naming the kernel (MCUF_MLP, ...) and the field when the C check refuses
+    `params`."""
     field = refused_field(params, sanitize)
     if field is not None:
+        kernel = CHECKS[type(params)].removesuffix("_check_params").upper()
         raise McuformerError(f"{kernel}: parameter {field} is outside the C kernel's range "
                              "(mcuf/params_check.h)")
 

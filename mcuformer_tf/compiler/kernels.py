@@ -58,7 +58,6 @@ class _TokenKernel:
     parameters point to; `_SIZE` names its C *_get_buffer_size function."""
 
     _SIZE = ""
-    _NAME = ""
     params: ctypes.Structure
     input_tensor: int  # the block input x (tokens [N, D])
     output_tensor: int  # the residual ADD's output
@@ -68,7 +67,7 @@ class _TokenKernel:
 
     def buffer_size(self, sanitize: bool = False) -> int:
         """Bytes of scratch one call needs; McuformerError naming the field the C check refuses."""
-        check_params(self._NAME, self.params, sanitize)
+        check_params(self.params, sanitize)
         return getattr(load(sanitize), self._SIZE)(ctypes.byref(self.params))
 
     def _buffers(self, tokens, scratch, sanitize):
@@ -80,7 +79,6 @@ class MlpKernel(_TokenKernel):
     """One MLP subgraph as MCUF_MLP parameters (scratch: hidden + embed bytes)."""
 
     _SIZE = "mcuf_mlp_get_buffer_size"
-    _NAME = "MCUF_MLP"
 
     def run(self, tokens: np.ndarray, scratch: np.ndarray | None = None, sanitize: bool = False) -> None:
         """Runs MCUF_MLP on int8 tokens [N, D] (any shape of N·D elements), overwriting them."""
@@ -97,7 +95,6 @@ class AttentionKernel(_TokenKernel):
     """One attention subgraph as MCUF_ATTENTION parameters (scratch: K, V and one row's)."""
 
     _SIZE = "mcuf_attention_get_buffer_size"
-    _NAME = "MCUF_ATTENTION"
 
     def run(self, tokens: np.ndarray, scratch: np.ndarray | None = None, sanitize: bool = False) -> None:
         """Runs MCUF_ATTENTION on int8 tokens [N, D] (any shape of N·D elements), overwriting them."""
@@ -123,9 +120,8 @@ class PatchEmbedKernel:
     _arrays: list = field(default_factory=list, repr=False)
 
     def buffer_size(self, sanitize: bool = False) -> int:
-        """mcuf_patch_embed_get_buffer_size: one patch row of tokens, (W/P)·D bytes; McuformerError naming
-        the field the C check refuses."""
-        check_params("MCUF_PATCH_EMBED", self.params, sanitize)
+        """mcuf_patch_embed_get_buffer_size: one patch row of tokens, (W/P)·D bytes (checked: check_params)."""
+        check_params(self.params, sanitize)
         return load(sanitize).mcuf_patch_embed_get_buffer_size(ctypes.byref(self.params))
 
     def output_offset(self, sanitize: bool = False) -> int:
