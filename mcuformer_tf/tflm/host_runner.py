@@ -130,14 +130,17 @@ def sanitizer_env() -> dict[str, str]:
     return {"LD_PRELOAD": runtime, "ASAN_OPTIONS": "detect_leaks=0"}
 
 
-def build_host_runner(build_dir: Path | None = None) -> Path | None:
-    """Builds mcuf_run over TFLM_ROOT's microlite; None when host_runner_skip_reason() says why not."""
+def build_host_runner(build_dir: Path | None = None, sanitize: bool = False) -> Path | None:
+    """Builds mcuf_run over TFLM_ROOT's microlite (our glue and kernels with ASan+UBSan when
+    sanitize); None when host_runner_skip_reason() says why not."""
     if host_runner_skip_reason() is not None:
         return None
     root, lib = _tflm_paths()
     if build_dir is None:
-        build_dir = CACHE_DIR / f"host-runner-{_sources_hash(str(root), str(lib))}"
-    _cmake_build(Path(build_dir), "mcuf_run", {"TFLM_ROOT": str(root), "TFLM_LIB": str(lib)})
+        flavour = "-sanitized" if sanitize else ""
+        build_dir = CACHE_DIR / f"host-runner{flavour}-{_sources_hash(str(root), str(lib))}"
+    _cmake_build(Path(build_dir), "mcuf_run", {"TFLM_ROOT": str(root), "TFLM_LIB": str(lib),
+                                               "MCUF_SANITIZE": "ON" if sanitize else "OFF"})
     return Path(build_dir) / "mcuf_run"
 
 
