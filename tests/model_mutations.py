@@ -69,6 +69,19 @@ def _decodes(blob: bytes) -> bool:
     return True
 
 
+def _damage(data: bytearray, rng: random.Random, kind: int, max_flips: int, words: tuple[int, ...]) -> None:
+    """Damages data in place: kind 0 flips up to max_flips bits, 1 truncates it, 2 overwrites a
+    32-bit word with one of words or a random one."""
+    if kind == 0:
+        for _ in range(rng.randint(1, max_flips)):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    elif kind == 1:
+        del data[rng.randrange(len(data)):]
+    else:
+        at = rng.randrange(max(1, len(data) - 4))
+        data[at:at + 4] = struct.pack("<I", rng.choice([*words, rng.getrandbits(32)]))
+
+
 def _options(model, rng: random.Random) -> None:
     op = rng.choice(_mcuf_ops(model))
     blob = bytes(op.customOptions)
@@ -81,14 +94,8 @@ def _options(model, rng: random.Random) -> None:
         return
     data = bytearray(blob)
     kind = rng.randrange(4)
-    if kind == 0:
-        for _ in range(rng.randint(1, 6)):
-            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-    elif kind == 1:
-        del data[rng.randrange(len(data)):]
-    elif kind == 2:
-        at = rng.randrange(max(1, len(data) - 4))
-        data[at:at + 4] = struct.pack("<I", rng.choice([0, 0xFFFFFFFF, 0x7FFFFFFF, rng.getrandbits(32)]))
+    if kind < 3:
+        _damage(data, rng, kind, max_flips=6, words=(0, 0xFFFFFFFF, 0x7FFFFFFF))
     else:  # the root's byte width and type, the last two bytes
         data[-rng.randint(1, 2)] = rng.choice([0, 1, 3, 8, 16, 0x7F, 0xFF])
     op.customOptions = list(data)
@@ -180,16 +187,7 @@ def _plan(model, rng: random.Random) -> None:
 
 def _bytes(raw: bytes, rng: random.Random) -> bytes:
     data = bytearray(raw)
-    kind = rng.randrange(3)
-    if kind == 0:
-        for _ in range(rng.randint(1, 8)):
-            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-    elif kind == 1:
-        del data[rng.randrange(len(data)):]
-    else:
-        at = rng.randrange(len(data) - 4)
-        data[at:at + 4] = struct.pack("<I", rng.choice([0, 1, 0x7FFFFFFF, 0xFFFFFFFF, 0x80000000,
-                                                        rng.getrandbits(32)]))
+    _damage(data, rng, rng.randrange(3), max_flips=8, words=(0, 1, 0x7FFFFFFF, 0xFFFFFFFF, 0x80000000))
     return bytes(data)
 
 
