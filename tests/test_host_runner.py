@@ -8,6 +8,7 @@ and say so.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -43,6 +44,21 @@ def gemmlowp_rdbp(x, exponent):
 
 def test_library_builds_and_has_the_package_version():
     assert mcuf_c.version() == mcuformer_tf.__version__
+
+
+def test_two_clones_with_the_same_sources_do_not_share_a_build(tmp_path, monkeypatch):
+    """A CMake build tree belongs to the source tree that configured it: a second clone
+    must still build after the first is deleted (a shared cache once broke CI this way)."""
+    monkeypatch.setattr(host_runner, "CACHE_DIR", tmp_path / "cache")
+    built = []
+    for clone in ("first", "second"):
+        sources = tmp_path / clone / "tflm_custom_ops"
+        shutil.copytree(SOURCES, sources)
+        monkeypatch.setattr(host_runner, "SOURCES_DIR", sources)
+        built.append(host_runner.build_mcuf_library())
+        shutil.rmtree(tmp_path / clone)
+    assert built[0].parent != built[1].parent
+    assert built[1].is_file()
 
 
 def test_fixedpoint_edge_values():

@@ -35,6 +35,7 @@ from mcuformer_tf.nas.search_space import SearchSpace
 from tuner.budget import Budget, Verdict, check_space_fits
 from tuner.evolution import EvolutionOracle
 from tuner.hyperparameters import config_from_values, hyperparameters_of
+from tuner.lost_trials import ReclaimsLostTrials
 from tuner.trial_end_writes import WritesAtTrialEnd
 
 RUNNING, STOPPED = trial_module.TrialStatus.RUNNING, trial_module.TrialStatus.STOPPED
@@ -158,11 +159,12 @@ class FeasibleGridSearchOracle(kt.oracles.GridSearchOracle):
         return response
 
 
-class BudgetRandomSearchOracle(MemoryBudgetMixin, WritesAtTrialEnd, kt.oracles.RandomSearchOracle):
+class BudgetRandomSearchOracle(MemoryBudgetMixin, ReclaimsLostTrials, WritesAtTrialEnd,
+                               kt.oracles.RandomSearchOracle):
     """Random search over the subnets that fit the budget."""
 
 
-class BudgetBayesianOptimizationOracle(MemoryBudgetMixin, WritesAtTrialEnd,
+class BudgetBayesianOptimizationOracle(MemoryBudgetMixin, ReclaimsLostTrials, WritesAtTrialEnd,
                                        kt.oracles.BayesianOptimizationOracle):
     """Bayesian optimisation over the subnets that fit the budget.
 
@@ -174,11 +176,11 @@ class BudgetBayesianOptimizationOracle(MemoryBudgetMixin, WritesAtTrialEnd,
         super().__init__(*args, retries=retries, **kwargs)
 
 
-class BudgetGridSearchOracle(MemoryBudgetMixin, WritesAtTrialEnd, FeasibleGridSearchOracle):
+class BudgetGridSearchOracle(MemoryBudgetMixin, ReclaimsLostTrials, WritesAtTrialEnd, FeasibleGridSearchOracle):
     """Grid search over the subnets that fit the budget."""
 
 
-class BudgetEvolutionOracle(MemoryBudgetMixin, WritesAtTrialEnd, EvolutionOracle):
+class BudgetEvolutionOracle(MemoryBudgetMixin, ReclaimsLostTrials, WritesAtTrialEnd, EvolutionOracle):
     """Evolutionary search whose children all fit the budget."""
 
     def _base_kwargs(self, space: SearchSpace, kwargs: dict) -> dict:

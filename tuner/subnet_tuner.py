@@ -11,6 +11,7 @@ oracle wrote them when it created it.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 from keras_tuner.engine import base_tuner
@@ -20,6 +21,7 @@ from mcuformer_tf.nas.evaluation import EVAL_BATCH, accuracy, traced_predict
 from mcuformer_tf.nas.search_space import SubnetConfig
 from mcuformer_tf.nas.supernet import Supernet
 from tuner.hyperparameters import config_from_values
+from tuner.lost_trials import heartbeat, lease_seconds
 
 FINE_TUNE_LR = 1e-4
 
@@ -78,7 +80,10 @@ class SubnetTuner(base_tuner.BaseTuner):
     def run_trial(self, trial, *args, **kwargs):
         config = config_from_values(self.space, trial.hyperparameters.values)
         began = time.perf_counter()
-        score = self.scorer(config)
+        alive = (heartbeat(self.oracle, trial.trial_id, lease_seconds() / 4) if self._is_worker()
+                 else contextlib.nullcontext())
+        with alive:  # a distributed worker tells the chief it is alive (tuner.lost_trials)
+            score = self.scorer(config)
         self.eval_seconds += time.perf_counter() - began
         self.trials_run += 1
         return {"val_accuracy": score}

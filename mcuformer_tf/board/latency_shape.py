@@ -40,12 +40,16 @@ def _per_channel(graph) -> bool:
 
 def model_shape(model_bytes: bytes) -> tuple[NetShape, ExportForm] | None:
     """The NetShape and export form of a ViT export (fused or not), or None when the model is not one
-    or holds INT4 weights."""
+    (or holds INT4 weights, or its MCUF options lack or garble the dims the model reads: a damaged
+    file gets no estimate)."""
     try:
         graph = read_model(model_bytes)
-        blocks = _blocks(model_bytes, graph)
-    except McuformerError:
+        return _shape(graph, _blocks(model_bytes, graph))
+    except (McuformerError, KeyError, TypeError, ValueError, IndexError):
         return None
+
+
+def _shape(graph, blocks) -> tuple[NetShape, ExportForm] | None:
     if any(t.int4 for t in graph.tensors):
         return None
     kinds = [kind for kind, _, _ in blocks]
@@ -53,9 +57,9 @@ def model_shape(model_bytes: bytes) -> tuple[NetShape, ExportForm] | None:
     if kinds != ["patch_embed"] + ["attention", "mlp"] * depth or not depth:
         return None
     patch = blocks[0][1]
-    shapes = tuple(BlockShape(a["heads"], m["hidden"], a["qkv_rank"] or 0, a["proj_rank"] or 0,
-                              m["fc1_rank"] or 0, m["fc2_rank"] or 0)
+    shapes = tuple(BlockShape(int(a["heads"]), int(m["hidden"]), int(a["qkv_rank"] or 0), int(a["proj_rank"] or 0),
+                              int(m["fc1_rank"] or 0), int(m["fc2_rank"] or 0))
                    for (_, a, _), (_, m, _) in zip(blocks[1::2], blocks[2::2]))
     classes = int(np.prod(graph.tensor(graph.outputs[0]).shape))
     form = ExportForm(qat=not _per_channel(graph), trained=any(gamma for _, _, gamma in blocks))
-    return NetShape(patch["image_height"], patch["patch"], patch["dim"], classes, shapes), form
+    return NetShape(int(patch["image_height"]), int(patch["patch"]), int(patch["dim"]), classes, shapes), form

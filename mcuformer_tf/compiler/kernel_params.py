@@ -102,6 +102,17 @@ class PatchEmbedParams(ctypes.Structure):
                 ("position", AddParams), ("position_table", P8)]
 
 
+class ParamError(ctypes.Structure):
+    """mcuf/params_check.h's mcuf_param_error: the member and field a check refused."""
+
+    _fields_ = [("member", ctypes.c_char_p), ("field", ctypes.c_char_p)]
+
+
+# The fused kernels' parameter checks, by their params struct.
+CHECKS = {MlpParams: "mcuf_mlp_check_params", AttentionParams: "mcuf_attention_check_params",
+          PatchEmbedParams: "mcuf_patch_embed_check_params"}
+
+
 @functools.lru_cache(maxsize=None)
 def load(sanitize: bool = False) -> ctypes.CDLL:
     """mcuf_c.load's libmcuf with the int8 primitives' and the fused kernels' signatures declared too."""
@@ -125,11 +136,32 @@ def load(sanitize: bool = False) -> ctypes.CDLL:
         "mcuf_patch_embed_get_buffer_size": (ctypes.c_size_t, [P(PatchEmbedParams)]),
         "mcuf_patch_embed_output_offset": (ctypes.c_ssize_t, [P(PatchEmbedParams)]),
         "mcuf_patch_embed": (c_int, [P(PatchEmbedParams), P8, P8, P8]),
+        **{name: (c_int, [P(struct), P(ParamError)]) for struct, name in CHECKS.items()},
     }
     for name, (restype, argtypes) in signatures.items():
         function = getattr(lib, name)
         function.restype, function.argtypes = restype, argtypes
     return lib
+
+
+def refused_field(params: ctypes.Structure, sanitize: bool = False) -> str | None:
+    """The field of a fused kernel's params struct its C check refuses ("fc1: layer->params.shift"),
+    or None when the kernel can run it (mcuf/params_check.h)."""
+    error = ParamError()
+    if getattr(load(sanitize), CHECKS[type(params)])(ctypes.byref(params), ctypes.byref(error)) == MCUF_OK:
+        return None
+    field = (error.field or b"?").decode()
+    return f"{error.member.decode()}: {field}" if error.member else field
+
+
+def check_params(params: ctypes.Structure, sanitize: bool = False) -> None:
+    """Raises McuformerError naming the kernel (MCUF_MLP, ...) and the field when the C check refuses
+    `params`."""
+    field = refused_field(params, sanitize)
+    if field is not None:
+        kernel = CHECKS[type(params)].removesuffix("_check_params").upper()
+        raise McuformerError(f"{kernel}: parameter {field} is outside the C kernel's range "
+                             "(mcuf/params_check.h)")
 
 
 # --- parameter structs from tflm_arith's prepare results ----------------------------------------

@@ -25,6 +25,7 @@ from mcuformer_tf.compiler.kernel_params import (
     PatchEmbedParams,
     add_params,
     batch_matmul_params,
+    check_params,
     fc_params,
     int8_buffer,
     int32_array,
@@ -65,7 +66,8 @@ class _TokenKernel:
     _arrays: list = field(default_factory=list, repr=False)
 
     def buffer_size(self, sanitize: bool = False) -> int:
-        """Bytes of scratch one call needs."""
+        """Bytes of scratch one call needs; McuformerError naming the field the C check refuses."""
+        check_params(self.params, sanitize)
         return getattr(load(sanitize), self._SIZE)(ctypes.byref(self.params))
 
     def _buffers(self, tokens, scratch, sanitize):
@@ -118,7 +120,8 @@ class PatchEmbedKernel:
     _arrays: list = field(default_factory=list, repr=False)
 
     def buffer_size(self, sanitize: bool = False) -> int:
-        """mcuf_patch_embed_get_buffer_size: one patch row of tokens, (W/P)·D bytes."""
+        """mcuf_patch_embed_get_buffer_size: one patch row of tokens, (W/P)·D bytes (checked: check_params)."""
+        check_params(self.params, sanitize)
         return load(sanitize).mcuf_patch_embed_get_buffer_size(ctypes.byref(self.params))
 
     def output_offset(self, sanitize: bool = False) -> int:

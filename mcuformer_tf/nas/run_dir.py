@@ -1,7 +1,8 @@
 """A supernet training run on disk: what was trained, its checkpoints and its history.
 
     <run>/run.json       the search space, data spec and training settings
-    <run>/checkpoints/   tf.train checkpoints, one per finished epoch (last 2 kept)
+    <run>/checkpoints/   tf.train checkpoints, one per finished epoch (last 2 kept; a damaged
+                         newest one is skipped on resume, saying so)
     <run>/history.json   one entry per finished epoch (loss, val accuracies, seconds)
 
 Every file is written atomically (temp file + rename), so a killed run leaves
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from mcuformer_tf.errors import McuformerError
@@ -72,3 +74,29 @@ class RunDir:
         import tensorflow as tf  # here: a run directory is read by commands that never import TF
 
         return tf.train.latest_checkpoint(str(self.checkpoint_dir))
+
+    def good_checkpoint(self, warn=print) -> str | None:
+        """The newest checkpoint whose every tensor reads back, or None; each newer one that is
+        truncated or corrupt is skipped with one line to `warn` saying so."""
+        numbered = [(int(m.group(1)), path) for path in self.checkpoint_dir.glob("ckpt-*.index")
+                     if (m := re.fullmatch(r"ckpt-(\d+)", path.stem))]
+        for _, index in sorted(numbered, reverse=True):
+            prefix = str(index.with_suffix(""))
+            problem = unreadable_checkpoint(prefix)
+            if problem is None:
+                return prefix
+            warn(f"checkpoint {prefix} is damaged ({problem}): using the one before it")
+        return None
+
+
+def unreadable_checkpoint(prefix: str) -> str | None:
+    """Why the tf.train checkpoint `prefix` cannot be read back in full (one line), or None."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError) as err:  # a short read is an IndexError
+        return str(err).strip().splitlines()[0][:200]
+    return None

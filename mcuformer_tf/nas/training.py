@@ -26,6 +26,7 @@ from mcuformer_tf.nas.data import ImageData
 from mcuformer_tf.nas.determinism import seed_run
 from mcuformer_tf.nas.distribution import CheckpointWriter, make_strategy
 from mcuformer_tf.nas.evaluation import EVAL_BATCH, accuracy, traced_predict
+from mcuformer_tf.nas.nan_guard import finite_loss
 from mcuformer_tf.nas.run_dir import RunDir
 from mcuformer_tf.nas.search_space import SearchSpace
 from mcuformer_tf.nas.supernet import Supernet
@@ -96,7 +97,9 @@ class SandwichTrainer:
         self.supernet.set_active(config)
         return accuracy(self.predict, data.val_batches(EVAL_BATCH))
 
-    def run_epoch(self, data: ImageData, epoch: int, progress: bool) -> float:
+    def run_epoch(self, data: ImageData, epoch: int, progress: bool, checkpoint: str | None = None) -> float:
+        """The epoch's mean loss; NonFiniteLoss (naming `checkpoint`, the last saved) at a NaN or
+        infinite one."""
         rng = random.Random(f"{self.settings.seed}-{epoch}")
         batches = data.train_batches(self.settings.batch_size, seed=self.settings.seed + epoch,
                                      recipe=self.settings)
@@ -105,7 +108,8 @@ class SandwichTrainer:
         total = 0.0
         for step, (images, onehot) in enumerate(self.strategy.experimental_distribute_dataset(
                 batches)):
-            loss = float(self.train_step(images, onehot, self.subnets_for_step(rng)))
+            loss = finite_loss(float(self.train_step(images, onehot, self.subnets_for_step(rng))), epoch,
+                               step + 1, checkpoint)
             total += loss
             bar.update(step + 1, [("loss", loss)])
         return total / self.steps_per_epoch
@@ -129,8 +133,9 @@ def train_supernet(space: SearchSpace, data: ImageData, run: RunDir, settings: T
     seed_run(settings.seed)  # weight init, augmentation: one seed, one run
     strategy = make_strategy(strategy_name)
     trainer = SandwichTrainer(space, settings, steps, strategy)
-    if resume and run.latest_checkpoint():
-        trainer.checkpoint.restore(run.latest_checkpoint()).assert_existing_objects_matched()
+    checkpoint = run.good_checkpoint(warn=log) if resume else None
+    if checkpoint:
+        trainer.checkpoint.restore(checkpoint).assert_existing_objects_matched()
     elif init_from:
         from mcuformer_tf.nas.init_from import init_supernet
 
@@ -142,7 +147,8 @@ def train_supernet(space: SearchSpace, data: ImageData, run: RunDir, settings: T
         log(f"resuming {run.path} after epoch {start}")
     for epoch in range(start + 1, settings.epochs + 1):
         began = time.time()
-        loss = trainer.run_epoch(data, epoch, progress=sys.stdout.isatty())
+        loss = trainer.run_epoch(data, epoch, progress=sys.stdout.isatty(),
+                                 checkpoint=writer.manager.latest_checkpoint)
         entry = {
             "epoch": epoch, "loss": round(loss, 5),
             "val_acc_largest": trainer.val_accuracy(space.largest(), data),
@@ -160,9 +166,10 @@ def train_supernet(space: SearchSpace, data: ImageData, run: RunDir, settings: T
 
 
 def load_supernet(run: RunDir) -> Supernet:
-    """The supernet of a run with the weights of its latest checkpoint."""
+    """The supernet of a run with the weights of its latest readable checkpoint (a damaged newer
+    one is skipped, saying so on stderr)."""
     space = run.space()
-    checkpoint_path = run.latest_checkpoint()
+    checkpoint_path = run.good_checkpoint(warn=lambda line: print(line, file=sys.stderr))
     if checkpoint_path is None:
         raise McuformerError(f"{run.path} has no checkpoint yet (no epoch finished)")
     supernet = Supernet(space)

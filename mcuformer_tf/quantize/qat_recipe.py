@@ -12,12 +12,15 @@
    what the supernet learned.
 5. The ranges are frozen for the last epoch, so the weights settle on the grid the .tflite keeps.
 6. Every HOLDOUT_EVERY-th training image is held out of the fine-tune; after calibration and after
-   each epoch the QAT model's distillation loss on it is measured, and the best state is kept.
-   The val split, which reports accuracy, is never used to choose.
+   each epoch the state is converted to int8 and the .tflite's distillation loss on them, run in
+   TFLM, is measured; the best state is kept. So the choice sees what the converter and TFLM's
+   integer kernels add to the fake-quantised model. The val split, which reports accuracy, is
+   never used to choose.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +29,8 @@ import tf_keras as keras
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.nas.data import ImageData
 from mcuformer_tf.nas.determinism import seed_run
+from mcuformer_tf.quantize.convert import to_int8_tflite
+from mcuformer_tf.quantize.int8_accuracy import tflm_predictor
 from mcuformer_tf.quantize.qat import RANGE_DECAY_SUFFIX, quantize_subnet, widen_layer_norm_epsilon
 
 CALIBRATION_BATCHES = 40
@@ -49,16 +54,17 @@ class QatRecipe:
 
 def split_holdout(data: ImageData) -> tuple[ImageData, tf.data.Dataset]:
     """`data` without every HOLDOUT_EVERY-th training image, and those images (unaugmented)."""
-    def part(held: bool):
+    def part(dataset: tf.data.Dataset | None, held: bool):
         def wanted(index, _):
             is_held = tf.equal(index % HOLDOUT_EVERY, HOLDOUT_EVERY - 1)
             return is_held if held else tf.logical_not(is_held)
 
-        return data.train.enumerate().filter(wanted).map(lambda _, example: example)
+        return None if dataset is None else dataset.enumerate().filter(wanted).map(lambda _, example: example)
 
     held_count = data.train_count // HOLDOUT_EVERY
-    return (dataclasses.replace(data, train=part(False), train_count=data.train_count - held_count),
-            part(True))
+    rest = dataclasses.replace(data, train=part(data.train, False), train_count=data.train_count - held_count,
+                               train_encoded=part(data.train_encoded, False))
+    return rest, part(data.train, True)
 
 
 def calibration_images(data, image_size: int, count: int = 256, seed: int = 0) -> np.ndarray:
@@ -108,17 +114,18 @@ class _FreezeRanges(keras.callbacks.Callback):
 
 
 class _KeepBest(keras.callbacks.Callback):
-    """Scores the student on the held-out images before training and after each epoch (the
-    cross-entropy from the teacher's softmax) and restores the best-scoring state at the end."""
+    """Scores the student's int8 model on the held-out images before training and after each
+    epoch (the cross-entropy from the teacher's softmax to the int8 logits in TFLM) and restores
+    the best-scoring state at the end: the state kept is the one whose .tflite is closest to float."""
 
-    def __init__(self, student: keras.Model, images: np.ndarray, teacher_probs: np.ndarray):
+    def __init__(self, student: keras.Model, convert, images: np.ndarray, teacher_probs: np.ndarray):
         super().__init__()
-        self.student, self.images, self.target = student, images, teacher_probs
+        self.student, self.convert, self.images, self.target = student, convert, images, teacher_probs
         self.scores: list[float] = []
         self.best = (np.inf, None)
 
     def _score(self) -> None:
-        logits = self.student.predict(self.images, batch_size=256, verbose=0)
+        logits = tflm_predictor(self.convert(self.student))(self.images)
         score = float(np.mean(keras.losses.categorical_crossentropy(self.target, logits, from_logits=True)))
         self.scores.append(score)
         if score < self.best[0]:
@@ -157,7 +164,10 @@ def fine_tune(qat_model: keras.Model, teacher: keras.Model, data: ImageData, rec
     seed_run(seed)
     size = qat_model.input_shape[1]
     train, holdout = split_holdout(data) if recipe.keep_best and recipe.epochs else (data, None)
-    batches = _resized(train.train_batches(recipe.batch_size, seed), size, data)
+    # each epoch its own shuffle and crops (the same seed gives the same order and crops)
+    batches = functools.reduce(tf.data.Dataset.concatenate, [
+        _resized(train.train_batches(recipe.batch_size, seed * 1000 + epoch), size, data)
+        for epoch in range(max(1, recipe.epochs))])
     for variable in qat_model.non_trainable_variables:
         if variable.name.rsplit(":", 1)[0].endswith(("_min", "_max")):  # ranges start from the data
             variable.assign(tf.zeros_like(variable))
@@ -167,14 +177,15 @@ def fine_tune(qat_model: keras.Model, teacher: keras.Model, data: ImageData, rec
     scores = []
     if recipe.epochs > 0:
         scores = _fit(qat_model, teacher, batches, holdout, train.train_count // recipe.batch_size,
-                      recipe, size, data, progress)
+                      recipe, data, seed, progress)
     diverged = [v.name for v in qat_model.variables if not np.all(np.isfinite(v.numpy()))]
     if diverged:
         raise McuformerError(f"quantisation-aware training diverged: {diverged[0]} is not finite")
     return scores
 
 
-def _fit(qat_model, teacher, batches, holdout, steps_per_epoch, recipe, size, data, progress):
+def _fit(qat_model, teacher, batches, holdout, steps_per_epoch, recipe, data, seed, progress):
+    size = qat_model.input_shape[1]
     distillation = _Distillation(qat_model, teacher, recipe.distill)
     distillation.compile(
         optimizer=keras.optimizers.AdamW(_schedule(recipe, steps_per_epoch),
@@ -183,9 +194,12 @@ def _fit(qat_model, teacher, batches, holdout, steps_per_epoch, recipe, size, da
     callbacks = [_FreezeRanges(qat_model, recipe.epochs - recipe.frozen_range_epochs)]
     if holdout is not None:
         images = np.stack([x for x, _ in _resized(holdout, size, data).as_numpy_iterator()])
-        keep = _KeepBest(qat_model, images, tf.nn.softmax(teacher.predict(images, verbose=0)).numpy())
+        representative = calibration_images(data, size, seed=seed)  # as export converts
+        keep = _KeepBest(qat_model, lambda model: to_int8_tflite(model, representative), images,
+                         tf.nn.softmax(teacher.predict(images, verbose=0)).numpy())
         callbacks.append(keep)
-    distillation.fit(batches, epochs=recipe.epochs, callbacks=callbacks, verbose=1 if progress else 0)
+    distillation.fit(batches, epochs=recipe.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                     verbose=1 if progress else 0)
     return keep.scores if holdout is not None else []
 
 

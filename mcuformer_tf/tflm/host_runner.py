@@ -4,8 +4,10 @@ The C library libmcuf needs only CMake and a C compiler. The host runner
 `mcuf_run` also needs the user's tflite-micro tree (`TFLM_ROOT`) and its host
 `libtensorflow-microlite.a` built by TFLM's own Makefile (found under
 `TFLM_ROOT/gen/`, or given as `TFLM_LIB`); see docs/tflm-host-runner.md.
-Builds are cached under ~/.cache/mcuformer-tf/, keyed by a hash of our sources
-(and of the TFLM paths), so only a change rebuilds.
+Builds are cached under ~/.cache/mcuformer-tf/, keyed by a hash of our sources,
+of where they are (a CMake build tree belongs to one source tree: two clones
+with the same sources must not share one, or deleting the first breaks the
+second's build) and of the TFLM paths, so only a change rebuilds.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def _sources_hash(*extra: str) -> str:
     if not (SOURCES_DIR / "CMakeLists.txt").is_file():
         raise McuformerError(
             f"{SOURCES_DIR} not found: the C library builds from a source checkout of mcuformer-tf")
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(str(SOURCES_DIR).encode())
     for path in sorted(p for p in SOURCES_DIR.rglob("*") if p.suffix in _SOURCE_SUFFIXES):
         digest.update(str(path.relative_to(SOURCES_DIR)).encode() + b"\0" + path.read_bytes())
     for item in extra:
@@ -130,14 +132,17 @@ def sanitizer_env() -> dict[str, str]:
     return {"LD_PRELOAD": runtime, "ASAN_OPTIONS": "detect_leaks=0"}
 
 
-def build_host_runner(build_dir: Path | None = None) -> Path | None:
-    """Builds mcuf_run over TFLM_ROOT's microlite; None when host_runner_skip_reason() says why not."""
+def build_host_runner(build_dir: Path | None = None, sanitize: bool = False) -> Path | None:
+    """Builds mcuf_run over TFLM_ROOT's microlite (our glue and kernels with ASan+UBSan when
+    sanitize); None when host_runner_skip_reason() says why not."""
     if host_runner_skip_reason() is not None:
         return None
     root, lib = _tflm_paths()
     if build_dir is None:
-        build_dir = CACHE_DIR / f"host-runner-{_sources_hash(str(root), str(lib))}"
-    _cmake_build(Path(build_dir), "mcuf_run", {"TFLM_ROOT": str(root), "TFLM_LIB": str(lib)})
+        flavour = "-sanitized" if sanitize else ""
+        build_dir = CACHE_DIR / f"host-runner{flavour}-{_sources_hash(str(root), str(lib))}"
+    _cmake_build(Path(build_dir), "mcuf_run", {"TFLM_ROOT": str(root), "TFLM_LIB": str(lib),
+                                               "MCUF_SANITIZE": "ON" if sanitize else "OFF"})
     return Path(build_dir) / "mcuf_run"
 
 

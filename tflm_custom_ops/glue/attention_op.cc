@@ -35,12 +35,21 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
     MicroPrintf("%s: custom options lack the 'dims' map", kOp);
     return kTfLiteError;
   }
-  const int heads = dims.AsMap()["heads"].AsInt32();
-  const int head_dim = dims.AsMap()["head_dim"].AsInt32();
-  if (heads < 1 || head_dim < 1) {
-    MicroPrintf("%s: the 'dims' map needs heads and head_dim of at least 1", kOp);
+  const flexbuffers::Reference heads_value = dims.AsMap()["heads"];
+  const flexbuffers::Reference head_dim_value = dims.AsMap()["head_dim"];
+  const int64_t heads64 = heads_value.AsInt64();
+  const int64_t head_dim64 = head_dim_value.AsInt64();
+  // 3 heads head_dim is qkv's width: it must fit an int32 (each factor is
+  // bounded first, so their product cannot overflow).
+  constexpr int64_t kMaxWidth = INT32_MAX / 3;
+  if (!heads_value.IsInt() || !head_dim_value.IsInt() || heads64 < 1 || head_dim64 < 1 ||
+      heads64 > kMaxWidth || head_dim64 > kMaxWidth || heads64 * head_dim64 > kMaxWidth) {
+    MicroPrintf("%s: the 'dims' map needs integer heads and head_dim of at least 1, "
+                "3 heads x head_dim within int32", kOp);
     return kTfLiteError;
   }
+  const int heads = static_cast<int>(heads64);
+  const int head_dim = static_cast<int>(head_dim64);
   p->tokens = start.block.tokens;
   p->heads = heads;
   p->head_dim = head_dim;
@@ -82,7 +91,8 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
                                  context, node, kOp, start.options, "proj",
                                  {kProjDown, kProjWeight, kProjBias}, heads * head_dim,
                                  context_read, start.block, &p->proj, &p->residual));
-  return mcuf_glue::RequestTokenScratch(context, &start, mcuf_attention_get_buffer_size(p));
+  return mcuf_glue::RequestTokenScratch(context, &start, kOp, mcuf_attention_check_params,
+                                        mcuf_attention_get_buffer_size);
 }
 
 TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {

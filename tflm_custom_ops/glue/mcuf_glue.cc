@@ -6,6 +6,7 @@
 // MicroPrintf lines naming the operator and the tensor's role.
 #include "mcuf_glue.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
@@ -35,6 +36,8 @@ class TempInput {
   TfLiteTensor* tensor_;
 };
 
+}  // namespace
+
 const TfLiteAffineQuantization* Affine(const TfLiteTensor* tensor) {
   if (tensor->quantization.type != kTfLiteAffineQuantization) return nullptr;
   const auto* affine =
@@ -47,13 +50,20 @@ const TfLiteAffineQuantization* Affine(const TfLiteTensor* tensor) {
   return affine;
 }
 
-int Elements(const TfLiteTensor* tensor) {
-  int count = 1;
-  for (int i = 0; i < tensor->dims->size; ++i) count *= tensor->dims->data[i];
-  return count;
+bool Int8Quant(double scale, int64_t zero_point) {
+  return scale > 0.0 && std::isfinite(scale) && zero_point >= -128 && zero_point <= 127;
 }
 
-}  // namespace
+int64_t Elements(const TfLiteTensor* tensor) {
+  int64_t count = 1;
+  for (int i = 0; i < tensor->dims->size; ++i) {
+    const int dim = tensor->dims->data[i];
+    if (dim < 0) return -1;
+    count *= dim;
+    if (count > kMaxElements) return -1;
+  }
+  return count;
+}
 
 TfLiteStatus ReadOptions(TfLiteContext* context, const TfLiteNode* node,
                          const char* op, Options* options) {
@@ -63,9 +73,14 @@ TfLiteStatus ReadOptions(TfLiteContext* context, const TfLiteNode* node,
     MicroPrintf("%s: no custom options (a flexbuffer map is expected)", op);
     return kTfLiteError;
   }
-  const flexbuffers::Reference root = flexbuffers::GetRoot(
-      static_cast<const uint8_t*>(node->custom_initial_data),
-      node->custom_initial_data_size);
+  const uint8_t* data = static_cast<const uint8_t*>(node->custom_initial_data);
+  if (!flexbuffers::VerifyBuffer(data, node->custom_initial_data_size)) {
+    MicroPrintf("%s: custom options are not a valid flexbuffer (%d bytes)", op,
+                static_cast<int>(node->custom_initial_data_size));
+    return kTfLiteError;
+  }
+  const flexbuffers::Reference root =
+      flexbuffers::GetRoot(data, node->custom_initial_data_size);
   if (!root.IsMap()) {
     MicroPrintf("%s: custom options are not a flexbuffer map", op);
     return kTfLiteError;
@@ -95,21 +110,22 @@ TfLiteStatus RoleQuant(TfLiteContext* context, const Options& options,
   }
   const flexbuffers::Reference scale = options.scale[role];
   const flexbuffers::Reference zero_point = options.zero_point[role];
-  if (scale.IsNull() || zero_point.IsNull()) {
-    MicroPrintf("%s: custom options have no scale and zero point for tensor '%s'",
-                op, role);
+  if (!scale.IsFloat() || !zero_point.IsInt()) {
+    MicroPrintf("%s: custom options have no float scale and int zero point for "
+                "tensor '%s'", op, role);
     return kTfLiteError;
   }
   // fuse.py stores the float32 scale as a flexbuffer float: exact as a double.
-  quant->scale = static_cast<float>(scale.AsDouble());
-  quant->zero_point = zero_point.AsInt32();
-  if (!(quant->scale > 0.0f) || quant->zero_point < -128 ||
-      quant->zero_point > 127) {
-    MicroPrintf("%s: tensor '%s' has scale %f, zero point %d: not int8 "
-                "quantisation", op, role, static_cast<double>(quant->scale),
-                static_cast<int>(quant->zero_point));
+  const double scale_value = scale.AsDouble();
+  const int64_t zero_point_value = zero_point.AsInt64();
+  if (!Int8Quant(scale_value, zero_point_value) || scale_value > FLT_MAX) {
+    MicroPrintf("%s: tensor '%s' has scale %f, zero point %lld: not int8 "
+                "quantisation", op, role, scale_value,
+                static_cast<long long>(zero_point_value));
     return kTfLiteError;
   }
+  quant->scale = static_cast<float>(scale_value);
+  quant->zero_point = static_cast<int32_t>(zero_point_value);
   return kTfLiteOk;
 }
 
@@ -141,6 +157,12 @@ TfLiteStatus InputQuant(TfLiteContext* context, TfLiteNode* node,
   }
   quant->scale = affine->scale->data[0];
   quant->zero_point = affine->zero_point->data[0];
+  if (!Int8Quant(quant->scale, quant->zero_point)) {
+    MicroPrintf("%s: input %d ('%s') has scale %f, zero point %d: not int8 "
+                "quantisation", op, index, role, static_cast<double>(quant->scale),
+                static_cast<int>(quant->zero_point));
+    return kTfLiteError;
+  }
   return kTfLiteOk;
 }
 
@@ -158,8 +180,8 @@ TfLiteStatus CheckInput(TfLiteContext* context, TfLiteNode* node,
     return kTfLiteError;
   }
   if (elements >= 0 && Elements(tensor.get()) != elements) {
-    MicroPrintf("%s: input %d ('%s') has %d elements, %d expected", op, index,
-                role, Elements(tensor.get()), elements);
+    MicroPrintf("%s: input %d ('%s') has %lld elements, %d expected", op, index,
+                role, static_cast<long long>(Elements(tensor.get())), elements);
     return kTfLiteError;
   }
   if (constant && !tflite::IsConstantTensor(tensor.get())) {
@@ -176,18 +198,21 @@ TfLiteStatus PrepareFcLayer(TfLiteContext* context, TfLiteNode* node,
   TempInput weights(context, node, weights_index);
   TfLiteTensor* w = weights.get();
   if (w == nullptr || w->type != kTfLiteInt8 || w->dims->size != 2 ||
-      w->dims->data[1] != input_depth || !tflite::IsConstantTensor(w)) {
+      w->dims->data[0] < 1 || w->dims->data[1] != input_depth ||
+      Elements(w) < 1 || !tflite::IsConstantTensor(w)) {
     MicroPrintf("%s: input %d ('%s' weights) must be a constant int8 "
                 "[outputs][%d] tensor", op, weights_index, role, input_depth);
     return kTfLiteError;
   }
   const TfLiteAffineQuantization* affine = Affine(w);
-  if (affine == nullptr) {
-    MicroPrintf("%s: input %d ('%s' weights) has no affine quantisation", op,
-                weights_index, role);
+  const int outputs = w->dims->data[0];
+  if (affine == nullptr ||
+      (affine->scale->size != 1 && affine->scale->size != outputs) ||
+      !Int8Quant(affine->scale->data[0], affine->zero_point->data[0])) {
+    MicroPrintf("%s: input %d ('%s' weights) needs int8 affine quantisation "
+                "with 1 or %d scales", op, weights_index, role, outputs);
     return kTfLiteError;
   }
-  const int outputs = w->dims->data[0];
   if (Present(node, bias_index)) {
     TF_LITE_ENSURE_OK(context, CheckInput(context, node, op, bias_index, role,
                                           kTfLiteInt32, outputs, true));
@@ -391,11 +416,18 @@ TfLiteStatus PrepareTokenBlock(TfLiteContext* context, TfLiteNode* node,
   TfLiteTensor* output = micro_context->AllocateTempOutputTensor(node, 0);
   TF_LITE_ENSURE(context, input.get() != nullptr && output != nullptr);
   const TfLiteTensor* x = input.get();
+  const int64_t elements = Elements(x);
   const bool shapes_ok = x->type == kTfLiteInt8 && output->type == kTfLiteInt8 &&
-                         x->dims->size >= 1 && x->bytes == output->bytes;
+                         x->dims->size >= 1 && x->bytes == output->bytes &&
+                         elements >= 1 && x->bytes == static_cast<size_t>(elements);
   block->depth = x->dims->size >= 1 ? x->dims->data[x->dims->size - 1] : 0;
-  block->tokens = block->depth > 0 ? static_cast<int>(x->bytes) / block->depth : 0;
+  block->tokens = shapes_ok && block->depth > 0
+                      ? static_cast<int>(elements / block->depth) : 0;
   const TfLiteAffineQuantization* out_affine = Affine(output);
+  if (out_affine != nullptr &&
+      !Int8Quant(out_affine->scale->data[0], out_affine->zero_point->data[0])) {
+    out_affine = nullptr;
+  }
   if (out_affine != nullptr) {
     block->y = {out_affine->scale->data[0], out_affine->zero_point->data[0]};
   }
@@ -406,7 +438,7 @@ TfLiteStatus PrepareTokenBlock(TfLiteContext* context, TfLiteNode* node,
     return kTfLiteError;
   }
   if (out_affine == nullptr) {
-    MicroPrintf("%s: output 0 ('output') has no affine quantisation", op);
+    MicroPrintf("%s: output 0 ('output') has no int8 affine quantisation", op);
     return kTfLiteError;
   }
   TF_LITE_ENSURE_OK(context, InputQuant(context, node, op, 0, "input", &block->x));
@@ -456,6 +488,15 @@ int8_t* TokensInPlace(TfLiteContext* context, TfLiteNode* node, size_t* bytes) {
 TfLiteStatus EvalStatus(int status, const char* op, const char* failure) {
   if (status == MCUF_OK) return kTfLiteOk;
   MicroPrintf("%s: %s", op, failure);
+  return kTfLiteError;
+}
+
+TfLiteStatus CheckedParams(mcuf_status status, const mcuf_param_error& error,
+                           const char* op) {
+  if (status == MCUF_OK) return kTfLiteOk;
+  MicroPrintf("%s: parameter %s%s%s outside the kernel's range (mcuf/params_check.h)", op,
+              error.member == nullptr ? "" : error.member, error.member == nullptr ? "" : ": ",
+              error.field == nullptr ? "?" : error.field);
   return kTfLiteError;
 }
 

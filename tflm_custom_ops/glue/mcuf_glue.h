@@ -9,11 +9,13 @@
 #ifndef MCUF_GLUE_MCUF_GLUE_H
 #define MCUF_GLUE_MCUF_GLUE_H
 
+#include <cfloat>
 #include <cstdint>
 #include <cstring>
 
 #include "flatbuffers/flexbuffers.h"
 #include "mcuf/block_ops.h"
+#include "mcuf/params_check.h"
 #include "mcuf/prepare.h"
 #include "tensorflow/lite/c/common.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
@@ -31,6 +33,22 @@ struct Options {
 // Reads node->custom_initial_data; fails naming `op` when it is no such map.
 TfLiteStatus ReadOptions(TfLiteContext* context, const TfLiteNode* node,
                          const char* op, Options* options);
+
+// The most elements a tensor an MCUF op reads may have: its byte counts fit
+// the kernels' int32 sizes.
+constexpr int64_t kMaxElements = INT32_MAX;
+
+// The tensor's affine quantisation with at least one scale and zero point,
+// or nullptr.
+const TfLiteAffineQuantization* Affine(const TfLiteTensor* tensor);
+
+// Whether scale and zero point are an int8 tensor's: a finite positive scale,
+// a zero point within int8.
+bool Int8Quant(double scale, int64_t zero_point);
+
+// The elements of `tensor`, or -1 when a dimension is negative or their
+// product exceeds kMaxElements.
+int64_t Elements(const TfLiteTensor* tensor);
 
 // Whether the block has the intermediate tensor `role`.
 bool Has(const Options& options, const char* role);
@@ -111,6 +129,11 @@ void* InitOpData(TfLiteContext* context, const char* buffer, size_t length) {
   return context->AllocatePersistentBuffer(context, sizeof(OpData));
 }
 
+// The end of Prepare: `status` of a mcuf_*_check_params, failing naming `op`
+// and the field `error` names.
+TfLiteStatus CheckedParams(mcuf_status status, const mcuf_param_error& error,
+                           const char* op);
+
 // Fails naming `op` unless the node has `inputs` inputs and one output.
 TfLiteStatus CheckArity(const TfLiteNode* node, const char* op, int inputs);
 
@@ -184,11 +207,17 @@ TfLiteStatus StartTokenOp(TfLiteContext* context, TfLiteNode* node,
   return kTfLiteOk;
 }
 
-// The end of a token op's Prepare: its kernel's scratch, `bytes`.
+// The end of a token op's Prepare: `check` of its params (failing naming
+// `op` and the field), then its kernel's scratch, `size`(params) bytes.
 template <typename Params>
 TfLiteStatus RequestTokenScratch(TfLiteContext* context, TokenOpStart<Params>* start,
-                                 size_t bytes) {
-  return context->RequestScratchBufferInArena(context, bytes, &start->data->scratch_index);
+                                 const char* op,
+                                 mcuf_status (*check)(const Params*, mcuf_param_error*),
+                                 size_t (*size)(const Params*)) {
+  mcuf_param_error error;
+  TF_LITE_ENSURE_OK(context, CheckedParams(check(start->params, &error), error, op));
+  return context->RequestScratchBufferInArena(context, size(start->params),
+                                              &start->data->scratch_index);
 }
 
 // What a token op's Eval runs its kernel with.

@@ -65,7 +65,8 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
                                  context, node, kOp, start.options, "fc2",
                                  {kFc2Down, kFc2Weight, kFc2Bias}, hidden, gated, start.block,
                                  &p->fc2, &p->residual));
-  return mcuf_glue::RequestTokenScratch(context, &start, mcuf_mlp_get_buffer_size(p));
+  return mcuf_glue::RequestTokenScratch(context, &start, kOp, mcuf_mlp_check_params,
+                                        mcuf_mlp_get_buffer_size);
 }
 
 TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {

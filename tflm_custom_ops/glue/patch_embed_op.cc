@@ -41,11 +41,11 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   TfLiteTensor* output = micro_context->AllocateTempOutputTensor(node, 0);
   TF_LITE_ENSURE(context, image != nullptr && weights != nullptr && output != nullptr);
   const bool image_ok = image->type == kTfLiteInt8 && image->dims->size == 4 &&
-                        image->dims->data[0] == 1;
+                        image->dims->data[0] == 1 && mcuf_glue::Elements(image) >= 1;
   const bool weights_ok = weights->type == kTfLiteInt8 && weights->dims->size == 4 &&
                           weights->dims->data[1] == weights->dims->data[2] &&
-                          tflite::IsConstantTensor(weights) &&
-                          weights->quantization.type == kTfLiteAffineQuantization;
+                          mcuf_glue::Elements(weights) >= 1 &&
+                          tflite::IsConstantTensor(weights);
   if (image_ok && weights_ok) {
     p->image_height = image->dims->data[1];
     p->image_width = image->dims->data[2];
@@ -54,11 +54,11 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
     p->patch = weights->dims->data[1];
   }
   const bool channels_ok = weights_ok && image_ok && weights->dims->data[3] == p->channels;
-  const auto* affine = static_cast<const TfLiteAffineQuantization*>(weights->quantization.params);
-  const auto* out_affine = static_cast<const TfLiteAffineQuantization*>(output->quantization.params);
-  const bool output_ok = output->type == kTfLiteInt8 &&
-                         output->quantization.type == kTfLiteAffineQuantization &&
-                         out_affine != nullptr;
+  const TfLiteAffineQuantization* affine = mcuf_glue::Affine(weights);
+  const TfLiteAffineQuantization* out_affine = mcuf_glue::Affine(output);
+  const bool output_ok = output->type == kTfLiteInt8 && out_affine != nullptr &&
+                         mcuf_glue::Int8Quant(out_affine->scale->data[0],
+                                              out_affine->zero_point->data[0]);
   const mcuf_quant y = output_ok ? mcuf_quant{out_affine->scale->data[0],
                                               out_affine->zero_point->data[0]}
                                  : mcuf_quant{0.0f, 0};
@@ -70,9 +70,10 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
     micro_context->DeallocateTempTfLiteTensor(weights);
     return kTfLiteError;
   }
-  if (!channels_ok || affine == nullptr) {
-    MicroPrintf("%s: input 1 ('conv_weight') must be constant int8 [D, P, P, %d] with affine "
-                "quantisation", kOp, static_cast<int>(p->channels));
+  if (!channels_ok || affine == nullptr ||
+      !mcuf_glue::Int8Quant(affine->scale->data[0], affine->zero_point->data[0])) {
+    MicroPrintf("%s: input 1 ('conv_weight') must be constant int8 [D, P, P, %d] with int8 "
+                "affine quantisation", kOp, static_cast<int>(p->channels));
     micro_context->DeallocateTempTfLiteTensor(weights);
     return kTfLiteError;
   }
@@ -83,13 +84,17 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
     micro_context->DeallocateTempTfLiteTensor(weights);
     return kTfLiteError;
   }
-  const int tokens = (p->image_height / p->patch) * (p->image_width / p->patch);
-  if (!output_ok || output_bytes != static_cast<size_t>(tokens) * p->depth) {
-    MicroPrintf("%s: output 0 ('output') must be int8 tokens [%d, %d]", kOp, tokens,
-                static_cast<int>(p->depth));
+  const int64_t tokens64 =
+      static_cast<int64_t>(p->image_height / p->patch) * (p->image_width / p->patch);
+  const int64_t token_bytes = tokens64 * p->depth;
+  if (!output_ok || token_bytes > mcuf_glue::kMaxElements ||
+      output_bytes != static_cast<size_t>(token_bytes)) {
+    MicroPrintf("%s: output 0 ('output') must be int8 tokens [%lld, %d]", kOp,
+                static_cast<long long>(tokens64), static_cast<int>(p->depth));
     micro_context->DeallocateTempTfLiteTensor(weights);
     return kTfLiteError;
   }
+  const int tokens = static_cast<int>(tokens64);
 
   mcuf_quant x, conv_out, tokens_read, position;
   TF_LITE_ENSURE_OK(context, mcuf_glue::InputQuant(context, node, kOp, kImage, "input", &x));
@@ -135,6 +140,9 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
     MicroPrintf("%s: ADD writing 'output': TFLM cannot derive its multipliers", kOp);
     return kTfLiteError;
   }
+  mcuf_param_error error;
+  TF_LITE_ENSURE_OK(context, mcuf_glue::CheckedParams(mcuf_patch_embed_check_params(p, &error),
+                                                      error, kOp));
   return context->RequestScratchBufferInArena(context, mcuf_patch_embed_get_buffer_size(p),
                                               &data->scratch_index);
 }

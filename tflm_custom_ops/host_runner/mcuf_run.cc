@@ -6,9 +6,10 @@
 // Input tensor 0 is filled with the raw bytes of FILE.bin (its size must be
 // the tensor's), every other input with zeros. After N invocations it prints
 // one line per output, "output <index> <hex bytes>", then
-// "arena_used_bytes <N>". Exit codes: 0 ok; 2 bad usage, unreadable file or
-// wrong input size; 3 TFLM failed to allocate or invoke (an arena search reads
-// this, like a crash, as "arena too small"). Our error is one line on stderr,
+// "arena_used_bytes <N>". Exit codes: 0 ok; 2 bad usage, unreadable file,
+// wrong input size or a model mcuf_check_model refuses; 3 TFLM failed to
+// allocate or invoke (an arena search reads this, like a crash, as "arena too
+// small"). Our error is one line on stderr,
 // the last one (after whatever TFLM printed).
 #include <cerrno>
 #include <cstdarg>
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <memory>
 
+#include "mcuf_model_check.h"
 #include "mcuf_ops.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
@@ -136,6 +138,10 @@ int main(int argc, char** argv) {
 
   size_t model_size = 0;
   const Buffer model_data = ReadFile(model_path, &model_size);
+  char reason[160];
+  if (!mcuf_check_model(model_data.get(), model_size, reason, sizeof reason)) {
+    Fail(kExitUsage, "%s cannot be given to TFLM: %s", model_path, reason);
+  }
   const tflite::Model* model = tflite::GetModel(model_data.get());
   if (model->version() != TFLITE_SCHEMA_VERSION) {
     Fail(kExitUsage, "%s has schema version %u, TFLM expects %d", model_path,

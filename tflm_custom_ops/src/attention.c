@@ -21,6 +21,7 @@
 #include "mcuf/attention.h"
 
 #include "mcuf/dot.h"
+#include "mcuf/params_check.h"
 
 static int32_t max2(int32_t a, int32_t b) { return a > b ? a : b; }
 
@@ -35,7 +36,9 @@ static int32_t tile_width(const mcuf_attention_params *p) {
 }
 
 size_t mcuf_attention_get_buffer_size(const mcuf_attention_params *params) {
-    const int32_t hd = params->heads * params->head_dim;
+    int32_t hd;
+    if (mcuf_attention_check_params(params, NULL) != MCUF_OK) return 0;
+    hd = params->heads * params->head_dim;
     return 2 * MCUF_TILE * (size_t)tile_width(params) +
            2 * (size_t)params->tokens * (size_t)hd +
            MCUF_TILE * ((size_t)rows_width(params) + (size_t)hd +
@@ -79,10 +82,9 @@ mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
     int16_t *tile;
     int8_t *keys, *values, *rows, *query, *scores;
     const mcuf_fc_layer *last;
-    if (p == NULL || tokens == NULL || scratch == NULL || p->tokens < 1 ||
-        p->depth < 1 || p->heads < 1 || p->head_dim < 1 ||
-        p->scores.rhs_transposed != 1 || p->context.rhs_transposed != 0 ||
-        ((uintptr_t)scratch & 3u) != 0) {
+    if (mcuf_attention_check_params(p, NULL) != MCUF_OK || tokens == NULL ||
+        scratch == NULL || ((uintptr_t)scratch & 3u) != 0 ||
+        !mcuf_block_bound(&p->ln, &p->qkv, &p->proj)) {
         return MCUF_ERR_ARGUMENT;
     }
     n = p->tokens;

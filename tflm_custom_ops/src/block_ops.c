@@ -5,6 +5,19 @@
 
 #include "mcuf/dot.h"
 
+static int linear_bound(const mcuf_linear *layer) {
+    int32_t i;
+    for (i = 0; i < layer->num_layers; ++i) {
+        if (layer->layers[i].weights == NULL) return 0;
+    }
+    return 1;
+}
+
+int mcuf_block_bound(const mcuf_layer_norm *ln, const mcuf_linear *first,
+                     const mcuf_linear *second) {
+    return ln->epsilon != NULL && linear_bound(first) && linear_bound(second);
+}
+
 int32_t mcuf_linear_rank(const mcuf_linear *layer) {
     return layer->num_layers == 2 ? layer->layers[0].output_depth : 0;
 }

@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 
+#include "mcuf/params_check.h"
+
 static int32_t max3(int32_t a, int32_t b, int32_t c) {
     const int32_t ab = a > b ? a : b;
     return ab > c ? ab : c;
@@ -39,6 +41,7 @@ static int32_t row_width(const mcuf_mlp_params *params) {
 }
 
 size_t mcuf_mlp_get_buffer_size(const mcuf_mlp_params *params) {
+    if (mcuf_mlp_check_params(params, NULL) != MCUF_OK) return 0;
     return (size_t)(2 * MCUF_TILE + MCUF_TILE) * (size_t)row_width(params);
 }
 
@@ -50,8 +53,11 @@ mcuf_status mcuf_mlp(const mcuf_mlp_params *params, int8_t *tokens,
     int16_t *tile;
     int8_t *rows;
     int32_t d, width, t, r, i;
-    if (params == NULL || tokens == NULL || scratch == NULL || n_tokens < 0 ||
-        ((uintptr_t)scratch & 3u) != 0) {
+    if (mcuf_mlp_check_params(params, NULL) != MCUF_OK || tokens == NULL ||
+        scratch == NULL || n_tokens < 0 ||
+        (int64_t)n_tokens * params->depth > INT32_MAX ||
+        ((uintptr_t)scratch & 3u) != 0 || params->gelu_coefficient == NULL ||
+        !mcuf_block_bound(&params->ln, &params->fc1, &params->fc2)) {
         return MCUF_ERR_ARGUMENT;
     }
     d = params->depth;

@@ -9,6 +9,7 @@
 
 #include "mcuf/dot.h"
 #include "mcuf/fixedpoint.h"
+#include "mcuf/params_check.h"
 
 static int8_t clamp_int8(int32_t x, int32_t low, int32_t high) {
     return (int8_t)(x < low ? low : (x > high ? high : x));
@@ -127,13 +128,16 @@ static int64_t token_bytes(const mcuf_patch_embed_params *p) {
 
 size_t mcuf_patch_embed_get_buffer_size(
     const mcuf_patch_embed_params *params) {
+    if (mcuf_patch_embed_check_params(params, NULL) != MCUF_OK) return 0;
     return (size_t)(params->image_width / params->patch) *
            (size_t)params->depth;
 }
 
 ptrdiff_t mcuf_patch_embed_output_offset(
     const mcuf_patch_embed_params *params) {
-    const int64_t difference = image_bytes(params) - token_bytes(params);
+    int64_t difference;
+    if (mcuf_patch_embed_check_params(params, NULL) != MCUF_OK) return 0;
+    difference = image_bytes(params) - token_bytes(params);
     return (ptrdiff_t)(difference < 0 ? difference : 0);
 }
 
@@ -166,11 +170,9 @@ mcuf_status mcuf_patch_embed(const mcuf_patch_embed_params *params,
     position_tables tables;
     int32_t grid_w, patch_rows, row, column;
     int64_t row_stride, out_row;
-    if (p == NULL || image == NULL || tokens == NULL || scratch == NULL ||
-        p->image_height < 1 || p->image_width < 1 || p->channels < 1 ||
-        p->patch < 1 || p->depth < 1 || p->image_height % p->patch != 0 ||
-        p->image_width % p->patch != 0 ||
-        !placement_ok(p, image, tokens)) {
+    if (mcuf_patch_embed_check_params(p, NULL) != MCUF_OK || image == NULL ||
+        tokens == NULL || scratch == NULL || p->weights == NULL ||
+        p->position_table == NULL || !placement_ok(p, image, tokens)) {
         return MCUF_ERR_ARGUMENT;
     }
     grid_w = p->image_width / p->patch;

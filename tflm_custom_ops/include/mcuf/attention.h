@@ -69,14 +69,16 @@ typedef struct {
  * + MCUF_TILE (max(D, r_qkv, r_proj) + HD + N) a tile of rows' working set
  * (ranks 0 where a layer is dense): per row LN(x_i), the rank vectors and
  * proj's output; q_i, then the context row; the scores/probs row of one
- * head. */
+ * head. 0 for params mcuf_attention_check_params refuses. */
 size_t mcuf_attention_get_buffer_size(const mcuf_attention_params *params);
 
 /* Runs the attention on tokens [N][D], each token's result overwriting it.
  * scratch: mcuf_attention_get_buffer_size(params) bytes, not overlapping
  * tokens, 4-byte aligned. MCUF_ERR_ARGUMENT, nothing written, for a NULL
- * pointer, a misaligned scratch, sizes below 1, or BATCH_MATMUL params whose rhs_transposed is not 1 (scores) and
- * 0 (context); MCUF_ERR_ARGUMENT too where TFLM's Eval fails (a LayerNorm
+ * pointer (gamma, beta and biases may be NULL), a misaligned scratch, or
+ * params mcuf_attention_check_params refuses (mcuf/params_check.h: sizes
+ * below 1, BATCH_MATMUL params whose rhs_transposed is not 1 (scores) and
+ * 0 (context), ...); MCUF_ERR_ARGUMENT too where TFLM's Eval fails (a LayerNorm
  * variance outside RSQRT's domain, a softmax row whose sum of exponentials
  * reaches 512), with some rows done. */
 mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,

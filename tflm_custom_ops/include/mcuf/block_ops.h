@@ -69,6 +69,11 @@ typedef struct {
 void mcuf_layer_norm_tables_make(const mcuf_layer_norm *ln, int32_t depth,
                                  mcuf_layer_norm_tables *tables);
 
+/* Whether a LayerNorm's epsilon and a linear layer's weights are bound (not
+ * NULL), as a kernel needs before it runs: 1 or 0. */
+int mcuf_block_bound(const mcuf_layer_norm *ln, const mcuf_linear *first,
+                     const mcuf_linear *second);
+
 /* r of a low-rank pair, 0 for a dense layer. */
 int32_t mcuf_linear_rank(const mcuf_linear *layer);
 

@@ -51,13 +51,16 @@ typedef struct {
 /* Bytes of scratch mcuf_mlp needs: 3 MCUF_TILE W (= 12 W), W = max(D, H,
  * r1, r2), ranks 0 where a layer is dense (W = H for every exported ViT):
  * a tile of int16 rows (2 MCUF_TILE W) and MCUF_TILE int8 rows of W.
- * Independent of the number of tokens. */
+ * Independent of the number of tokens; 0 for params mcuf_mlp_check_params
+ * refuses. */
 size_t mcuf_mlp_get_buffer_size(const mcuf_mlp_params *params);
 
 /* Runs the MLP on tokens [n_tokens][D], each token's result overwriting it.
  * scratch: mcuf_mlp_get_buffer_size(params) bytes, 4-byte aligned, not
- * overlapping tokens. MCUF_ERR_ARGUMENT for a NULL pointer, a negative
- * n_tokens or a misaligned scratch (nothing written), or when a token's
+ * overlapping tokens. MCUF_ERR_ARGUMENT for a NULL pointer (gamma, beta
+ * and biases may be NULL), params mcuf_mlp_check_params refuses
+ * (mcuf/params_check.h), a negative n_tokens, n_tokens D above INT32_MAX or
+ * a misaligned scratch (nothing written), or when a token's
  * LayerNorm variance is outside RSQRT's domain, where TFLM's Eval fails too
  * (the tiles before it are done). */
 mcuf_status mcuf_mlp(const mcuf_mlp_params *params, int8_t *tokens,

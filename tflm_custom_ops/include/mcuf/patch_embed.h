@@ -67,7 +67,8 @@ typedef struct {
 } mcuf_patch_embed_params;
 
 /* Bytes of scratch mcuf_patch_embed needs: one patch row of tokens,
- * (W / P) D. */
+ * (W / P) D; 0 for params mcuf_patch_embed_check_params refuses (as is the
+ * offset below). */
 size_t mcuf_patch_embed_get_buffer_size(const mcuf_patch_embed_params *params);
 
 /* Where the tokens go when they share memory with the image: their byte
@@ -80,9 +81,10 @@ ptrdiff_t mcuf_patch_embed_output_offset(
  * mcuf_patch_embed_output_offset placement is one such); the image's bytes
  * are undefined afterwards where they overlap. scratch:
  * mcuf_patch_embed_get_buffer_size(params) bytes, overlapping neither.
- * MCUF_ERR_ARGUMENT, nothing written, for a NULL pointer, sizes below 1, an
- * image not a whole number of patches, or tokens overlapping the image
- * otherwise. */
+ * MCUF_ERR_ARGUMENT, nothing written, for a NULL pointer (bias may be NULL),
+ * params mcuf_patch_embed_check_params refuses (mcuf/params_check.h: sizes
+ * below 1, an image not a whole number of patches, ...), or tokens
+ * overlapping the image otherwise. */
 mcuf_status mcuf_patch_embed(const mcuf_patch_embed_params *params,
                              const int8_t *image, int8_t *tokens,
                              int8_t *scratch);
