@@ -601,7 +601,8 @@ def _latency_estimate(model_bytes: bytes, target_name: str = "stm32f746", measur
               default=Path("build/kernel_test"), show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input image.")
 def kernel_test_command(model, target_name, portable, build_dir, seed):
-    """Run every MCUF kernel of MODEL (unfused int8) on the target's emulated core against the host build."""
+    """Run every MCUF kernel of MODEL (unfused int8, int8 or INT4 weights) on the target's emulated core against
+    the host build."""
     import numpy as np
 
     from mcuformer_tf.board import kernel_test, targets
@@ -611,9 +612,6 @@ def kernel_test_command(model, target_name, portable, build_dir, seed):
     if has_mcuf_ops(graph):
         raise McuformerError(f"{model} already holds MCUF operators: give the unfused int8 model, "
                              "whose blocks define the kernels and their inputs")
-    if any(t.int4 for t in graph.tensors):
-        raise McuformerError(f"{model} holds INT4 weights: the MCUF kernels read int8 weights only "
-                             "(compile leaves its blocks builtin)")
     image = np.random.default_rng(seed).integers(-128, 128, graph.tensor(graph.inputs[0]).shape, np.int8)
     cases = kernel_test.model_cases(model.read_bytes(), image)
     result = kernel_test.run(cases, build_dir, target_name, dsp=not portable)

@@ -2,6 +2,8 @@
 and bytes, not accuracy."""
 import numpy as np
 
+from mcuformer_tf.compiler.int4_weights import onto_int4_grid as on_int4_grid  # noqa: F401 (tests import it here)
+
 
 def perturbed_supernet(space, std: float = 0.05, seed: int = 0):
     """A built supernet of `space`, initialised from `seed`, with every weight moved by normal noise
@@ -28,33 +30,3 @@ def digits_models(space, fresh_int8_tflite, perturbed_int8_tflite, fresh_seeds, 
             config = space.sample(random.Random(seed))
             cases.append((f"{label} {seed}", config, make(config).read_bytes()))
     return cases
-
-
-def on_int4_grid(model_bytes: bytes) -> bytes:
-    """The int8 model with every FULLY_CONNECTED and CONV_2D filter requantised onto a 4-bit grid
-    (values in [-7, 7]; linear layers per tensor, as TFLM takes INT4 there, the patch embedding
-    per channel) and each bias onto its new input × filter scale; still int8 tensors."""
-    from mcuformer_tf.compiler import ir
-    from mcuformer_tf.compiler.int4_weights import int4_filters
-    from mcuformer_tf.tflm.tflite_graph import Quantization
-
-    model = ir.read(model_bytes)
-    for op, weights in int4_filters(model):
-        channels = weights.shape[0]
-        real = weights.data.reshape(channels, -1) * np.resize(weights.quantization.scale, (channels, 1))
-        largest = np.abs(real).max(axis=1, keepdims=True)
-        if op.opcode == "FULLY_CONNECTED":
-            largest = np.full_like(largest, largest.max())
-        scale = np.where(largest > 0, largest / 7, 1.0).astype(np.float32)
-        grid = np.clip(np.round(real / scale), -7, 7).astype(np.int8).reshape(weights.shape)
-        kept = 1 if op.opcode == "FULLY_CONNECTED" else channels
-        weights.quantization = Quantization(scale[:kept, 0], np.zeros(kept, np.int64), 0)
-        weights.buffer = ir.Buffer(grid.tobytes())
-        bias = op.inputs[2] if len(op.inputs) > 2 else None
-        if bias is not None:
-            bias_scale = (np.float32(op.inputs[0].quantization.scale[0]) * scale[:kept, 0]).astype(np.float32)
-            bias_real = bias.data * np.resize(bias.quantization.scale, channels)
-            values = np.round(bias_real / np.resize(bias_scale, channels)).astype(np.int32)
-            bias.quantization = Quantization(bias_scale, np.zeros(kept, np.int64), 0)
-            bias.buffer = ir.Buffer(values.tobytes())
-    return ir.write(model)

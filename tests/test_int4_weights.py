@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from cli_runner import assert_one_line_error, run_cli
+from cli_runner import run_cli
 from supernets import on_int4_grid
 
 from mcuformer_tf.compiler import ir
@@ -109,14 +109,21 @@ def test_a_filter_off_the_grid_or_per_channel_in_a_linear_layer_is_refused(digit
         pack_int4_model(ir.write(model))
 
 
-def test_compile_keeps_blocks_with_int4_weights_builtin(models):
+def test_compile_fuses_blocks_with_int4_weights_and_keeps_them_packed(models):
+    from mcuformer_tf.compiler.arena_executor import run_planned
+
     grid, packed = models[0]
     compiled = compile_model(packed)
-    assert compiled.fusion.fused == [] and compiled.fusion.kept
-    assert {reason for _, reason in compiled.fusion.kept} == {
-        "INT4 weights: the MCUF kernels read int8 weights only", "no MCUF kernel for head blocks"}
-    x = model_inputs(read_model(packed), seed=3)
-    assert run_tflm(compiled.model_bytes, x)[0].tobytes() == run_tflm(grid, x)[0].tobytes()
+    assert [code for _, code in compiled.fusion.fused][:3] == ["MCUF_PATCH_EMBED", "MCUF_ATTENTION", "MCUF_MLP"]
+    assert {reason for _, reason in compiled.fusion.kept} == {"no MCUF kernel for head blocks"}
+    fused_graph = read_model(compiled.model_bytes)
+    assert sorted((t.name, t.nbytes) for t in fused_graph.tensors if t.int4) == \
+        sorted((t.name, t.nbytes) for t in read_model(packed).tensors if t.int4)
+    assert len(compile_model(grid).model_bytes) - len(compiled.model_bytes) >= \
+        read_model(grid).buffer_bytes - read_model(packed).buffer_bytes - 16 * len(int4_filters(ir.read(packed)))
+    for seed in (3, 4):
+        x = model_inputs(read_model(packed), seed=seed)
+        assert run_planned(compiled.model_bytes, x)[0].tobytes() == run_tflm(grid, x)[0].tobytes()
 
 
 @pytest.mark.slow  # a minute: the export's calibration, conversion and val runs in TFLM
@@ -161,11 +168,8 @@ def test_the_converter_writes_4_bit_qat_kernels_as_int4_and_numpy_follows_the_wh
         assert run_graph(graph, [x])[graph.outputs[0]].tobytes() == expected.tobytes()
 
 
-def test_kernel_test_and_the_latency_estimate_leave_int4_models_alone(models, tmp_path):
+def test_the_latency_estimate_leaves_int4_models_alone(models):
     from mcuformer_tf.board.latency_shape import model_shape
 
     grid, packed = models[0]
-    path = tmp_path / "int4.tflite"
-    path.write_bytes(packed)
-    assert_one_line_error(run_cli("kernel-test", path), "holds INT4 weights: the MCUF kernels read int8 weights only")
     assert model_shape(packed) is None and model_shape(grid) is not None

@@ -2,8 +2,9 @@
 dims (their custom options) or, for an unfused model, from the blocks the compiler matches in it, and
 its export form (per-channel linear kernels: the converter's form of a float model; LayerNorms with
 gamma: trained or QAT), so that `deploy` and `report` can print the model's estimate beside what
-they measure. A model with INT4 weights has no estimate yet: the latency model times the MCUF
-kernels, which read int8 weights only, so `compile` leaves its blocks builtin.
+they measure. A model with INT4 weights has no estimate yet: the latency model's coefficients were
+fitted on the kernels' int8 inner loops (tools/fit_latency_model.py), and the INT4 loops
+(mcuf/dot.h) have not been fitted.
 """
 from __future__ import annotations
 

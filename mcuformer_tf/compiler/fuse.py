@@ -19,8 +19,9 @@ builtins held, so that `unfuse` rebuilds them exactly from the operator alone:
 Before a block is replaced, its kernel parameters are derived from the
 builtins rebuilt from the new operator (which checks every precondition of
 the C kernel): a block the kernel cannot take stays builtin, with the reason.
-The MCUF kernels read int8 weights only: a block with packed INT4 weights
-(`int4_weights`) stays builtin, which stock TFLM runs.
+Packed INT4 filters (`int4_weights`) stay INT4 inputs of the fused operator:
+the tensor's type says the weight width, and the kernels read the nibbles
+(their params' weight_bits, mcuf/dot.h).
 """
 from __future__ import annotations
 
@@ -92,9 +93,6 @@ def fuse(model: ir.Model, blocks: list) -> Fusion:
             result.kept.append((block, f"no MCUF kernel for {block.kind} blocks"))
             continue
         op = fused_op(block)
-        if any(t is not None and t.int4 for t in op.inputs):
-            result.kept.append((block, "INT4 weights: the MCUF kernels read int8 weights only"))
-            continue
         try:
             graph = subgraph_graph(op)
             make_kernel(graph, graph.operators)

@@ -17,6 +17,7 @@ import numpy as np
 from mcuformer_tf.compiler import ir
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.tflm.int4 import INT4_MAX, pack_int4
+from mcuformer_tf.tflm.tflite_graph import Quantization
 
 FILTER_OPS = ("FULLY_CONNECTED", "CONV_2D")
 FILTER = 1  # the filter's input position
@@ -70,4 +71,32 @@ def pack_int4_model(model_bytes: bytes) -> bytes:
     """`pack_int4_weights` on a .tflite's bytes."""
     model = ir.read(model_bytes)
     pack_int4_weights(model)
+    return ir.write(model)
+
+
+def onto_int4_grid(model_bytes: bytes) -> bytes:
+    """The int8 model with every FULLY_CONNECTED and CONV_2D filter requantised onto the 4-bit grid
+    (values in [-7, 7]; linear layers per tensor, as TFLM takes INT4 there, the patch embedding per
+    channel) and each bias onto its new input × filter scale; still int8 tensors, which
+    `pack_int4_model` then packs. For tests and benchmarks of INT4 models of any subnet (a 4-bit
+    export comes from `export --weight-bits 4`)."""
+    model = ir.read(model_bytes)
+    for op, weights in int4_filters(model):
+        channels = weights.shape[0]
+        real = weights.data.reshape(channels, -1) * np.resize(weights.quantization.scale, (channels, 1))
+        largest = np.abs(real).max(axis=1, keepdims=True)
+        if op.opcode == "FULLY_CONNECTED":
+            largest = np.full_like(largest, largest.max())
+        scale = np.where(largest > 0, largest / GRID_MAX, 1.0).astype(np.float32)
+        grid = np.clip(np.round(real / scale), -GRID_MAX, GRID_MAX).astype(np.int8).reshape(weights.shape)
+        kept = 1 if op.opcode == "FULLY_CONNECTED" else channels
+        weights.quantization = Quantization(scale[:kept, 0], np.zeros(kept, np.int64), 0)
+        weights.buffer = ir.Buffer(grid.tobytes())
+        bias = op.inputs[2] if len(op.inputs) > 2 else None
+        if bias is not None:
+            bias_scale = (np.float32(op.inputs[0].quantization.scale[0]) * scale[:kept, 0]).astype(np.float32)
+            bias_real = bias.data * np.resize(bias.quantization.scale, channels)
+            values = np.round(bias_real / np.resize(bias_scale, channels)).astype(np.int32)
+            bias.quantization = Quantization(bias_scale, np.zeros(kept, np.int64), 0)
+            bias.buffer = ir.Buffer(values.tobytes())
     return ir.write(model)
