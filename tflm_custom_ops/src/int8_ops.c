@@ -817,7 +817,7 @@ int8_t mcuf_logistic(const mcuf_logistic_params *params, int8_t input) {
     const int output_integer_bits = 8;
     const int32_t centred = input - params->input_zero_point;
     int32_t output_in_q0;
-    if (centred <= -params->input_range_radius) {
+    if (centred <= -(int64_t)params->input_range_radius) { /* any radius */
         return INT8_LOW;
     }
     if (centred >= params->input_range_radius) {
