@@ -258,7 +258,10 @@ def test_deit_whole_subnets_fused_equal_unfused():
 def test_host_runner_fused_equals_its_unfused_run(request, tmp_path, preset_cases, inputs):
     """Real TFLM through our glue: fused bytes == the same TFLM's bytes on the unfused model, every
     case and input. Against the wheel the unfused run may differ by an LSB on a rounding tie when
-    the TFLM tree is older than the wheel (docs/tflm-host-runner.md): counted and printed."""
+    the TFLM tree is older than the wheel (docs/tflm-host-runner.md): counted and printed. With
+    INT4 weights the linear layers are quantised per tensor, whose multipliers such a tree derives
+    in single precision where the wheel (and our glue) use double: there the fused bytes must equal
+    the wheel's, and the tree's unfused run is what is counted."""
     reason = host_runner.host_runner_skip_reason()
     if reason is not None:
         pytest.skip(reason)
@@ -266,6 +269,7 @@ def test_host_runner_fused_equals_its_unfused_run(request, tmp_path, preset_case
     from mcuformer_tf.tflm.tflite_graph import read_model
 
     cases = request.getfixturevalue(preset_cases)
+    int4 = "int4" in preset_cases
     unequal_to_wheel = 0
     for index, case in enumerate(cases):
         paths = {kind: tmp_path / f"{kind}{index}.tflite" for kind in ("unfused", "fused")}
@@ -276,7 +280,9 @@ def test_host_runner_fused_equals_its_unfused_run(request, tmp_path, preset_case
             (image,) = model_inputs(graph, seed)
             fused, _ = host_runner.run_host(paths["fused"], image.tobytes(), 1 << 24)
             unfused, _ = host_runner.run_host(paths["unfused"], image.tobytes(), 1 << 24)
-            assert fused == unfused, (case.config.describe(), seed)
-            unequal_to_wheel += fused != [a.tobytes() for a in run_tflm(case.unfused, image)]
+            wheel = [a.tobytes() for a in run_tflm(case.unfused, image)]
+            assert fused == (wheel if int4 else unfused), (case.config.describe(), seed)
+            unequal_to_wheel += (unfused if int4 else fused) != wheel
     runs = len(cases) * inputs
-    print(f"{preset_cases}: host runner = wheel on {runs - unequal_to_wheel} of {runs} runs")
+    print(f"{preset_cases}: host runner ({'unfused' if int4 else 'fused'}) = wheel on "
+          f"{runs - unequal_to_wheel} of {runs} runs")
