@@ -389,26 +389,22 @@ static inline __attribute__((always_inline)) void fc_tile_s8(
 #endif
 
 #ifdef MCUF_DOT_DSP
-/* fc_tile_s4 for a full tile on the DSP path where fc_scales_s8 holds and
- * every weight row starts on a byte (depth even): as fc_tile_s8, each
- * channel's four sums stay in registers from init + bias through the
- * requantisation; weights points at row `first`'s first byte. */
+/* fc_tile_s4 for a full tile on the DSP path where fc_scales_s8 holds: as
+ * fc_tile_s8, each channel's four sums stay in registers from init + bias
+ * through the requantisation; channel c's weights from value at + c depth
+ * of the packed weights. */
 static void fc_tile_u4_s8(const mcuf_fc_params *params, const int16_t *tile,
                           const uint32_t init[MCUF_TILE], const int8_t *weights,
-                          int32_t depth, const int32_t *bias, int32_t count,
-                          int8_t *output, int32_t row_step,
+                          int64_t at, int32_t depth, const int32_t *bias,
+                          int32_t count, int8_t *output, int32_t row_step,
                           int32_t channel_step) {
     const int32_t *multipliers = params->multipliers;
     const int32_t *shifts = params->shifts;
     const int32_t offset = params->output_offset;
-    const int32_t blocks = depth >> 3;
-    const int32_t rest = depth & 7;
-    const int16_t *rest_tile = tile + blocks * 8 * MCUF_TILE;
     int8_t *const end = output + (int64_t)count * channel_step;
     int32_t multiplier = params->multiplier;
     int right = (int)-params->shift;
-    int32_t k;
-    for (; output != end; weights += depth >> 1, output += channel_step) {
+    for (; output != end; at += depth, output += channel_step) {
         const uint32_t b = bias != NULL ? (uint32_t)*bias++ : 0u;
         uint32_t acc[MCUF_TILE];
         int32_t rounding;
@@ -416,16 +412,7 @@ static void fc_tile_u4_s8(const mcuf_fc_params *params, const int16_t *tile,
         acc[1] = init[1] + b;
         acc[2] = init[2] + b;
         acc[3] = init[3] + b;
-        mcuf_dot_tile_u4_blocks((const uint32_t *)(const void *)tile, weights,
-                                blocks, acc);
-        for (k = 0; k < rest; ++k) { /* the depth % 8 values past the blocks */
-            const int16_t *x = rest_tile + k * MCUF_TILE;
-            const int32_t u = mcuf_uint4_at(weights, 8 * blocks + k);
-            acc[0] += (uint32_t)(x[0] * u);
-            acc[1] += (uint32_t)(x[1] * u);
-            acc[2] += (uint32_t)(x[2] * u);
-            acc[3] += (uint32_t)(x[3] * u);
-        }
+        mcuf_dot_tile_u4(tile, weights, at, depth, acc);
         if (multipliers != NULL) {
             multiplier = *multipliers++;
             right = (int)-*shifts++;
@@ -458,8 +445,8 @@ static void fc_tile_s4(const mcuf_fc_params *params, const int16_t *tile,
         init[r] = offset * (uint32_t)row_sums[r];
     }
 #ifdef MCUF_DOT_DSP
-    if (fast && n_rows == MCUF_TILE && (depth & 1) == 0) {
-        fc_tile_u4_s8(params, tile, init, weights + (at >> 1), depth, bias, count,
+    if (fast && n_rows == MCUF_TILE) {
+        fc_tile_u4_s8(params, tile, init, weights, at, depth, bias, count,
                       output, row_step, channel_step);
         return;
     }

@@ -453,37 +453,64 @@ static inline void mcuf_tile_widen(const int8_t *rows, int32_t row_step,
     MCUF_DOT_U4_COLUMN("%[wd], lsr #8") \
     MCUF_DOT_U4_COLUMN("%[wd], lsr #12")
 
-/* acc[r] += the tile's `blocks` blocks against packed weights from the
- * byte at w (any alignment), read as u: two blocks a turn, the odd one
- * first. The loop's end lives on the stack (LDR, CMP, BNE), which leaves
- * the registers to the accumulators, pointers, word, operand and mask. */
+/* The same block where the weights start mid-byte (the odd rows of a
+ * layer of odd depth): the word at the byte whose high nibble is the first
+ * value, shifted by one nibble, and the next byte's low nibble on top. */
+#define MCUF_DOT_U4_BLOCK_ODD \
+    "ldr %[wd], [%[wp]], #4\n\t" \
+    "ldrb %[op], [%[wp]]\n\t" \
+    "lsr %[wd], %[wd], #4\n\t" \
+    "orr %[wd], %[wd], %[op], lsl #28\n\t" \
+    "eor %[wd], %[wd], #0x88888888\n\t" \
+    MCUF_DOT_U4_COLUMN("%[wd]") \
+    MCUF_DOT_U4_COLUMN("%[wd], lsr #4") \
+    MCUF_DOT_U4_COLUMN("%[wd], lsr #8") \
+    MCUF_DOT_U4_COLUMN("%[wd], lsr #12")
+
+/* `blocks` blocks of BLOCK (one of the two above) on a0..a3: the odd one,
+ * then two a turn. The loop's end lives on the stack (LDR, CMP, BNE),
+ * which leaves the registers to the accumulators, pointers, word, operand
+ * and mask. */
+#define MCUF_DOT_U4_BLOCKS(BLOCK) \
+    do { \
+        const uint32_t mask = 0x000F000Fu; \
+        uint32_t wd, op; \
+        if (blocks & 1) { \
+            __asm__ volatile( \
+                BLOCK \
+                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), \
+                  [xp] "+r"(xp), [wp] "+r"(wp), [wd] "=&r"(wd), [op] "=&r"(op) \
+                : [mask] "r"(mask) \
+                : "r8", "r9", "r10", "r11", "memory"); \
+        } \
+        if (blocks >> 1) { \
+            const uint32_t *end = xp + 32 * (blocks >> 1); \
+            __asm__ volatile( \
+                "1:\n\t" BLOCK BLOCK \
+                "ldr %[op], %[end]\n\t" \
+                "cmp %[xp], %[op]\n\t" \
+                "bne 1b\n\t" \
+                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), \
+                  [xp] "+r"(xp), [wp] "+r"(wp), [wd] "=&r"(wd), [op] "=&r"(op) \
+                : [mask] "r"(mask), [end] "m"(end) \
+                : "r8", "r9", "r10", "r11", "cc", "memory"); \
+        } \
+    } while (0)
+
+/* acc[r] += the tile's `blocks` blocks against packed weights from value
+ * `at` on, read as u: from the byte at / 2 (any alignment), mid-byte when
+ * at is odd. */
 static inline void mcuf_dot_tile_u4_blocks(const uint32_t *xp,
-                                           const int8_t *wp, int32_t blocks,
+                                           const int8_t *packed, int64_t at,
+                                           int32_t blocks,
                                            uint32_t acc[MCUF_TILE]) {
     int32_t a0 = (int32_t)acc[0], a1 = (int32_t)acc[1];
     int32_t a2 = (int32_t)acc[2], a3 = (int32_t)acc[3];
-    const uint32_t mask = 0x000F000Fu;
-    uint32_t wd, op;
-    if (blocks & 1) {
-        __asm__ volatile(
-            MCUF_DOT_U4_BLOCK
-            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
-              [xp] "+r"(xp), [wp] "+r"(wp), [wd] "=&r"(wd), [op] "=&r"(op)
-            : [mask] "r"(mask)
-            : "r8", "r9", "r10", "r11", "memory");
-    }
-    if (blocks >> 1) {
-        const uint32_t *end = xp + 32 * (blocks >> 1);
-        __asm__ volatile(
-            "1:\n\t"
-            MCUF_DOT_U4_BLOCK MCUF_DOT_U4_BLOCK
-            "ldr %[op], %[end]\n\t"
-            "cmp %[xp], %[op]\n\t"
-            "bne 1b\n\t"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
-              [xp] "+r"(xp), [wp] "+r"(wp), [wd] "=&r"(wd), [op] "=&r"(op)
-            : [mask] "r"(mask), [end] "m"(end)
-            : "r8", "r9", "r10", "r11", "cc", "memory");
+    const int8_t *wp = packed + (at >> 1);
+    if (at & 1) {
+        MCUF_DOT_U4_BLOCKS(MCUF_DOT_U4_BLOCK_ODD);
+    } else {
+        MCUF_DOT_U4_BLOCKS(MCUF_DOT_U4_BLOCK);
     }
     acc[0] = (uint32_t)a0;
     acc[1] = (uint32_t)a1;
@@ -495,8 +522,8 @@ static inline void mcuf_dot_tile_u4_blocks(const uint32_t *xp,
 /* acc[r] += sum_k tile row r [k] * (w[at + k] + 8) modulo 2^32: the dot
  * products of a tile widened by mcuf_tile_widen (4 bits) with `depth` packed INT4
  * weights from value `at` on, read as u (see above: the caller's init
- * carries -8 times the rows' sums). The DSP loop where `at` is even (the
- * weights start on a byte), the portable one elsewhere. */
+ * carries -8 times the rows' sums). The assembly loops on the DSP path
+ * (weights starting on a byte or mid-byte), portable C elsewhere. */
 static inline void mcuf_dot_tile_u4(const int16_t *tile, const int8_t *packed,
                                     int64_t at, int32_t depth,
                                     uint32_t acc[MCUF_TILE]) {
@@ -505,11 +532,9 @@ static inline void mcuf_dot_tile_u4(const int16_t *tile, const int8_t *packed,
     const int64_t rest_at = at + 8 * (int64_t)blocks;
     int32_t r, k;
 #ifdef MCUF_DOT_DSP
-    if ((at & 1) == 0) {
-        mcuf_dot_tile_u4_blocks((const uint32_t *)(const void *)tile,
-                                packed + (at >> 1), blocks, acc);
-    } else
-#endif
+    mcuf_dot_tile_u4_blocks((const uint32_t *)(const void *)tile, packed, at,
+                            blocks, acc);
+#else
     {
         const int16_t *x = tile;
         int32_t b;
@@ -524,6 +549,7 @@ static inline void mcuf_dot_tile_u4(const int16_t *tile, const int8_t *packed,
             }
         }
     }
+#endif
     for (k = 0; k < (depth & 7); ++k, rest += MCUF_TILE) {
         const int32_t u = mcuf_uint4_at(packed, rest_at + k);
         for (r = 0; r < MCUF_TILE; ++r) {
