@@ -11,8 +11,10 @@
  * (two 16x16 products and a 32-bit accumulate, which wraps as the portable
  * uint32_t sum does), so the result is the same integer as the portable
  * loop's. Elsewhere, or with MCUF_PORTABLE defined, it is the portable C99
- * loop. Private to the library's kernels; inline so that short rows (a
- * patch row of a few pixels) pay no call.
+ * loop. The tiles below serve int8 weights and packed INT4 ones (the last
+ * section: their nibbles read in registers). Private to the library's
+ * kernels; inline so that short rows (a patch row of a few pixels) pay no
+ * call.
  */
 #ifndef MCUF_DOT_H
 #define MCUF_DOT_H
@@ -520,10 +522,11 @@ static inline void mcuf_dot_tile_u4_blocks(const uint32_t *xp,
 #endif
 
 /* acc[r] += sum_k tile row r [k] * (w[at + k] + 8) modulo 2^32: the dot
- * products of a tile widened by mcuf_tile_widen (4 bits) with `depth` packed INT4
- * weights from value `at` on, read as u (see above: the caller's init
- * carries -8 times the rows' sums). The assembly loops on the DSP path
- * (weights starting on a byte or mid-byte), portable C elsewhere. */
+ * products of a tile widened by mcuf_tile_widen (4 bits) with `depth`
+ * packed INT4 weights from value `at` on, read as u (see above: the
+ * caller's init carries -8 times the rows' sums). The assembly loops on
+ * the DSP path (weights starting on a byte or mid-byte), portable C
+ * elsewhere. */
 static inline void mcuf_dot_tile_u4(const int16_t *tile, const int8_t *packed,
                                     int64_t at, int32_t depth,
                                     uint32_t acc[MCUF_TILE]) {
