@@ -58,3 +58,29 @@ def on_int4_grid(model_bytes: bytes) -> bytes:
             bias.quantization = Quantization(bias_scale, np.zeros(kept, np.int64), 0)
             bias.buffer = ir.Buffer(values.tobytes())
     return ir.write(model)
+
+
+def int4_compiled(model_bytes: bytes):
+    """The compiled model of an INT4 export as `compile` writes it once the MCUF kernels read packed
+    INT4 weights in place (issue 19): the blocks fused, each filter still packed in the operator that
+    reads it, then the offline plan. Today's `fuse` keeps blocks with INT4 weights builtin, so the
+    match and fuse passes run on the filters unpacked and the same tensors are packed again before
+    the plan pass. Returns a `pipeline.Compiled`."""
+    from mcuformer_tf.compiler import ir
+    from mcuformer_tf.compiler.int4_weights import int4_filters
+    from mcuformer_tf.compiler.pipeline import Compilation, Compiled, fuse_pass, match_pass, plan_pass
+
+    model = ir.read(model_bytes)
+    filters = [weights for _, weights in int4_filters(model) if weights.int4]
+    int8, packed = {}, {}  # a buffer shared by several filters stays shared
+    for weights in filters:
+        int8.setdefault(weights.buffer, ir.Buffer(weights.data.tobytes()))
+        packed.setdefault(int8[weights.buffer], weights.buffer)
+        weights.buffer, weights.int4 = int8[weights.buffer], False
+    compilation = Compilation(model)
+    match_pass(compilation)
+    fuse_pass(compilation)
+    for weights in filters:
+        weights.buffer, weights.int4 = packed[weights.buffer], True
+    plan_pass(compilation)
+    return Compiled(ir.write(model), compilation.blocks, compilation.fusion, compilation.plan)

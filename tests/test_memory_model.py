@@ -4,13 +4,16 @@ Exact, to the byte: the unfused graph's planned buffers (hence TFLM's non-persis
 its tensor/operator/constant counts, the fused plan (`compile_model(...).plan.size`), the
 compiled model's counts and MCUF options, and (with TFLM_ROOT) the fused model's whole arena
 in the host runner. Fitted: the unfused persistent tail and both flash sizes, held to the
-bounds the module states.
+bounds the module states. With 4-bit weights (packed INT4, issue 19) the same on INT4 exports of
+every preset, the compiled model being `supernets.int4_compiled`'s.
 """
+import dataclasses
 import random
 import time
 
 import numpy as np
 import pytest
+from supernets import int4_compiled
 
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.memory import report as memory_report
@@ -58,7 +61,8 @@ def _real_counts(graph, raw):
                        if op.opcode == "BATCH_MATMUL" and not op.options["adj_y"]),
         weights=flash.weights, biases=flash.biases, other_constants=flash.other_constants,
         quantized=sum(t.quantization.scale.size for t in graph.tensors
-                      if t.quantization is not None))
+                      if t.quantization is not None),
+        unpacked=sum(graph.tensors[op.inputs[1]].int4 for op in ops if op.opcode in ("FULLY_CONNECTED", "CONV_2D")))
 
 
 def _real_fused_counts(compiled: bytes) -> dict:
@@ -259,3 +263,88 @@ def test_qat_exports_match_the_default_form(digits_int8_models, tmp_path):
             fused = tmp_path / "fused.tflite"
             fused.write_bytes(compiled.model_bytes)
             assert estimate.fused.arena == run_host(fused, None, 1 << 25)[1], config.describe()
+
+
+# -- 4-bit weights (packed INT4) ----------------------------------------------------------------
+INT4_EXPORTS = 10  # per preset
+
+
+def _check_int4_export(config, raw, converted=True):
+    """What `memory_of` says of a subnet with 4-bit weights against its INT4 export (QAT form):
+    the unfused plan (stock TFLM's unpacking scratch included), counts and non-persistent arena
+    exact, the flash of both models within the QAT fits (the unfused file's where the converter
+    wrote it: `converted`); the fused model's plan and counts exact."""
+    assert config.weight_bits == 4
+    graph = read_model(raw)
+    filters = [graph.tensor(op.inputs[1]) for op in graph.operators if op.opcode in ("FULLY_CONNECTED", "CONV_2D")]
+    assert filters and all(t.int4 for t in filters)
+    form, estimate = QAT._replace(weight_bits=4), memory_of(config)
+    assert _shape(unfused_net(config, form).buffers()) == _shape(arena_plan.planned_buffers(graph))
+    assert estimate.unfused.non_persistent == memory_report.memory_report(raw).peak
+    assert graph_counts(config, form) == _real_counts(graph, raw)
+    assert not converted or abs(estimate.unfused.flash - len(raw)) <= QAT_FLASH_TOLERANCE, (
+        estimate.unfused.flash, len(raw))
+    compiled = int4_compiled(raw)
+    assert len(compiled.fusion.fused) == 1 + 2 * config.depth
+    assert estimate.fused.non_persistent == compiled.plan.size
+    counts = fused_graph_counts(config, form)
+    assert {name: getattr(counts, name) for name in ("tensors", "operators", "data", "quantized", "options")} == \
+        _real_fused_counts(compiled.model_bytes)
+    assert abs(estimate.fused.flash - len(compiled.model_bytes)) <= QAT_FLASH_TOLERANCE, (
+        estimate.fused.flash, len(compiled.model_bytes))
+    int8 = memory_of(dataclasses.replace(config, weight_bits=8))
+    assert estimate.fused.flash < int8.fused.flash and estimate.unfused.flash < int8.unfused.flash
+    return estimate, compiled
+
+
+def test_the_int4_twin_of_a_qat_export_matches(digits_int8_models):
+    """In `make test`: a QAT export's filters moved onto the 4-bit grid (per tensor in the linear
+    layers, per channel in the patch embedding, as `export --weight-bits 4` quantises them) and
+    packed; everything but the unfused file's size, which the compiler's writer (not the
+    converter) wrote here."""
+    from supernets import on_int4_grid
+
+    from mcuformer_tf.compiler.int4_weights import pack_int4_model
+
+    config, raw = digits_int8_models[0]
+    _check_int4_export(dataclasses.replace(config, weight_bits=4), pack_int4_model(on_int4_grid(raw)),
+                       converted=False)
+
+
+@pytest.mark.slow  # a conversion each: about 30 s
+@pytest.mark.parametrize("seed", range(INT4_EXPORTS))
+def test_digits_int4_exports_match(digits_int4_model, seed):
+    _check_int4_export(*digits_int4_model(seed))
+
+
+@pytest.fixture(scope="module")
+def deit_int4_tflite():
+    """(preset, index) -> (its index-th random SubnetConfig at 4 bits, its INT4 .tflite): the QAT
+    model of a subnet of a perturbed fresh supernet of the preset, calibrated on random images and
+    converted (the converter writes the 4-bit kernels as INT4)."""
+    from supernets import perturbed_supernet
+
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.quantize.convert import to_int8_tflite
+    from mcuformer_tf.quantize.qat import quantize_subnet
+
+    supernets = {}
+
+    def tflite_of(preset, index):
+        if preset not in supernets:
+            supernets[preset] = perturbed_supernet(SearchSpace.load(preset), 0.05)
+        config = dataclasses.replace(_configs(preset, INT4_EXPORTS, seed=5)[index], weight_bits=4)
+        qat = quantize_subnet(extract_subnet(supernets[preset], config), weight_bits=4)
+        images = np.random.default_rng(index).uniform(
+            0, 1, (4, config.image_size, config.image_size, 3)).astype(np.float32)
+        qat(images, training=True)  # each activation range starts from this batch's
+        return config, to_int8_tflite(qat, images)
+
+    return tflite_of
+
+
+@pytest.mark.slow  # about a minute an export
+@pytest.mark.parametrize("preset", ["deit-tiny-mcu", "deit-tiny-mcu-int4"])
+@pytest.mark.parametrize("index", range(INT4_EXPORTS))
+def test_deit_int4_exports_match(deit_int4_tflite, preset, index):
+    _check_int4_export(*deit_int4_tflite(preset, index))
