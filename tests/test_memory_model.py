@@ -282,6 +282,10 @@ def _check_int4_export(config, raw, converted=True):
     assert _shape(unfused_net(config, form).buffers()) == _shape(arena_plan.planned_buffers(graph))
     assert estimate.unfused.non_persistent == memory_report.memory_report(raw).peak
     assert graph_counts(config, form) == _real_counts(graph, raw)
+    report = memory_report.memory_report(raw)
+    assert report.flash.int4_weights == report.flash.weights == graph_counts(config, form).weights
+    assert f"weights {report.flash.weights:,} (packed INT4: {report.flash.weights:,})" in \
+        memory_report.format_report(report)
     assert not converted or abs(estimate.unfused.flash - len(raw)) <= QAT_FLASH_TOLERANCE, (
         estimate.unfused.flash, len(raw))
     compiled = int4_compiled(raw)
@@ -313,32 +317,41 @@ def test_the_int4_twin_of_a_qat_export_matches(digits_int8_models):
 
 @pytest.mark.slow  # a conversion each: about 30 s
 @pytest.mark.parametrize("seed", range(INT4_EXPORTS))
-def test_digits_int4_exports_match(digits_int4_model, seed):
-    _check_int4_export(*digits_int4_model(seed))
+def test_digits_int4_exports_match(digits_int4_model, seed, tmp_path):
+    """And the wheel's arena (`arena_search`): the head exact, the persistent tail within the fit
+    (one ScratchBufferHandle more per unpacked filter)."""
+    from mcuformer_tf.memory.arena_search import find_arena
+
+    config, raw = digits_int4_model(seed)
+    estimate, _ = _check_int4_export(config, raw)
+    path = tmp_path / "int4.tflite"
+    path.write_bytes(raw)
+    measured = find_arena(path)
+    assert estimate.unfused.non_persistent == measured.non_persistent
+    assert abs(estimate.unfused.persistent - measured.persistent) <= PERSISTENT_TOLERANCE, (
+        estimate.unfused.persistent, measured.persistent)
 
 
 @pytest.fixture(scope="module")
 def deit_int4_tflite():
-    """(preset, index) -> (its index-th random SubnetConfig at 4 bits, its INT4 .tflite): the QAT
-    model of a subnet of a perturbed fresh supernet of the preset, calibrated on random images and
-    converted (the converter writes the 4-bit kernels as INT4)."""
+    """(preset, index) -> (its index-th random SubnetConfig at 4 bits, its INT4 .tflite): a subnet
+    of a perturbed fresh supernet of the preset through `export --weight-bits 4`'s pipeline with no
+    QAT epoch (`calibrated_int8_tflite`; ranges from digits images upscaled to the subnet's size:
+    the shapes, not the values, are what this checks)."""
     from supernets import perturbed_supernet
 
+    from mcuformer_tf.nas.data import load_digits
     from mcuformer_tf.nas.extract import extract_subnet
-    from mcuformer_tf.quantize.convert import to_int8_tflite
-    from mcuformer_tf.quantize.qat import quantize_subnet
+    from mcuformer_tf.quantize.export import calibrated_int8_tflite
 
-    supernets = {}
+    supernets, data = {}, load_digits(32)
 
     def tflite_of(preset, index):
         if preset not in supernets:
             supernets[preset] = perturbed_supernet(SearchSpace.load(preset), 0.05)
         config = dataclasses.replace(_configs(preset, INT4_EXPORTS, seed=5)[index], weight_bits=4)
-        qat = quantize_subnet(extract_subnet(supernets[preset], config), weight_bits=4)
-        images = np.random.default_rng(index).uniform(
-            0, 1, (4, config.image_size, config.image_size, 3)).astype(np.float32)
-        qat(images, training=True)  # each activation range starts from this batch's
-        return config, to_int8_tflite(qat, images)
+        model = extract_subnet(supernets[preset], config)
+        return config, calibrated_int8_tflite(model, data, count=4, weight_bits=4)
 
     return tflite_of
 
