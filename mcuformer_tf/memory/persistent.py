@@ -8,8 +8,9 @@ ops have none), then 16-aligned kernel buffers: each op's OpData (sizeof of the 
 MCUF_ATTENTION 752, MCUF_MLP 768; TFLM's for the head's MEAN, SUB, MUL, ADD, RSQRT,
 FULLY_CONNECTED) and, per FULLY_CONNECTED layer inside an MCUF op, the patch embedding and the
 head, a multiplier and a shift per output channel; one ScratchBufferHandle (8 B) per scratch
-request. `fused_persistent` adds those up from the counts (`counts.fused_graph_counts`; the
-alignment simulated); what does not depend on the config (the allocator and planner objects, the
+request (with INT4 weights one more: the head's FULLY_CONNECTED unpacks its filter).
+`fused_persistent` adds those up from the counts (`counts.fused_graph_counts`; the alignment
+simulated); what does not depend on the config (the allocator and planner objects, the
 interpreter's input/output TfLiteTensors, the patch embedding's OpData and its and the MEANs'
 scratch handles) is the one measured constant FUSED_PERSISTENT_FIXED, which
 `tools/fit_fused_memory.py` prints (a single value over every measured model). Per-channel kernels
@@ -40,10 +41,12 @@ PERSISTENT_FIT = (498.729, 44.933, 196.796, -31.128, 8.057, 0.999)
 
 
 def unfused_persistent(counts: GraphCounts) -> int:
-    """The wheel's persistent tail for the exported model: PERSISTENT_FIT on its counts."""
+    """The wheel's persistent tail for the exported model: PERSISTENT_FIT on its counts, and a
+    ScratchBufferHandle per INT4 filter TFLM unpacks into scratch (`unpacked`)."""
     features = (1, counts.tensors, counts.operators, counts.operands, counts.channels,
                 counts.transposed)
-    return align(round(sum(c * f for c, f in zip(PERSISTENT_FIT, features))))
+    return align(round(sum(c * f for c, f in zip(PERSISTENT_FIT, features)))
+                 + TFLM_HOST_SIZES["scratch_handle"] * counts.unpacked)
 
 
 # The fused model's persistent tail in the host runner: TFLM tree 90b983c2 built for 64-bit x86
@@ -95,5 +98,6 @@ def fused_persistent(counts: FusedCounts, fixed: int = FUSED_PERSISTENT_FIXED) -
     blocks = counts.blocks * (2 * sizes["scratch_handle"] + align(sizes["MCUF_ATTENTION"])
                               + align(sizes["MCUF_MLP"]))
     head_channels = 2 * align(4 * counts.classes)  # FULLY_CONNECTED's multipliers and shifts
+    unpacking = sizes["scratch_handle"] * counts.unpacked  # the head's INT4 filter's scratch request
     return (fixed + arrays + _head_tail(arrays % ALIGNMENT, counts.trained) + blocks
-            + counts.channel_arrays + head_channels)
+            + counts.channel_arrays + head_channels + unpacking)
