@@ -55,8 +55,8 @@ TFLM_HOST_SIZES = {
     "eval_tensor": 24,  # TfLiteEvalTensor, one per tensor, one array (8-byte aligned)
     "node": 64,  # NodeAndRegistration, one per operator, one array (8-byte aligned)
     "scratch_handle": 8,  # ScratchBufferHandle, one per scratch request, one array
-    "MCUF_ATTENTION": 752,  # the glue's OpData: mcuf_attention_params and three ints
-    "MCUF_MLP": 768,  # mcuf_mlp_params and three ints
+    "MCUF_ATTENTION": 784,  # the glue's OpData: mcuf_attention_params and three ints
+    "MCUF_MLP": 800,  # mcuf_mlp_params and three ints
 }
 # Per builtin of the head: (OpData bytes, parsed builtin options (bytes, alignment)).
 TFLM_HOST_BUILTINS = {
@@ -68,7 +68,7 @@ _AFFINE_OPS = ("MUL", "ADD")
 # What does not depend on the config: TFLM's allocator, planner and builtin-data allocator, the
 # interpreter's input and output TfLiteTensors, MCUF_PATCH_EMBED's OpData, the scratch handles
 # of the patch embedding and the head's MEANs (measured: `python tools/fit_fused_memory.py`).
-FUSED_PERSISTENT_FIXED = 704
+FUSED_PERSISTENT_FIXED = 720
 
 
 def _tail_bytes(allocations) -> int:
