@@ -34,7 +34,7 @@ demo: install toolchain
 	$(BIN)/mcuformer-tf demo --out runs/demo
 
 test: install toolchain
-	$(BIN)/python -m pytest -q -rs -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs --durations=25 -m "not slow" $(PYTEST_ARGS)
 
 # Includes the slow tests (the demo's accuracy targets: about 8 minutes more).
 test-all: install toolchain

@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from mcuformer_tf.nas.data import load_digits
@@ -78,8 +79,10 @@ def test_a_killed_run_resumes_without_losing_finished_epochs(tmp_path):
     assert sorted(os.listdir(out / "checkpoints"))[-1].startswith("ckpt-3")
 
 
+@pytest.mark.slow
 def test_one_seed_trains_one_supernet(tmp_path, digits_space):
-    """Op determinism: two runs of one seed end with equal losses, accuracies and weights."""
+    """Op determinism: two runs of one seed end with equal losses, accuracies and weights (make
+    test-all; make test keeps test_qat_recipe's one-seed check of the same seeding)."""
     digits = load_digits(32)
     data = dataclasses.replace(digits, train=digits.train.take(256), train_count=256)  # 2 steps
     results = []

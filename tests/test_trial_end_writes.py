@@ -47,3 +47,21 @@ def test_an_interrupted_trial_is_drawn_again_and_no_finished_one_reruns(digits_s
     assert (redrawn.trial_id, redrawn.hyperparameters.values) == (
         running.trial_id, running.hyperparameters.values)
     assert redrawn.metrics.get_last_value("arena") == running.metrics.get_last_value("arena")
+
+
+def test_a_save_killed_before_its_rename_leaves_the_previous_state(digits_space, monkeypatch, tmp_path):
+    oracle = make_oracle("random", digits_space, Budget(resolve_target("custom", "48KiB", "1MiB")),
+                         max_trials=5, seed=5)
+    oracle._set_project_dir(str(tmp_path), "p")
+    oracle.verbose = 0
+    _finish(oracle, oracle.create_trial("tuner0"), digits_space)
+    saved = (tmp_path / "p" / "oracle.json").read_text()
+
+    def killed(*args):
+        raise KeyboardInterrupt  # the process dies with the new state in the temp file only
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _finish(oracle, oracle.create_trial("tuner0"), digits_space)
+    assert (tmp_path / "p" / "oracle.json").read_text() == saved
+    assert not (tmp_path / "p" / "trial_01" / "trial.json").exists()

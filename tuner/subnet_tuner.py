@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 
 from keras_tuner.engine import base_tuner
 
 from mcuformer_tf.nas.data import ImageData
 from mcuformer_tf.nas.evaluation import EVAL_BATCH, accuracy, traced_predict
+from mcuformer_tf.nas.run_dir import write_json_atomic
 from mcuformer_tf.nas.search_space import SubnetConfig
 from mcuformer_tf.nas.supernet import Supernet
 from tuner.hyperparameters import config_from_values
@@ -92,6 +94,12 @@ class SubnetTuner(base_tuner.BaseTuner):
         # The tuner's state file is what makes a rerun reload the project: write it (and the
         # oracle's) before the first trial. Its state never changes, so it is written only here.
         self.save()
+
+    def save(self):
+        """BaseTuner's save, the tuner's state file written atomically (as the oracle's is)."""
+        if not self._is_worker():
+            self.oracle.save()
+        write_json_atomic(Path(self._get_tuner_fname()), self.get_state())
 
     def on_trial_end(self, trial):
         # As BaseTuner's, less its writes of the tuner's and the oracle's state: the oracle
