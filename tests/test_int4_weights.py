@@ -173,3 +173,37 @@ def test_the_latency_estimate_leaves_int4_models_alone(models):
 
     grid, packed = models[0]
     assert model_shape(packed) is None and model_shape(grid) is not None
+
+
+def test_a_4_bit_linear_kernel_takes_the_clip_with_the_least_error():
+    """max|w| of a kernel with one outlier leaves most of the 15 levels empty: the range kept is the
+    clip whose grid is closest to the kernel, and inference uses it as stored. 8-bit kernels and
+    the per-channel patch embedding keep tfmot's max|w| (LastValueQuantizer)."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from mcuformer_tf.quantize.qat import CLIP_FRACTIONS, ClippedKernelQuantizer, KernelQuantizeConfig, quantizers
+
+    kernel = np.random.default_rng(0).normal(0, 0.02, (64, 48)).astype(np.float32)
+    kernel[0, 0] = 0.2
+    layer = keras.layers.Dense(1)
+    layer.build((None, 1))
+    quantizer = ClippedKernelQuantizer(4)
+    ranges = quantizer.build(kernel.shape, "kernel", layer)
+    fake = quantizer(tf.constant(kernel), True, ranges).numpy()
+    clip = float(ranges["max_var"].numpy())
+    assert float(ranges["min_var"].numpy()) == -clip and clip < 0.5 * 0.2
+
+    def error(c):
+        step = c / 7
+        return float(np.mean((np.clip(np.round(kernel / step), -7, 7) * step - kernel) ** 2))
+
+    assert np.isclose(np.mean((fake - kernel) ** 2), error(clip), rtol=1e-3)
+    assert error(clip) <= min(error(f * 0.2) for f in CLIP_FRACTIONS) * (1 + 1e-4)
+    assert error(clip) < error(0.2) / 4
+    assert np.array_equal(quantizer(tf.constant(kernel), False, ranges).numpy(), fake)
+    kinds = {(per_axis, bits): type(KernelQuantizeConfig(per_axis, bits).get_weights_and_quantizers(layer)[0][1])
+             for per_axis in (False, True) for bits in (8, 4)}
+    last_value = quantizers.LastValueQuantizer
+    assert kinds == {(False, 4): ClippedKernelQuantizer, (False, 8): last_value, (True, 4): last_value,
+                     (True, 8): last_value}
