@@ -345,12 +345,13 @@ def test_digits_int4_exports_match(digits_int4_model, seed, tmp_path):
 def deit_int4_tflite():
     """(preset, index) -> (its index-th random SubnetConfig at 4 bits, its INT4 .tflite): a subnet
     of a perturbed fresh supernet of the preset through `export --weight-bits 4`'s pipeline with no
-    QAT epoch (`calibrated_int8_tflite`; ranges from digits images upscaled to the subnet's size:
-    the shapes, not the values, are what this checks)."""
+    QAT epoch (`calibrated_int8_tflite`; ranges from digits images upscaled to the subnet's size,
+    one calibration batch, not export's 40: the shapes, not the values, are what this checks)."""
     from supernets import perturbed_supernet
 
     from mcuformer_tf.nas.data import load_digits
     from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.quantize import qat_recipe
     from mcuformer_tf.quantize.export import calibrated_int8_tflite
 
     supernets, data = {}, load_digits(32)
@@ -360,7 +361,9 @@ def deit_int4_tflite():
             supernets[preset] = perturbed_supernet(SearchSpace.load(preset), 0.05)
         config = dataclasses.replace(_configs(preset, INT4_EXPORTS, seed=5)[index], weight_bits=4)
         model = extract_subnet(supernets[preset], config)
-        return config, calibrated_int8_tflite(model, data, count=4, weight_bits=4)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(qat_recipe, "CALIBRATION_BATCHES", 1)
+            return config, calibrated_int8_tflite(model, data, count=4, weight_bits=4)
 
     return tflite_of
 
