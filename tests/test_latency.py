@@ -1,6 +1,6 @@
 """The latency model: its trip counts follow the kernels' loops (int8 and INT4 weights), it reads a
 .tflite as the config it came from, and (test-all, with TFLM) it is within 5% of whole inferences of
-random deit-tiny-mcu first blocks as firmware on the emulated Cortex-M7."""
+random deit-tiny-mcu first blocks as firmware on the emulated Cortex-M7, with int8 and INT4 weights."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +12,7 @@ import pytest
 from mcuformer_tf.board import deploy, latency, targets
 from mcuformer_tf.board.latency_shape import model_shape
 from mcuformer_tf.memory.form import FRESH_FLOAT, QAT
-from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
+from mcuformer_tf.nas.search_space import SearchSpace
 
 BOUND = 0.05  # the model's stated bound (tools/fit_latency_model.py prints its worst error)
 
@@ -85,24 +85,51 @@ def test_more_work_takes_more_instructions(digits_space):
     assert latency.instructions(finer) > 3 * base
 
 
+def _firmware_instructions(model: bytes, folder) -> int:
+    """One whole inference of `model`'s fused form as firmware on the emulated Cortex-M7."""
+    from mcuformer_tf.compiler.pipeline import compile_model
+
+    path = folder / "fused.tflite"
+    path.write_bytes(compile_model(model).model_bytes)
+    plan = deploy.plan(path, targets.EMULATOR, 3 << 20)
+    deploy.write(plan, path, folder / "firmware", np.zeros(plan.input.shape, np.int8))
+    return deploy.build_and_run(folder / "firmware", plan.output.nbytes, 1800).instructions
+
+
+def _random_first_blocks(space: SearchSpace, count: int, seed: int, weight_bits: int = 8) -> list:
+    """tools/fit_latency_model.py's check sets: the first block of `count` random subnets."""
+    rng = random.Random(seed)
+    return [dataclasses.replace(c, depth=1, num_heads=c.num_heads[:1], mlp_ratio=c.mlp_ratio[:1],
+                                weight_bits=weight_bits) for c in (space.sample(rng) for _ in range(count))]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(deploy.m7_library_missing() is not None, reason=str(deploy.m7_library_missing()))
 def test_within_five_percent_of_random_deit_first_blocks_as_firmware(tmp_path):
-    from mcuformer_tf.compiler.pipeline import compile_model
     from mcuformer_tf.quantize import first_blocks
 
     space = SearchSpace.load(first_blocks.SPACE)
     supernet = first_blocks.fresh_supernet(space)
-    rng = random.Random(202)  # tools/fit_latency_model.py's check set
+    errors = [latency.instructions(config, FRESH_FLOAT) /
+              _firmware_instructions(first_blocks.converted_model(supernet, config), tmp_path) - 1
+              for config in _random_first_blocks(space, 10, 202)]
+    assert max(map(abs, errors)) <= BOUND, errors
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(deploy.m7_library_missing() is not None, reason=str(deploy.m7_library_missing()))
+def test_within_five_percent_of_random_int4_deit_first_blocks_as_firmware(tmp_path):
+    from mcuformer_tf.compiler.int4_weights import pack_int4_model
+    from mcuformer_tf.nas.data import load_digits
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.quantize import first_blocks
+    from mcuformer_tf.quantize.export import calibrated_int8_tflite
+
+    space = SearchSpace.load(first_blocks.SPACE)
+    supernet, data = first_blocks.fresh_supernet(space), load_digits(32)
     errors = []
-    for _ in range(10):
-        sampled = space.sample(rng)
-        config = SubnetConfig(sampled.image_size, sampled.patch_size, sampled.rank_ratio, sampled.embed_dim, 1,
-                              sampled.num_heads[:1], sampled.mlp_ratio[:1], sampled.num_classes)
-        path = tmp_path / "fused.tflite"
-        path.write_bytes(compile_model(first_blocks.converted_model(supernet, config)).model_bytes)
-        plan = deploy.plan(path, targets.EMULATOR, 3 << 20)
-        deploy.write(plan, path, tmp_path / "firmware", np.zeros(plan.input.shape, np.int8))
-        measured = deploy.build_and_run(tmp_path / "firmware", plan.output.nbytes, 1800).instructions
-        errors.append(latency.instructions(config, FRESH_FLOAT) / measured - 1)
+    for config in _random_first_blocks(space, 4, 707, weight_bits=4):  # export --weight-bits 4's form
+        model = pack_int4_model(calibrated_int8_tflite(extract_subnet(supernet, config), data, count=16,
+                                                       weight_bits=4))
+        errors.append(latency.instructions(config) / _firmware_instructions(model, tmp_path) - 1)
     assert max(map(abs, errors)) <= BOUND, errors
