@@ -36,7 +36,9 @@ demo: install toolchain
 test: install toolchain
 	$(BIN)/python -m pytest -q -rs --durations=25 -m "not slow" $(PYTEST_ARGS)
 
-# Includes the slow tests (the demo's accuracy targets: about 8 minutes more).
+# Includes the slow tests: the demo's accuracy targets, the multi-seed, multi-worker and fuzz
+# runs, the memory model on 10 exports per preset (deit-tiny-mcu ones take minutes each): hours
+# on 2 cores, not minutes.
 test-all: install toolchain
 	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
 

@@ -20,7 +20,7 @@ import click
 from mcuformer_tf.board.targets import TARGETS
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.nas.data_spec import check_data_spec
-from mcuformer_tf.nas.search_space import PRESETS, SearchSpace
+from mcuformer_tf.nas.search_space import PRESETS, WEIGHT_BITS, SearchSpace
 from mcuformer_tf.nas.train_settings import (
     PRECISIONS,
     RECIPES,
@@ -255,12 +255,29 @@ def evaluate(run_path, config_specs):
     _evaluate(run_path, config_specs)
 
 
-def _export(run_path, config_spec, qat_epochs, output, seed):
+def _int4_packed(model_bytes: bytes) -> bytes:
+    """`export --weight-bits 4`'s last step: the model as the converter wrote it where every linear
+    and patch-embedding filter is INT4 already (the file the memory model's flash fits count), else
+    rewritten by the compiler's packer, which packs the rest or refuses a filter by name."""
+    from mcuformer_tf.compiler import ir
+    from mcuformer_tf.compiler.int4_weights import int4_filters, pack_int4_model
+
+    if all(weights.int4 for _, weights in int4_filters(ir.read(model_bytes))):
+        return model_bytes
+    return pack_int4_model(model_bytes)
+
+
+def _export(run_path, config_spec, qat_epochs, output, seed, weight_bits=None):
+    from dataclasses import replace
+
     from mcuformer_tf.nas.run_dir import RunDir
 
     run = RunDir(run_path)
     space = run.space()
     config = space.resolve_config(config_spec)
+    if weight_bits is not None:
+        config = replace(config, weight_bits=weight_bits)
+    weight_bits = config.weight_bits
     from mcuformer_tf.nas.data import load_data
     from mcuformer_tf.nas.training import load_supernet
     from mcuformer_tf.quantize.export import export_subnet
@@ -268,8 +285,9 @@ def _export(run_path, config_spec, qat_epochs, output, seed):
 
     supernet = load_supernet(run)
     data = load_data(run.spec()["data"], max(space.image_size))
-    click.echo(f"export {config.describe()}: {qat_epochs} QAT epochs")
-    result = export_subnet(supernet, config, data, output, QatRecipe(epochs=qat_epochs), seed=seed)
+    click.echo(f"export {config.describe()}: {qat_epochs} QAT epochs, {weight_bits}-bit weights")
+    result = export_subnet(supernet, config, data, output, QatRecipe(epochs=qat_epochs, weight_bits=weight_bits),
+                           seed=seed, finish=_int4_packed if weight_bits == 4 else None)
     click.echo(f"QAT fine-tune: {result.fine_tune}")
     click.echo(result.summary())
     return result
@@ -283,17 +301,26 @@ def _export(run_path, config_spec, qat_epochs, output, seed):
 @click.option("--qat-epochs", type=click.IntRange(min=0), default=DEMO_QAT_EPOCHS,
               show_default=True,
               help="Quantisation-aware fine-tuning epochs (0: calibrate only).")
+@click.option("--weight-bits", type=click.Choice(["8", "4"]), default=None,
+              help="The linear and patch-embedding weights' grid (symmetric, narrow range); 4 stores them "
+                   "as packed INT4 tensors, half the flash. Activations stay 8-bit.  [default: the "
+                   "config's weight_bits (what tune chose), else 8]")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The int8 .tflite to write.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def export(run_path, config_spec, qat_epochs, output, seed):
+def export(run_path, config_spec, qat_epochs, weight_bits, output, seed):
     """Extract a subnet, fine-tune it quantisation-aware and write an int8 .tflite for TFLM."""
-    _export(run_path, config_spec, qat_epochs, output, seed)
+    _export(run_path, config_spec, qat_epochs, output, seed, None if weight_bits is None else int(weight_bits))
+
+
+WEIGHT_BITS_CHOICES = {"8": (8,), "4": (4,), "search": WEIGHT_BITS}
 
 
 def _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_space=False, latency=None,
-          clock=None):
+          clock=None, weight_bits=None):
     """Check the budget and the run, then search; returns the TuneResult."""
+    from dataclasses import replace
+
     from mcuformer_tf.nas.run_dir import RunDir
     from tuner.budget import Budget, check_space_fits, parse_clock, parse_duration, resolve_target
 
@@ -301,11 +328,12 @@ def _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_spac
                     None if latency is None else parse_duration(latency),
                     None if clock is None else parse_clock(clock))
     run = RunDir(run_path)
-    check_space_fits(run.space(), budget)
+    space = run.space() if weight_bits is None else replace(run.space(), weight_bits=WEIGHT_BITS_CHOICES[weight_bits])
+    check_space_fits(space, budget)
     from tuner.search import format_table, role, tune
 
     try:
-        result = tune(run, budget, out, settings, evolve_space=evolve_space, log=click.echo)
+        result = tune(run, budget, out, settings, space=space, evolve_space=evolve_space, log=click.echo)
     except KeyboardInterrupt:
         click.echo(f"interrupted: the finished trials are kept in {out}; rerun the same command "
                    "to resume", err=True)
@@ -358,16 +386,20 @@ def _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_spac
 @click.option("--evolve-space", is_flag=True,
               help="First evolve the space over rank ratio and patch size (MCUFormer), then "
                    "search the evolved space.")
+@click.option("--weight-bits", type=click.Choice(list(WEIGHT_BITS_CHOICES)), default=None,
+              help="Weights of the subnets searched: int8, packed INT4 (half the flash a weight), or search "
+                   "both (a hyperparameter; a subnet is scored on its float accuracy at either width).  "
+                   "[default: the space's weight_bits, 8 unless its file says otherwise]")
 def tune_command(run_path, target, sram, flash, latency, clock, memory_plan, algorithm, trials, out, seed,
                  population, parents, mutation_prob, crossover_prob, fine_tune_steps,
-                 evolve_space):
+                 evolve_space, weight_bits):
     """Search a trained supernet for the most accurate subnets that fit a board's memory (and latency)."""
     settings = TuneSettings(algorithm=algorithm, trials=trials, seed=seed, population=population,
                             parents=parents, mutation_prob=mutation_prob,
                             crossover_prob=crossover_prob, fine_tune_steps=fine_tune_steps)
     if parents > population:
         raise McuformerError(f"--parents {parents} exceeds --population {population}")
-    _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_space, latency, clock)
+    _tune(run_path, target, sram, flash, memory_plan, out, settings, evolve_space, latency, clock, weight_bits)
 
 
 @main.command()
@@ -595,7 +627,8 @@ def _latency_estimate(model_bytes: bytes, target_name: str = "stm32f746", measur
               default=Path("build/kernel_test"), show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input image.")
 def kernel_test_command(model, target_name, portable, build_dir, seed):
-    """Run every MCUF kernel of MODEL (unfused int8) on the target's emulated core against the host build."""
+    """Run every MCUF kernel of MODEL (unfused int8, int8 or INT4 weights) on the target's emulated core against
+    the host build."""
     import numpy as np
 
     from mcuformer_tf.board import kernel_test, targets

@@ -11,7 +11,12 @@ from mcuformer_tf.nas.search_space import PRESETS, SearchSpace  # noqa: E402
 TRAINED_EPOCHS = 5
 
 
-@pytest.fixture(scope="session", params=PRESETS)
+# deit-tiny-mcu-int4 is deit-tiny-mcu with lower rank ratios and 4-bit weights: the deit case covers
+# its supernet and graphs (test_search_space loads and samples every preset).
+SPACE_FIXTURE_PRESETS = tuple(p for p in PRESETS if p != "deit-tiny-mcu-int4")
+
+
+@pytest.fixture(scope="session", params=SPACE_FIXTURE_PRESETS)
 def space(request):
     return SearchSpace.load(request.param)
 
@@ -44,8 +49,9 @@ def trained_run(tmp_path_factory):
     return run
 
 
-def _export_int8_subnets(run_path, seeds):
-    """[(seed, model bytes)]: the export pipeline without QAT epochs, one subnet per seed."""
+def _export_int8_subnets(run_path, seeds, weight_bits=8):
+    """[(seed, model bytes)]: the export pipeline without QAT epochs, one subnet per seed, its weights
+    on a `weight_bits` grid (4: packed INT4, as the converter writes them)."""
     import random
 
     from mcuformer_tf.nas.data import load_digits
@@ -57,7 +63,7 @@ def _export_int8_subnets(run_path, seeds):
     run = RunDir(run_path)
     space, supernet, data = run.space(), load_supernet(run), load_digits(32)
     return [(seed, calibrated_int8_tflite(extract_subnet(supernet, space.sample(random.Random(seed))),
-                                          data, count=64))
+                                          data, count=64, weight_bits=weight_bits))
             for seed in seeds]
 
 
@@ -79,6 +85,25 @@ def digits_int8_models(trained_run):
                           [range(0, 10, 2), range(1, 10, 2)])
         by_seed = dict(model for half in halves for model in half)
     return [(space.sample(random.Random(seed)), by_seed[seed]) for seed in range(10)]
+
+
+@pytest.fixture(scope="session")
+def digits_int4_model(trained_run):
+    """A function: seed -> (SubnetConfig with 4-bit weights, its .tflite bytes): the digits subnet
+    `space.sample(random.Random(seed))` exported as `digits_int8_models` are, with packed INT4
+    weights (`export --weight-bits 4` without QAT epochs); each converted once per session."""
+    import dataclasses
+    import random
+
+    space, models = trained_run.space(), {}
+
+    def model_of(seed):
+        if seed not in models:
+            (_, raw), = _export_int8_subnets(str(trained_run.path), [seed], weight_bits=4)
+            models[seed] = dataclasses.replace(space.sample(random.Random(seed)), weight_bits=4), raw
+        return models[seed]
+
+    return model_of
 
 
 def _int8_tflite_factory(space, folder, perturbation: float = 0.0):

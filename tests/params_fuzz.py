@@ -3,9 +3,9 @@ in a child process on the ASan+UBSan libmcuf: `python params_fuzz.py CASES SEED`
 
 Each case builds an MLP, attention or patch-embedding struct whose every field is drawn within the
 range mcuf/params_check.h documents (small sizes, random offsets, multipliers, shifts, per-channel
-arrays, optional pointers NULL or not), then, in most cases, sets one to three fields to extreme
-values (0, -1, INT32_MIN/MAX, 2^16, a shift of 100, ...) or a required pointer to NULL. Every
-pointer is then bound to a buffer of exactly the size the (mutated) struct states, tokens and
+arrays, int8 or packed INT4 weights, optional pointers NULL or not), then, in most cases, sets one
+to three fields to extreme values (0, -1, INT32_MIN/MAX, 2^16, a shift of 100, ...) or a required
+pointer to NULL. Every pointer is then bound to a buffer of exactly the size the (mutated) struct states, tokens and
 scratch too (scratch: *_get_buffer_size bytes), or to a 4-byte buffer where the check refuses the
 struct, so any read or write the kernel makes beyond what its struct promises is an ASan report;
 cases whose buffers would exceed MAX_BYTES, or whose work MAX_MACS, are only checked and sized. Prints one JSON line of
@@ -48,7 +48,7 @@ def _activation(rng, struct):
 
 def _fc(rng, output_depth, keep):
     fc = kp.FcParams(_offset(rng), rng.choice([0, _offset(rng)]), _zero_point(rng), 0, 0, _multiplier(rng),
-                     rng.randint(-31, 30))
+                     rng.randint(-31, 30), weight_bits=rng.choice([8, 4]))
     _activation(rng, fc)
     if rng.random() < 0.3:
         fc.multipliers = kp.int32_array([_multiplier(rng) for _ in range(output_depth)], keep)  # bound later
@@ -213,10 +213,15 @@ def bind_channels(kind, p, buffers: Buffers, rng):
             _bind_fc(linear.layers[i].params, linear.layers[i].output_depth, buffers, rng)
 
 
+def _weight_bytes(fc: kp.FcParams, count: int) -> int:
+    """Bytes of `count` weights of fc's width: packed INT4 two a byte."""
+    return (count + 1) // 2 if fc.weight_bits == 4 else count
+
+
 def _bind_linear(linear: kp.Linear, buffers: Buffers, rng, bias: bool):
     for i in range(min(max(linear.num_layers, 0), 2)):
         layer = linear.layers[i]
-        layer.weights = kp.p8(buffers.int8(layer.output_depth * layer.input_depth))
+        layer.weights = kp.p8(buffers.int8(_weight_bytes(layer.params, layer.output_depth * layer.input_depth)))
         if bias and rng.random() < 0.7:
             layer.bias = buffers.int32(layer.output_depth, INT32_MIN, INT32_MAX)
 
@@ -225,7 +230,7 @@ def bind(kind, p, nulls: set, buffers: Buffers, rng):
     """Points every pointer but the per-channel arrays at a buffer of the size p states (MemoryError
     when too large)."""
     if kind == "patch_embed":
-        p.weights = kp.p8(buffers.int8(p.depth * p.patch * p.patch * p.channels))
+        p.weights = kp.p8(buffers.int8(_weight_bytes(p.conv, p.depth * p.patch * p.patch * p.channels)))
         p.bias = buffers.int32(p.depth, INT32_MIN, INT32_MAX) if rng.random() < 0.7 else None
         tokens = (p.image_height // max(p.patch, 1)) * (p.image_width // max(p.patch, 1))
         p.position_table = kp.p8(buffers.int8(tokens * p.depth))

@@ -2,6 +2,8 @@
 and bytes, not accuracy."""
 import numpy as np
 
+from mcuformer_tf.compiler.int4_weights import onto_int4_grid as on_int4_grid  # noqa: F401 (tests import it here)
+
 
 def perturbed_supernet(space, std: float = 0.05, seed: int = 0):
     """A built supernet of `space`, initialised from `seed`, with every weight moved by normal noise

@@ -1,4 +1,5 @@
 """`mcuformer-tf tune`: one-line errors, a search within budget, resume after SIGINT and SIGKILL."""
+import dataclasses
 import json
 import os
 import signal
@@ -205,3 +206,29 @@ def test_best_subnet_measured_in_tflm_stays_within_budget(trained_run, tmp_path)
     assert model.stat().st_size + target.runtime_flash <= target.flash
     compiled = compile_model(model.read_bytes())
     assert compiled.plan.size == memory_of(best).fused.non_persistent
+
+
+def test_tune_at_4_bits_puts_them_in_the_best_config_and_export_reads_them(trained_run, tmp_path):
+    out = tmp_path / "t"
+    result = run_cli("tune", "--supernet", trained_run.path, "--out", out, *BUDGET, "--weight-bits", "4",
+                     "--trials", "2", "--population", "2", "--parents", "1")
+    assert result.exit_code == 0, result.output
+    best = SubnetConfig.load(out / "best_config.json")
+    assert best.weight_bits == 4 and f"{best.describe()}" in result.stdout and " w4" in best.describe()
+    assert json.loads((out / "tune.json").read_text())["space"]["weight_bits"] == [4]
+    space, budget = dataclasses.replace(trained_run.space(), weight_bits=(4,)), Budget(resolve_target(*BUDGET[1::2]))
+    for _, values, _, metrics in _trials(out).values():
+        assert values["weight_bits"] == 4 and budget.check(config_from_values(space, values)).metrics() == metrics
+    assert_one_line_error(run_cli("tune", "--supernet", trained_run.path, "--out", out, *BUDGET, "--trials", "2",
+                                  "--population", "2", "--parents", "1"),
+                          "holds a search with other settings (space differ)")
+
+
+@pytest.mark.slow  # an export: a minute
+def test_export_takes_the_tuned_weight_bits(trained_run, tmp_path):
+    config = dataclasses.replace(trained_run.space().smallest(), weight_bits=4)
+    config.save(tmp_path / "c.json")
+    result = run_cli("export", "--supernet", trained_run.path, "--config", tmp_path / "c.json", "--qat-epochs", 0,
+                     "-o", tmp_path / "m.tflite")
+    assert result.exit_code == 0, result.output
+    assert f"export {config.describe()}: 0 QAT epochs, 4-bit weights" in result.output

@@ -4,10 +4,11 @@ build's bytes.
 The kernel test firmware is built with the DSP loops and with the portable C ones, linked with
 STM32F746's sizes (and with the DSP loops for the Cortex-M4, linked with STM32F427's), and run on
 every kernel of two exported digits ViTs (1 and 2 heads, dense and low-rank linear layers, patches
-of 4 and 8, tokens larger and smaller than the image), on the linear inner loops and on dot products
-with zero points at the int8 ends and odd depths; each case's output bytes must equal the host
-build's (ctypes). So must the DSP build's on the paper-scale first blocks (quantize.first_blocks):
-the one with the fewest tokens in `make test`, all four in `make test-all`. The linker scripts must
+of 4 and 8, tokens larger and smaller than the image) and of the first with packed INT4 filters, on
+the linear inner loops and on dot products with zero points at the int8 ends and odd depths (INT4
+rows starting mid-byte too); each case's output bytes must equal the host build's (ctypes). So
+must the DSP build's on the paper-scale first blocks (quantize.first_blocks): the one with the
+fewest tokens in `make test`, all four in `make test-all`. The linker scripts must
 refuse what does not fit, and the instruction counter must count instructions.
 """
 from __future__ import annotations
@@ -28,14 +29,25 @@ SEEDS = (4, 7)  # digits configs: 2 heads, low-rank, patch 4, 64 tokens of 64; 1
 
 @pytest.fixture(scope="module")
 def cases(fresh_int8_tflite, digits_space):
+    from supernets import on_int4_grid
+
+    from mcuformer_tf.compiler.int4_weights import pack_int4_model
+
     found = []
     for seed in SEEDS:
         path = fresh_int8_tflite(digits_space.sample(random.Random(seed)))
         image = np.random.default_rng(seed).integers(-128, 128, (1, 32, 32, 3), np.int8)
         found += kernel_test.model_cases(path.read_bytes(), image, prefix=f"seed{seed}", seed=seed)
+        if seed == SEEDS[0]:  # the same subnet with packed INT4 filters
+            found += kernel_test.model_cases(pack_int4_model(on_int4_grid(path.read_bytes())), image,
+                                             prefix="int4", seed=seed)
     rng = np.random.default_rng(0)  # the dot product's edges: zero points at the int8 ends, odd depths
     found += [kernel_test.synthetic_linear_case("edge.a", 67, 9, 128, -127, rng),
               kernel_test.synthetic_linear_case("edge.b", 5, 3, -127, 128, rng)]
+    # INT4: rows starting mid-byte (odd depth), a partial tile, an odd count of 8-value blocks and a rest
+    found += [kernel_test.synthetic_linear_case("edge.int4a", 67, 9, 128, 0, rng, weight_bits=4),
+              kernel_test.synthetic_linear_case("edge.int4b", 13, 5, -127, 5, rng, rows=3, weight_bits=4),
+              kernel_test.synthetic_linear_case("int4.linear204", 204, 17, 3, 0, rng, weight_bits=4)]
     return found
 
 
@@ -48,7 +60,8 @@ def runs(cases, tmp_path_factory):
 def test_every_kernel_on_the_cortex_m7_gives_the_host_bytes(cases, runs):
     kinds = {case.kind for case in cases}
     assert kinds == {"patch_embed", "attention", "mlp", "linear", "matmul"}
-    assert len(cases) == 2 * 4 + 7 + 5 + 2  # inner loops, seed 4's 3 blocks, seed 7's 2, edge cases
+    # inner loops of 3 models, seed 4's 3 blocks int8 and INT4, seed 7's 2, edge cases int8 and INT4
+    assert len(cases) == 3 * 4 + 2 * 7 + 5 + 2 + 3
     for dsp, result in runs.items():
         assert result.exit_code == 0
         assert [r.name for r in result.cases] == [c.name for c in cases]

@@ -1,6 +1,6 @@
-"""The latency model: its trip counts follow the kernels' loops, it reads a .tflite as the config it
-came from, and (test-all, with TFLM) it is within 5% of whole inferences of random deit-tiny-mcu first
-blocks as firmware on the emulated Cortex-M7."""
+"""The latency model: its trip counts follow the kernels' loops (int8 and INT4 weights), it reads a
+.tflite as the config it came from, and (test-all, with TFLM) it is within 5% of whole inferences of
+random deit-tiny-mcu first blocks as firmware on the emulated Cortex-M7, with int8 and INT4 weights."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +11,8 @@ import pytest
 
 from mcuformer_tf.board import deploy, latency, targets
 from mcuformer_tf.board.latency_shape import model_shape
-from mcuformer_tf.memory.form import FRESH_FLOAT
-from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
+from mcuformer_tf.memory.form import FRESH_FLOAT, QAT
+from mcuformer_tf.nas.search_space import SearchSpace
 
 BOUND = 0.05  # the model's stated bound (tools/fit_latency_model.py prints its worst error)
 
@@ -31,6 +31,37 @@ def test_attention_trip_counts_by_hand():
     fc_rank_16 = dataclasses.replace(dense, blocks=(latency.BlockShape(1, 128, 0, 0, 16, 16),))
     low_rank = latency.kernel_features("mlp", fc_rank_16)
     assert low_rank["dot"] == 4 * (16 * 32 + 128 * 16 + 16 * 128 + 32 * 16) and low_rank["gelu"] == 16 * 128
+
+
+def test_int4_trip_counts_by_hand():
+    # the same attention with INT4 weights: its layers with weights take the INT4 loops, q·kᵀ and
+    # probs·v (activations) the int8 ones
+    int4 = QAT._replace(weight_bits=4)
+    dense = latency.NetShape(32, 8, 32, 10, (latency.BlockShape(1, 64, 0, 0, 0, 0),))
+    counts = latency.kernel_features("attention", dense, form=int4)
+    assert counts["widen4"] == 28 * 32 + 16 * 64 and counts["widen"] == 16 * 64 + 16 * 16
+    assert counts["dot4"] == 4 * (128 * 32 + 64 * 32 + 32 * 64) and counts["dot"] == 4 * (16 * 64 + 64 * 16)
+    assert counts["channels4"] == 4 * (128 + 64 + 32) and counts["dot4_rest"] == counts["dot4_odd"] == 0
+    # rank 15: the factors after it have odd depth, 1 block of 8 and 7 values left; odd channels start
+    # mid-byte
+    odd = dataclasses.replace(dense, blocks=(latency.BlockShape(1, 128, 0, 0, 15, 15),))
+    mlp = latency.kernel_features("mlp", odd, form=int4)
+    assert mlp["dot4"] == 4 * 8 * (15 * 4 + 128 + 15 * 16 + 32) and mlp["dot"] == 0
+    assert mlp["dot4_rest"] == 4 * 7 * (128 + 32) and mlp["dot4_odd"] == 4 * (64 + 16)
+    assert mlp["widen4_rest"] == 2 * 16 * 7
+    # patch 4: a patch row of 12 bytes is one block and 4 values left; the head unpacks its filter
+    embed = latency.features(latency.NetShape(32, 4, 32, 10, ()), int4)
+    assert embed["patch_embed"]["dot4"] == 16 * 32 * 4 * 8 and embed["patch_embed"]["dot4_rest"] == 16 * 32 * 4 * 4
+    assert embed["tail"]["unpack_weights"] == 320 and latency.features(dense)["tail"]["unpack_weights"] == 0
+
+
+def test_the_estimate_follows_the_configs_weight_bits(digits_space):
+    config = digits_space.sample(random.Random(4))
+    packed = dataclasses.replace(config, weight_bits=4)
+    int4 = QAT._replace(weight_bits=4)
+    assert latency.instructions(packed) == latency.shape_instructions(latency.net_shape(config), int4)
+    assert latency.instructions(packed, QAT) == latency.instructions(packed)  # the config's bits win
+    assert 1.0 < latency.instructions(packed) / latency.instructions(config) < 1.2
 
 
 def test_the_model_reads_a_tflite_as_its_config(fresh_int8_tflite, digits_space):
@@ -54,24 +85,51 @@ def test_more_work_takes_more_instructions(digits_space):
     assert latency.instructions(finer) > 3 * base
 
 
+def _firmware_instructions(model: bytes, folder) -> int:
+    """One whole inference of `model`'s fused form as firmware on the emulated Cortex-M7."""
+    from mcuformer_tf.compiler.pipeline import compile_model
+
+    path = folder / "fused.tflite"
+    path.write_bytes(compile_model(model).model_bytes)
+    plan = deploy.plan(path, targets.EMULATOR, 3 << 20)
+    deploy.write(plan, path, folder / "firmware", np.zeros(plan.input.shape, np.int8))
+    return deploy.build_and_run(folder / "firmware", plan.output.nbytes, 1800).instructions
+
+
+def _random_first_blocks(space: SearchSpace, count: int, seed: int, weight_bits: int = 8) -> list:
+    """tools/fit_latency_model.py's check sets: the first block of `count` random subnets."""
+    rng = random.Random(seed)
+    return [dataclasses.replace(c, depth=1, num_heads=c.num_heads[:1], mlp_ratio=c.mlp_ratio[:1],
+                                weight_bits=weight_bits) for c in (space.sample(rng) for _ in range(count))]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(deploy.m7_library_missing() is not None, reason=str(deploy.m7_library_missing()))
 def test_within_five_percent_of_random_deit_first_blocks_as_firmware(tmp_path):
-    from mcuformer_tf.compiler.pipeline import compile_model
     from mcuformer_tf.quantize import first_blocks
 
     space = SearchSpace.load(first_blocks.SPACE)
     supernet = first_blocks.fresh_supernet(space)
-    rng = random.Random(202)  # tools/fit_latency_model.py's check set
+    errors = [latency.instructions(config, FRESH_FLOAT) /
+              _firmware_instructions(first_blocks.converted_model(supernet, config), tmp_path) - 1
+              for config in _random_first_blocks(space, 10, 202)]
+    assert max(map(abs, errors)) <= BOUND, errors
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(deploy.m7_library_missing() is not None, reason=str(deploy.m7_library_missing()))
+def test_within_five_percent_of_random_int4_deit_first_blocks_as_firmware(tmp_path):
+    from mcuformer_tf.compiler.int4_weights import pack_int4_model
+    from mcuformer_tf.nas.data import load_digits
+    from mcuformer_tf.nas.extract import extract_subnet
+    from mcuformer_tf.quantize import first_blocks
+    from mcuformer_tf.quantize.export import calibrated_int8_tflite
+
+    space = SearchSpace.load(first_blocks.SPACE)
+    supernet, data = first_blocks.fresh_supernet(space), load_digits(32)
     errors = []
-    for _ in range(10):
-        sampled = space.sample(rng)
-        config = SubnetConfig(sampled.image_size, sampled.patch_size, sampled.rank_ratio, sampled.embed_dim, 1,
-                              sampled.num_heads[:1], sampled.mlp_ratio[:1], sampled.num_classes)
-        path = tmp_path / "fused.tflite"
-        path.write_bytes(compile_model(first_blocks.converted_model(supernet, config)).model_bytes)
-        plan = deploy.plan(path, targets.EMULATOR, 3 << 20)
-        deploy.write(plan, path, tmp_path / "firmware", np.zeros(plan.input.shape, np.int8))
-        measured = deploy.build_and_run(tmp_path / "firmware", plan.output.nbytes, 1800).instructions
-        errors.append(latency.instructions(config, FRESH_FLOAT) / measured - 1)
+    for config in _random_first_blocks(space, 4, 707, weight_bits=4):  # export --weight-bits 4's form
+        model = pack_int4_model(calibrated_int8_tflite(extract_subnet(supernet, config), data, count=16,
+                                                       weight_bits=4))
+        errors.append(latency.instructions(config) / _firmware_instructions(model, tmp_path) - 1)
     assert max(map(abs, errors)) <= BOUND, errors

@@ -61,7 +61,7 @@ def tensor(index, quant, shape=(1, 4), data=None, channel_scales=None):
     quantization = SimpleNamespace(scale=scale_values, zero_point=np.full(scale_values.size, quant[1]),
                                    per_channel=scale_values.size > 1)
     return SimpleNamespace(index=index, name=f"t{index}", shape=shape, dtype=np.int8, data=data,
-                           quantization=quantization)
+                           quantization=quantization, int4=False)
 
 
 def graph_op(opcode, tensors, n_inputs, **options):

@@ -11,7 +11,7 @@ from mcuformer_tf.nas.data import load_digits
 from mcuformer_tf.nas.extract import extract_subnet
 from mcuformer_tf.nas.supernet import Supernet
 from mcuformer_tf.quantize.int8_accuracy import quantize_input
-from mcuformer_tf.quantize.qat import QUANTIZE_CONFIGS, quantize_subnet
+from mcuformer_tf.quantize.qat import KERNEL_PER_AXIS, QUANTIZE_CONFIGS, quantize_subnet
 from mcuformer_tf.tflm.tflite_graph import read_model
 
 # What the converter's int8 lowering of our subnets may contain; all are TFLM builtins.
@@ -27,9 +27,22 @@ def test_every_layer_of_a_qat_subnet_is_quantised(digits_space):
     kinds = {type(layer) for layer in qat.layers}
     assert kinds <= {keras.layers.InputLayer, QuantizeLayer, QuantizeWrapperV2}
     wrapped = {type(layer.layer) for layer in qat.layers if isinstance(layer, QuantizeWrapperV2)}
-    assert set(QUANTIZE_CONFIGS) <= wrapped
+    assert set(QUANTIZE_CONFIGS) | set(KERNEL_PER_AXIS) <= wrapped
     softmax = next(layer for layer in qat.layers if layer.name.endswith("_softmax"))
     assert type(softmax.quantize_config).__name__ == "ProbabilityQuantizeConfig"
+
+
+def test_kernels_take_the_weight_bits_grid(digits_space):
+    supernet = Supernet(digits_space)
+    supernet(np.zeros((1, 32, 32, 3), np.float32))
+    model = extract_subnet(supernet, digits_space.smallest())
+    with pytest.raises(McuformerError, match="^weight bits must be one of 8, 4, not 2$"):
+        quantize_subnet(model, 2)
+    qat = quantize_subnet(model, 4)
+    kernels = {type(layer.layer): layer.quantize_config for layer in qat.layers
+               if isinstance(layer, QuantizeWrapperV2) and type(layer.layer) in KERNEL_PER_AXIS}
+    assert {kind: (config.num_bits, config.per_axis) for kind, config in kernels.items()} == {
+        keras.layers.Conv2D: (4, True), keras.layers.Dense: (4, False)}
 
 
 class Doubler(keras.layers.Layer):

@@ -1,4 +1,5 @@
 """SearchSpace and SubnetConfig: presets, widths, round trips, validation errors, sampling."""
+import dataclasses
 import json
 import random
 
@@ -120,6 +121,7 @@ def test_config_outside_the_space_names_the_layer():
     ({"patch_size": [4, 5]}, "patch_size: 5 divides no image_size of the space [32]"),
     ({"depth": [2, 2]}, "depth: lists a choice twice"),
     ({"rank_ratio": [0.5, 1.2]}, "rank_ratio: must be in (0, 1], got 1.2"),
+    ({"weight_bits": [8, 2]}, "weight_bits: must be one of 4, 8, got 2"),
 ])
 def test_bad_spaces_name_the_field(change, message):
     data = {**SearchSpace.load("digits").to_dict(), **change}
@@ -136,3 +138,23 @@ def test_unknown_preset_and_missing_file(tmp_path):
     (tmp_path / "bad.json").write_text("{not: [json")
     with pytest.raises(McuformerError, match="is not valid YAML/JSON"):
         SubnetConfig.load(tmp_path / "bad.json")
+
+
+def test_weight_bits_are_written_only_where_not_8(tmp_path):
+    digits = SearchSpace.load("digits")
+    config = digits.largest()
+    assert config.weight_bits == 8 and "weight_bits" not in config.to_dict()
+    int4 = dataclasses.replace(config, weight_bits=4)
+    assert int4.to_dict() == {**DIGITS_LARGEST, "weight_bits": 4}
+    assert int4.describe() == config.describe() + " w4"
+    int4.save(tmp_path / "c.json")
+    assert SubnetConfig.load(tmp_path / "c.json") == int4
+    digits.validate(int4)  # any subnet of a supernet exports at either width
+    with pytest.raises(McuformerError, match="^weight_bits: must be one of 4, 8, got 3$"):
+        SubnetConfig.from_dict({**DIGITS_LARGEST, "weight_bits": 3})
+    assert "weight_bits" not in digits.to_dict()
+    both = dataclasses.replace(digits, weight_bits=(4, 8))
+    (tmp_path / "s.yaml").write_text(both.to_yaml())
+    assert SearchSpace.load(tmp_path / "s.yaml") == both and both.to_dict()["weight_bits"] == [4, 8]
+    assert both.smallest().weight_bits == 4 and both.largest().weight_bits == 8
+    assert SearchSpace.load("deit-tiny-mcu-int4").smallest().weight_bits == 4

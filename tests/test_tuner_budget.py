@@ -1,4 +1,5 @@
 """Budgets of targets, and budget oracles that never start a trial over budget."""
+import dataclasses
 import random
 import tempfile
 
@@ -250,3 +251,64 @@ def test_mac_count_of_a_dense_subnet_by_hand(digits_space):
     assert config.mac_count() == n * 4 * 4 * 3 * e + blocks + e * 10
     low = digits_space.make(32, 4, 0.5, 64, [2, 1], [4.0, 2.0])
     assert low.mac_count() < config.mac_count()
+
+
+# -- 4-bit weights: the flash that binds -------------------------------------------------------
+def _at_bits(space, bits):
+    return dataclasses.replace(space, weight_bits=(bits,))
+
+
+@pytest.mark.parametrize("preset, target, least_8_bit", [("deit-tiny-mcu", "stm32h743", "2.49 MiB"),
+                                                         ("deit-tiny-mcu-int4", "stm32f746", "1018.7 KiB")])
+def test_at_4_bits_the_tuner_finds_subnets_in_internal_flash_where_8_bits_finds_none(preset, target,
+                                                                                     least_8_bit):
+    """deit-tiny-mcu on the STM32H743 (2 MiB of flash), the low-rank preset on the STM32F746
+    (1 MiB): at 8 bits even the least subnet's model is over the flash, at 4 bits an evolution
+    search's every trial fits, with its flash predicted at 4 bits, and none would at 8."""
+    from tuner.budget_oracle import make_oracle
+
+    space, budget = SearchSpace.load(preset), Budget(resolve_target(target))
+    limit = f"{budget.target.flash / MIB:.2f} MiB"
+    with pytest.raises(McuformerError, match=rf"^no subnet of space '{preset}' fits {target} \(fused plan\): even the "
+                                             rf"least, .*, needs flash .* \(model {least_8_bit} .*\) > {limit}$"):
+        check_space_fits(_at_bits(space, 8), budget)
+    int4 = _at_bits(space, 4)
+    oracle = _drive(make_oracle("evolution", int4, budget, max_trials=20, seed=0), int4, 20)
+    assert len(oracle.trials) == 20
+    for trial in oracle.trials.values():
+        config = config_from_values(int4, trial.hyperparameters.values)
+        assert config.weight_bits == 4 and budget.check(config).fits
+        assert trial.metrics.get_last_value("flash") == memory_of(config).fused.flash
+        assert not budget.check(dataclasses.replace(config, weight_bits=8)).fits
+
+
+def test_the_int4_preset_is_deit_tiny_mcu_with_lower_ranks_at_4_bits():
+    deit, low = SearchSpace.load("deit-tiny-mcu"), SearchSpace.load("deit-tiny-mcu-int4")
+    assert low.weight_bits == (4,) and max(low.rank_ratio) < min(deit.rank_ratio)
+    assert dataclasses.replace(low, name=deit.name, rank_ratio=deit.rank_ratio, weight_bits=(8,)) == deit
+    with pytest.raises(McuformerError, match="^no subnet of space 'deit-tiny-mcu' fits stm32f746"):
+        check_space_fits(_at_bits(deit, 4), Budget(resolve_target("stm32f746")))
+
+
+def test_int4_weights_halve_the_weights_flash_and_unpack_into_the_unfused_arena(digits_space):
+    """The memory model at 4 bits: each weight tensor's bytes halved (rounded up) in both files,
+    the unfused arena at least the largest filter (stock TFLM unpacks it), the fused arena's only
+    growth the head's FULLY_CONNECTED filter (the MCUF kernels read INT4 in place)."""
+    from mcuformer_tf.memory.counts import fused_graph_counts, graph_counts
+    from mcuformer_tf.memory.form import QAT
+
+    for config in digits_space.sample_many(20, seed=6):
+        int4 = dataclasses.replace(config, weight_bits=4)
+        form = QAT._replace(weight_bits=4)
+        shapes = [s for layer in range(config.depth) for s in config.linear_shapes(layer).values()]
+        kernels = [s.in_dim * s.out_dim for s in shapes if s.dense] + [
+            n for s in shapes if not s.dense for n in (s.in_dim * s.rank, s.rank * s.out_dim)] + [
+            config.patch_size ** 2 * 3 * config.embed_dim, config.embed_dim * config.num_classes]
+        assert graph_counts(config).weights == sum(kernels)
+        assert graph_counts(config, form).weights == sum((n + 1) // 2 for n in kernels)
+        assert fused_graph_counts(config).data - fused_graph_counts(config, form).data == sum(n // 2 for n in kernels)
+        eight, four = memory_of(config), memory_of(int4)
+        assert four.unfused.non_persistent >= max(kernels)
+        assert four.fused.flash < eight.fused.flash and four.unfused.flash < eight.unfused.flash
+        assert eight.fused.non_persistent <= four.fused.non_persistent <= max(
+            eight.fused.non_persistent, config.embed_dim * config.num_classes + 2048)

@@ -1,4 +1,5 @@
 """A search space as KerasTuner HyperParameters, and back."""
+import dataclasses
 import random
 
 import pytest
@@ -43,3 +44,22 @@ def test_bad_values_give_one_line_errors(digits_space):
     values["embed_dim"] = 40
     with pytest.raises(McuformerError, match="^embed_dim: 40 is not in the space"):
         config_from_values(digits_space, values)
+
+
+@pytest.mark.parametrize("bits", [(8,), (4,), (4, 8)])
+def test_weight_bits_are_a_hyperparameter_where_the_space_has_more_than_8(digits_space, bits):
+    from tuner.evolution import crossover, mutate
+
+    space = dataclasses.replace(digits_space, weight_bits=bits)
+    hp = hyperparameters_of(space)
+    assert ("weight_bits" in hp.values) == (bits != (8,))
+    configs = space.sample_many(40, seed=2)
+    assert {c.weight_bits for c in configs} == set(bits)
+    for config in configs:
+        assert config_from_values(space, values_of_config(config)) == config
+    rng = random.Random(0)
+    children = [mutate(space, configs[k], rng, 1.0) for k in range(20)] + [
+        crossover(space, configs[k], configs[k + 1], rng) for k in range(20)]
+    assert {c.weight_bits for c in children} == set(bits)
+    if bits == (4,):  # one width: the same draws as the 8-bit space, at 4 bits
+        assert configs == [dataclasses.replace(c, weight_bits=4) for c in digits_space.sample_many(40, seed=2)]

@@ -3,8 +3,9 @@
 Prints, from one run of the kernel test firmware built twice (DSP loops, portable C loops):
 
 1. MACs per instruction of the linear inner loop (the int8 dot product): two FULLY_CONNECTED layers of
-   64 outputs differing only in depth (256, 512) and two q·kᵀ rows differing only in depth (64, 128),
-   so that the difference isolates the loop from the per-output requantisation;
+   64 outputs differing only in depth (256, 512), the same with packed INT4 weights, and two q·kᵀ rows
+   differing only in depth (64, 128), so that the difference isolates the loop from the per-output
+   requantisation;
 2. per MCUF kernel of the demo's largest digits subnet (fresh weights; the instruction counts do not
    depend on the weights' values): instructions, the MACs the unfused graph does for the same result,
    MACs per instruction, and the portable/DSP instruction ratio;
@@ -14,8 +15,10 @@ Prints, from one run of the kernel test firmware built twice (DSP loops, portabl
    them) as deployed firmware, and their ratio;
 4. at paper scale (with --paper): the first block of four deit-tiny-mcu subnets (fresh weights, one
    block: patch embedding, attention, MLP), per kernel instructions, MACs and MAC/instr, and the
-   attention + MLP pair's; with TFLM_ROOT and TFLM_M7_LIB, also each first block (+ head) fused and
-   unfused as deployed firmware;
+   attention + MLP pair's and the whole block's, with int8 weights and with the same block's filters
+   requantised onto the 4-bit grid and packed INT4 (int4_weights.onto_int4_grid), and the INT4 / int8
+   MAC/instr ratio; with TFLM_ROOT and TFLM_M7_LIB, also each first block (+ head) fused and unfused
+   as deployed firmware;
 5. (with --paper, TFLM_ROOT and TFLM_M7_LIB) one whole inference of the smallest deit-tiny-mcu subnet
    at patch 16 (224/16 e168 h3 mlp3.5 r0.4, 12 blocks; fresh weights), fused and unfused as deployed
    firmware, and their ratio. --subnet-form export (default): the form `export` writes, QAT
@@ -26,9 +29,11 @@ Prints, from one run of the kernel test firmware built twice (DSP loops, portabl
 
 Times are estimates at the STM32F746's 216 MHz from the instruction counts (one instruction a cycle).
 --tflm-lib picks the TFLM library of the run (default: TFLM_M7_LIB), so that one command gives the
-ratios against CMSIS-NN's kernels and against the reference ones.
+ratios against CMSIS-NN's kernels and against the reference ones; --no-firmware leaves out every
+whole inference as firmware (the kernels' figures alone: minutes instead of most of an hour).
 
     python tools/bench_cortex_m7.py [--paper [--subnet-form export|float]] [--tflm-lib LIBRARY]
+                                    [--no-firmware]
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ import numpy as np  # noqa: E402
 
 from mcuformer_tf.board import cortex_m7, deploy, kernel_test, targets  # noqa: E402
 from mcuformer_tf.compiler import kernel_params  # noqa: E402
+from mcuformer_tf.compiler.int4_weights import onto_int4_grid, pack_int4_model  # noqa: E402
 from mcuformer_tf.compiler.pipeline import compile_model  # noqa: E402
 from mcuformer_tf.errors import McuformerError  # noqa: E402
 
@@ -58,8 +64,10 @@ SCORE_COLUMNS = 64
 
 def loop_cases(rng) -> list:
     cases = []
-    for depth in LINEAR_DEPTHS:
-        cases.append(kernel_test.synthetic_linear_case(f"loop.linear{depth}", depth, OUTPUTS, 3, 0, rng))
+    for bits, name in ((8, "linear"), (4, "int4")):
+        for depth in LINEAR_DEPTHS:
+            cases.append(kernel_test.synthetic_linear_case(f"loop.{name}{depth}", depth, OUTPUTS, 3, 0, rng,
+                                                           weight_bits=bits))
     scores = kernel_params.BatchMatmulParams(lhs_offset=5, rhs_offset=-1, output_offset=0, multiplier=1 << 30,
                                             shift=-9, rhs_transposed=1)
     for depth in SCORE_DEPTHS:
@@ -130,24 +138,34 @@ def fused_against_unfused(label: str, runs: dict) -> str:
 
 
 def block_kernels(label: str, model: bytes, image: int) -> None:
-    """Section 4's lines of one first block: per kernel instructions, MACs, MAC/instr (DSP loops)."""
+    """Section 4's lines of one first block, int8 weights and packed INT4: per kernel (and for the
+    attention + MLP pair and the whole block) instructions, MACs, MAC/instr (DSP loops), and the INT4 /
+    int8 MAC/instr ratio."""
     pixels = np.random.default_rng(1).integers(-128, 128, (1, image, image, 3), np.int8)
-    cases = kernel_test.model_cases(model, pixels, prefix="paper", inner_loops=False)
-    with tempfile.TemporaryDirectory() as build:
-        result = kernel_test.run(cases, Path(build), dsp=True)
-    wrong = [r.name for c, r in zip(cases, result.cases) if r.output != c.expected.tobytes()]
-    if wrong or result.exit_code:
-        print(f"   {label}: the Cortex-M7 differs from the host build on {wrong}")
-        return
-    counts = {r.name: r.instructions for r in result.cases}
-    for case in cases:
-        kind = case.name.split(".")[1]
-        print(f"   {label:<30}{kind:<14}{counts[case.name]:>14,}{case.macs:>13,}"
-              f"{case.macs / counts[case.name]:>11.3f}")
-    pair = [c for c in cases if c.kind in ("attention", "mlp")]
-    instructions = sum(counts[c.name] for c in pair)
-    macs = sum(c.macs for c in pair)
-    print(f"   {label:<30}{'attn+MLP':<14}{instructions:>14,}{macs:>13,}{macs / instructions:>11.3f}")
+    widths = {"int8": model, "INT4": pack_int4_model(onto_int4_grid(model))}
+    cases, counts = [], {}
+    for width, data in widths.items():  # one firmware each: both blocks' weights exceed the flash
+        mine = kernel_test.model_cases(data, pixels, prefix=width, inner_loops=False)
+        with tempfile.TemporaryDirectory() as build:
+            result = kernel_test.run(mine, Path(build), dsp=True)
+        wrong = [r.name for c, r in zip(mine, result.cases) if r.output != c.expected.tobytes()]
+        if wrong or result.exit_code:
+            print(f"   {label}: the Cortex-M7 differs from the host build on {wrong}")
+            return
+        cases += mine
+        counts.update({r.name: r.instructions for r in result.cases})
+    rates = {}
+    for width in widths:
+        mine = [c for c in cases if c.name.startswith(width + ".")]
+        groups = [(c.name.split(".")[1], [c]) for c in mine] + [
+            ("attn+MLP", [c for c in mine if c.kind in ("attention", "mlp")]), ("block", mine)]
+        for kind, group in groups:
+            instructions, macs = sum(counts[c.name] for c in group), sum(c.macs for c in group)
+            rates[width, kind] = macs / instructions
+            print(f"   {label:<30}{width:<6}{kind:<14}{instructions:>14,}{macs:>13,}{rates[width, kind]:>11.3f}")
+    print(f"   {label:<30}INT4 / int8 MAC/instr: " + ", ".join(
+        f"{kind} {rates['INT4', kind] / rates['int8', kind]:.3f}" for _, kind in
+        [k for k in rates if k[0] == "int8"]))
 
 
 def smallest_subnet(space, supernet, form: str) -> None:
@@ -181,7 +199,7 @@ def smallest_subnet(space, supernet, form: str) -> None:
           f"{'equal to' if board.output == runs['fused'].output else 'DIFFERENT from'} the emulator profile's")
 
 
-def paper_section(form: str) -> None:
+def paper_section(form: str, firmware: bool) -> None:
     """Sections 4 and 5: the first blocks at paper scale, kernels and (given TFLM) firmware; the
     smallest deit-tiny-mcu subnet whole."""
     from mcuformer_tf.nas.search_space import SearchSpace
@@ -190,11 +208,13 @@ def paper_section(form: str) -> None:
     space = SearchSpace.load(first_blocks.SPACE)
     supernet = first_blocks.fresh_supernet(space)
     print(f"4. first blocks at paper scale ({space.name}, fresh weights, DSP loops):")
-    print(f"   {'block':<30}{'kernel':<14}{'instructions':>14}{'MACs':>13}{'MAC/instr':>11}")
+    print(f"   {'block':<30}{'width':<6}{'kernel':<14}{'instructions':>14}{'MACs':>13}{'MAC/instr':>11}")
     blocks = {}
     for label, config in first_blocks.FIRST_BLOCKS.items():
         blocks[label] = first_blocks.converted_model(supernet, config)
         block_kernels(label, blocks[label], config.image_size)
+    if not firmware:
+        return
     reason = deploy.m7_library_missing()
     if reason:
         print(f"   the first blocks and the smallest subnet as firmware: skipped: {reason}")
@@ -213,6 +233,8 @@ def arguments():
                         "form: " + "; ".join(f"{name}: {about}" for name, about in FORMS.items()))
     parser.add_argument("--tflm-lib", type=Path, help="the Cortex-M7 TFLM library of the firmware "
                         "(default: TFLM_M7_LIB)")
+    parser.add_argument("--no-firmware", dest="firmware", action="store_false",
+                        help="leave out the whole inferences as firmware: the kernels' figures only")
     return parser.parse_args()
 
 
@@ -228,7 +250,7 @@ def main() -> int:
         print(f"skipped: {reason}")
         return 0
     if args.paper:
-        paper_section(args.subnet_form)
+        paper_section(args.subnet_form, args.firmware)
         return 0
     rng = np.random.default_rng(0)
     model = demo_model()
@@ -248,6 +270,7 @@ def main() -> int:
 
     print("1. linear inner loop, MACs per instruction (difference of two depths):")
     for label, names in (("FULLY_CONNECTED row (qkv, proj, fc1, fc2)", [f"loop.linear{d}" for d in LINEAR_DEPTHS]),
+                         ("the same, packed INT4 weights", [f"loop.int4{d}" for d in LINEAR_DEPTHS]),
                          ("q·kᵀ row (attention scores)", [f"loop.scores{d}" for d in SCORE_DEPTHS])):
         figures = []
         for dsp in (True, False):
@@ -265,7 +288,7 @@ def main() -> int:
     print(f"3. fused kernels of one inference: {total[True]:,} instructions with the DSP loops, "
           f"{total[False]:,} portable ({total[False] / total[True]:.2f}x); "
           f"{sum(c.macs for c in kernels) / total[True]:.3f} MAC/instr")
-    reason = deploy.m7_library_missing()
+    reason = deploy.m7_library_missing() or (None if args.firmware else "--no-firmware")
     if reason:
         print(f"   whole inferences as firmware: skipped: {reason}")
         return 0

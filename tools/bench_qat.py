@@ -6,12 +6,16 @@ export the float, QAT and int8 accuracy on the val split, and float and int8 on 
 images (a second, 4x larger split: the supernet has seen it, so it measures fidelity to float, not
 generalisation); then the float-to-int8 drop's mean and worst over the exports, on each split.
 Targets (issue 15): mean drop at most 0.5 points, worst at most 1.5, on val.
+With --weight-bits 8 4 each export is made at both weight grids (issue 19: the 4-bit one packed
+into INT4 tensors, as `export --weight-bits 4` writes it), same subnet, seed and QAT epochs, side
+by side; the drop summary is printed per grid (issue 19's target for 4 bits: at most 2 points).
 
 The demo's run (default runs/demo) is made by `mcuformer-tf demo` first when it has no tuned
 subnet yet. Recipe options change one setting of the default recipe, to measure it.
 
     python tools/bench_qat.py [--demo-run runs/demo] [--seeds 5] [--epochs 4] [--lr 1e-4]
         [--warmup-epochs 1] [--no-distill] [--no-keep-best] [--frozen-range-epochs 1]
+        [--weight-bits 8 [4]] [--subnets tuned largest]
 
 The recipe before issue 15: --warmup-epochs 0 --no-distill --no-keep-best --frozen-range-epochs 0.
 """
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcuformer_tf.compiler.int4_weights import pack_int4_model
 from mcuformer_tf.nas.data import load_data
 from mcuformer_tf.nas.evaluation import EVAL_BATCH, accuracy, traced_predict
 from mcuformer_tf.nas.extract import extract_subnet
@@ -34,6 +39,7 @@ from mcuformer_tf.quantize.int8_accuracy import tflm_accuracy
 from mcuformer_tf.quantize.qat_recipe import QatRecipe
 
 TARGET_MEAN, TARGET_WORST = 0.5, 1.5  # points
+TARGET_INT4 = 2.0  # points, the 4-bit export's drop from float on val
 
 
 def _demo_run(path: Path) -> Path:
@@ -58,7 +64,7 @@ def _train_split(data, image_size):
 def _row(name, seed, result, float_train, int8_train):
     drop_val = (result.float_accuracy - result.int8_accuracy) * 100
     drop_train = (float_train - int8_train) * 100
-    print(f"{name:<8} {seed:>4}  {result.float_accuracy:8.2%} {result.qat_accuracy:8.2%} "
+    print(f"{name:<8} {seed:>4} {result.weight_bits:>4}  {result.float_accuracy:8.2%} {result.qat_accuracy:8.2%} "
           f"{result.int8_accuracy:8.2%} {drop_val:+7.2f}   {float_train:8.2%} {int8_train:8.2%} "
           f"{drop_train:+7.2f}", flush=True)
     return drop_val, drop_train
@@ -75,6 +81,8 @@ def main():
     parser.add_argument("--frozen-range-epochs", type=int, default=defaults.frozen_range_epochs)
     parser.add_argument("--no-distill", action="store_true")
     parser.add_argument("--no-keep-best", action="store_true")
+    parser.add_argument("--weight-bits", type=int, nargs="+", choices=(8, 4), default=[8])
+    parser.add_argument("--subnets", nargs="+", choices=("tuned", "largest"), default=["tuned", "largest"])
     args = parser.parse_args()
     recipe = dataclasses.replace(defaults, epochs=args.epochs, learning_rate=args.lr, warmup_epochs=args.warmup_epochs,
                                  frozen_range_epochs=args.frozen_range_epochs,
@@ -85,25 +93,33 @@ def main():
     supernet = load_supernet(run)
     data = load_data(run.spec()["data"], max(space.image_size))
     print(f"{recipe}\nsupernet {run.path}; val {data.val_count} images, train {data.train_count}")
-    print(f"{'subnet':<8} {'seed':>4}  {'float':>8} {'QAT':>8} {'int8':>8} {'drop':>7}   "
-          f"{'float':>8} {'int8':>8} {'drop':>7}\n{'':<14}{'--- val split ---':^35}   "
+    print(f"{'subnet':<8} {'seed':>4} {'bits':>4}  {'float':>8} {'QAT':>8} {'int8':>8} {'drop':>7}   "
+          f"{'float':>8} {'int8':>8} {'drop':>7}\n{'':<19}{'--- val split ---':^35}   "
           f"{'--- all training images ---':^26}")
-    drops = []
+    drops = {bits: [] for bits in args.weight_bits}
     with tempfile.TemporaryDirectory() as tmp:
         for name, spec in (("tuned", str(best)), ("largest", "largest")):
+            if name not in args.subnets:
+                continue
             config = space.resolve_config(spec)
             train = _train_split(data, config.image_size)
             float_train = accuracy(traced_predict(extract_subnet(supernet, config)), train)
             for seed in range(args.seeds):
-                result = export_subnet(supernet, config, data, Path(tmp) / f"{name}-{seed}.tflite",
-                                       recipe, seed=seed, progress=False)
-                int8_train = tflm_accuracy(result.path.read_bytes(), train)
-                drops.append(_row(name, seed, result, float_train, int8_train))
-    drop_val, drop_train = np.array(drops).T
-    print(f"float-to-int8 drop over {len(drops)} exports, points: val mean {drop_val.mean():+.2f} "
-          f"worst {drop_val.max():+.2f}; all training images mean {drop_train.mean():+.2f} worst "
-          f"{drop_train.max():+.2f} (targets on val: mean <= {TARGET_MEAN}, worst <= {TARGET_WORST}: "
-          f"{'met' if drop_val.mean() <= TARGET_MEAN and drop_val.max() <= TARGET_WORST else 'MISSED'})")
+                for bits in args.weight_bits:
+                    result = export_subnet(supernet, config, data, Path(tmp) / f"{name}-{seed}-{bits}.tflite",
+                                           dataclasses.replace(recipe, weight_bits=bits), seed=seed,
+                                           progress=False, finish=pack_int4_model if bits == 4 else None)
+                    int8_train = tflm_accuracy(result.path.read_bytes(), train)
+                    drops[bits].append(_row(name, seed, result, float_train, int8_train))
+    for bits, rows in drops.items():
+        drop_val, drop_train = np.array(rows).T
+        met = (drop_val.mean() <= TARGET_MEAN and drop_val.max() <= TARGET_WORST if bits == 8
+               else drop_val.max() <= TARGET_INT4)
+        target = (f"mean <= {TARGET_MEAN}, worst <= {TARGET_WORST}" if bits == 8 else f"worst <= {TARGET_INT4}")
+        print(f"{bits}-bit weights: float-to-int8 drop over {len(rows)} exports, points: val mean "
+              f"{drop_val.mean():+.2f} worst {drop_val.max():+.2f}; all training images mean "
+              f"{drop_train.mean():+.2f} worst {drop_train.max():+.2f} (target on val: {target}: "
+              f"{'met' if met else 'MISSED'})")
 
 
 if __name__ == "__main__":

@@ -215,16 +215,20 @@ def budget_rejecting(space: SearchSpace, share: float, samples: int = 2000, seed
 
 
 def least_memory_configs(space: SearchSpace) -> list[SubnetConfig]:
-    """Per (image, patch) pair and rank ratio, the subnet with the smallest choice elsewhere.
+    """Per (image, patch) pair, rank ratio and weight width, the subnet with the smallest choice
+    elsewhere.
 
     The arena and the flash grow with the width, depth, heads and MLP ratio, but not always with
-    the rank ratio (a low-rank layer adds a tensor and an operator where a dense one has none),
-    so every rank ratio is kept: when none of these fits, no subnet of the space fits.
+    the rank ratio (a low-rank layer adds a tensor and an operator where a dense one has none) nor
+    with the weight bits (INT4 halves the flash but stock TFLM unpacks each filter into the
+    arena), so every rank ratio and width is kept: when none of these fits, no subnet of the space
+    fits.
     """
     depth = min(space.depth)
     return [space.make(image, patch, ratio, min(space.embed_dim), [min(space.num_heads)] * depth,
-                       [min(space.mlp_ratio)] * depth)
-            for image, patch in space.image_patch_pairs() for ratio in space.rank_ratio]
+                       [min(space.mlp_ratio)] * depth, bits)
+            for image, patch in space.image_patch_pairs() for ratio in space.rank_ratio
+            for bits in space.weight_bits]
 
 
 def check_space_fits(space: SearchSpace, budget: Budget) -> None:

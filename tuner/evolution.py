@@ -5,7 +5,9 @@ a child of the `parents` best finished trials (top-k): with probability
 `crossover_prob` a crossover of two parents (every dimension, and every layer,
 taken from one of them), otherwise a mutation of one parent (each dimension and
 each layer's heads and MLP ratio redrawn with probability `mutation_prob`; a
-deeper child draws its new layers at random). This is the steady-state form of
+deeper child draws its new layers at random). The weight bits are a dimension
+like the others where the space has both widths (no draw where it has one, so a
+search of one width draws what it drew before weight widths existed). This is the steady-state form of
 the generational search, so that several workers can draw children at once.
 
 Only admissible children become trials: a child is kept when `admits(values)`
@@ -42,8 +44,9 @@ def mutate(space: SearchSpace, parent: SubnetConfig, rng: random.Random,
              else rng.choice(space.num_heads) for i in range(depth)]
     ratios = [maybe(parent.mlp_ratio[i], space.mlp_ratio) if i < parent.depth
               else rng.choice(space.mlp_ratio) for i in range(depth)]
+    bits = maybe(parent.weight_bits, space.weight_bits) if len(space.weight_bits) > 1 else parent.weight_bits
     return space.make(image, patch, maybe(parent.rank_ratio, space.rank_ratio),
-                      maybe(parent.embed_dim, space.embed_dim), heads, ratios)
+                      maybe(parent.embed_dim, space.embed_dim), heads, ratios, bits)
 
 
 def crossover(space: SearchSpace, a: SubnetConfig, b: SubnetConfig,
@@ -59,7 +62,8 @@ def crossover(space: SearchSpace, a: SubnetConfig, b: SubnetConfig,
     return space.make(image, patch, pick(a.rank_ratio, b.rank_ratio),
                       pick(a.embed_dim, b.embed_dim),
                       [parent.num_heads[i] for i, parent in enumerate(layers)],
-                      [parent.mlp_ratio[i] for i, parent in enumerate(layers)])
+                      [parent.mlp_ratio[i] for i, parent in enumerate(layers)],
+                      pick(a.weight_bits, b.weight_bits) if len(space.weight_bits) > 1 else a.weight_bits)
 
 
 class EvolutionOracle(oracle_module.Oracle):

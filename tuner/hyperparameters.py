@@ -5,7 +5,10 @@ so every dimension of the space becomes one:
 - `resolution`: the (image, patch) pair as "image/patch", over divisible pairs only;
 - `embed_dim`, `depth`, `rank_ratio`: ordered choices;
 - `num_heads_<i>`, `mlp_ratio_<i>` per layer, conditional on `depth > i`, so an
-  oracle never varies a layer the subnet does not have.
+  oracle never varies a layer the subnet does not have;
+- `weight_bits` (8 or 4: int8 or packed INT4 weights), a choice where the space
+  has both, fixed where it has 4 alone, and absent (8) where it has 8 alone, as
+  in a space file without it: searches made before it existed resume as they were.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from typing import Mapping
 import keras_tuner as kt
 
 from mcuformer_tf.errors import McuformerError
-from mcuformer_tf.nas.search_space import SearchSpace, SubnetConfig
+from mcuformer_tf.nas.search_space import DEFAULT_WEIGHT_BITS, SearchSpace, SubnetConfig
 
 
 def _resolution(image_size: int, patch_size: int) -> str:
@@ -35,6 +38,10 @@ def hyperparameters_of(space: SearchSpace) -> kt.HyperParameters:
             "parent_name": "depth", "parent_values": deeper}
         hp.Choice(f"num_heads_{layer}", list(space.num_heads), ordered=True, **parent)
         hp.Choice(f"mlp_ratio_{layer}", list(space.mlp_ratio), ordered=True, **parent)
+    if len(space.weight_bits) > 1:
+        hp.Choice("weight_bits", list(space.weight_bits), ordered=True)
+    elif space.weight_bits != (DEFAULT_WEIGHT_BITS,):
+        hp.Fixed("weight_bits", space.weight_bits[0])
     return hp
 
 
@@ -48,7 +55,8 @@ def config_from_values(space: SearchSpace, values: Mapping | kt.HyperParameters)
         config = space.make(
             image, patch, float(values["rank_ratio"]), int(values["embed_dim"]),
             [int(values[f"num_heads_{i}"]) for i in range(depth)],
-            [float(values[f"mlp_ratio_{i}"]) for i in range(depth)])
+            [float(values[f"mlp_ratio_{i}"]) for i in range(depth)],
+            int(values.get("weight_bits", DEFAULT_WEIGHT_BITS)))
     except KeyError as missing:
         raise McuformerError(f"hyperparameter {missing.args[0]} missing for a subnet of "
                              f"space {space.name!r}") from None
@@ -66,4 +74,6 @@ def values_of_config(config: SubnetConfig) -> dict:
     for layer in range(config.depth):
         values[f"num_heads_{layer}"] = config.num_heads[layer]
         values[f"mlp_ratio_{layer}"] = config.mlp_ratio[layer]
+    if config.weight_bits != DEFAULT_WEIGHT_BITS:
+        values["weight_bits"] = config.weight_bits
     return values

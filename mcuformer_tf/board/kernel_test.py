@@ -1,8 +1,9 @@
 """The kernel test firmware: every MCUF kernel of real exports, run on the emulated Cortex-M7 and on
 the host.
 
-`model_cases(model_bytes, image)` reads an unfused int8 .tflite, finds its blocks (compiler.match),
-builds each block's kernel parameters with compiler.kernels (as TFLM's Prepare derives them), takes
+`model_cases(model_bytes, image)` reads an unfused int8 .tflite (int8 or packed INT4 weights), finds
+its blocks (compiler.match), builds each block's kernel parameters with compiler.kernels (as TFLM's
+Prepare derives them), takes
 each kernel's input from the numpy TFLM model's run of `image` and its expected output from the host
 build of libmcuf (ctypes), and adds cases for the linear inner loops of the first attention and MLP
 (a low-rank or dense layer, q·kᵀ and probs·v rows, v transposed as the kernel keeps it). `render`
@@ -26,6 +27,7 @@ from mcuformer_tf.board import cortex_m7, targets
 from mcuformer_tf.compiler import ir, kernel_params, kernels, match
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.tflm.arith import run_graph
+from mcuformer_tf.tflm.int4 import pack_int4
 from mcuformer_tf.tflm.tflite_graph import read_model
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -95,13 +97,17 @@ def _linear_case(name: str, layer, rows: np.ndarray, arrays: list) -> Case:
 
 
 def synthetic_linear_case(name: str, depth: int, outputs: int, input_offset: int, weights_offset: int,
-                          rng, rows: int = TILE) -> Case:
-    """A FULLY_CONNECTED on `rows` rows of random int8 weights [outputs, depth] and input, per-tensor
-    requantised: for the dot product's edge cases (zero points at the int8 ends, odd depths, a
-    partial tile) and for timing it."""
-    weights = rng.integers(-128, 128, (outputs, depth), dtype=np.int8)
+                          rng, rows: int = TILE, weight_bits: int = 8) -> Case:
+    """A FULLY_CONNECTED on `rows` rows of random weights [outputs, depth] (int8, or with weight_bits 4
+    values in [-8, 7] packed as INT4) and int8 input, per-tensor requantised: for the dot product's edge
+    cases (zero points at the int8 ends, odd depths, a partial tile) and for timing it."""
+    if weight_bits == 4:
+        weights = np.frombuffer(pack_int4(rng.integers(-8, 8, (outputs, depth))), np.int8).copy()
+    else:
+        weights = rng.integers(-128, 128, (outputs, depth), dtype=np.int8)
     params = kernel_params.FcParams(input_offset=input_offset, weights_offset=weights_offset, output_offset=-2,
-                                   activation_min=-128, activation_max=127, multiplier=1 << 30, shift=-9)
+                                   activation_min=-128, activation_max=127, multiplier=1 << 30, shift=-9,
+                                   weight_bits=weight_bits)
     layer = kernel_params.FcLayer(params, weights.ctypes.data_as(kernel_params.P8), None, depth, outputs)
     return _linear_case(name, layer, rng.integers(-128, 128, (rows, depth), dtype=np.int8), [weights])
 

@@ -1,8 +1,8 @@
 """The latency model's view of a .tflite: its NetShape, read from the fused model's MCUF operators'
 dims (their custom options) or, for an unfused model, from the blocks the compiler matches in it, and
 its export form (per-channel linear kernels: the converter's form of a float model; LayerNorms with
-gamma: trained or QAT), so that `deploy` and `report` can print the model's estimate beside what
-they measure.
+gamma: trained or QAT; packed INT4 weights: weight_bits 4), so that `deploy` and `report` can print
+the model's estimate beside what they measure.
 """
 from __future__ import annotations
 
@@ -57,5 +57,6 @@ def _shape(graph, blocks) -> tuple[NetShape, ExportForm] | None:
                               int(m["fc1_rank"] or 0), int(m["fc2_rank"] or 0))
                    for (_, a, _), (_, m, _) in zip(blocks[1::2], blocks[2::2]))
     classes = int(np.prod(graph.tensor(graph.outputs[0]).shape))
-    form = ExportForm(qat=not _per_channel(graph), trained=any(gamma for _, _, gamma in blocks))
+    form = ExportForm(qat=not _per_channel(graph), trained=any(gamma for _, _, gamma in blocks),
+                      weight_bits=4 if any(t.int4 for t in graph.tensors) else 8)
     return NetShape(int(patch["image_height"]), int(patch["patch"]), int(patch["dim"]), classes, shapes), form

@@ -19,6 +19,9 @@ builtins held, so that `unfuse` rebuilds them exactly from the operator alone:
 Before a block is replaced, its kernel parameters are derived from the
 builtins rebuilt from the new operator (which checks every precondition of
 the C kernel): a block the kernel cannot take stays builtin, with the reason.
+Packed INT4 filters (`int4_weights`) stay INT4 inputs of the fused operator:
+the tensor's type says the weight width, and the kernels read the nibbles
+(their params' weight_bits, mcuf/dot.h).
 """
 from __future__ import annotations
 

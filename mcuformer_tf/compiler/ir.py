@@ -16,7 +16,8 @@ Reading goes through `tflite_graph.read_model`, which checks the file; what
 the IR cannot carry (sparse tensors, intermediates, builtin options 2, custom
 quantisation, external buffers) is refused rather than dropped. Float min/max
 ranges of quantisation parameters, which no int8 TFLM kernel reads, are not
-kept.
+kept. A packed INT4 constant (`int4` set, dtype int8) keeps its packed bytes in
+its buffer; `data` unpacks them.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from ai_edge_litert import schema_py_generated as schema
 
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.tflm.arena_plan import OFFLINE_PLAN
-from mcuformer_tf.tflm.tflite_graph import BUILTIN_NAMES, DTYPES, FILE_IDENTIFIER, Quantization, read_model
+from mcuformer_tf.tflm.int4 import pack_int4, packed_size, unpack_int4
+from mcuformer_tf.tflm.tflite_graph import BUILTIN_NAMES, DTYPES, FILE_IDENTIFIER, INT4, Quantization, read_model
 
 BUFFER_ALIGNMENT = 16  # the schema's `force_align: 16` on Buffer.data
 _BUILTIN_CODES = {name: code for code, name in BUILTIN_NAMES.items()}
@@ -51,12 +53,15 @@ class Tensor:
     quantization: Quantization | None = None
     buffer: Buffer | None = None  # None for activations (inputs, outputs, intermediates)
     is_variable: bool = False
+    int4: bool = False  # the buffer holds packed INT4 values (dtype int8, the values' type)
 
     @property
     def data(self) -> np.ndarray | None:
         """The constant's values, shaped (read-only); None for an activation."""
         if self.buffer is None:
             return None
+        if self.int4:
+            return unpack_int4(self.buffer.data, self.shape)
         return np.frombuffer(self.buffer.data, self.dtype).reshape(self.shape)
 
     @property
@@ -65,7 +70,8 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        count = int(np.prod(self.shape, dtype=np.int64))
+        return packed_size(count) if self.int4 else count * self.dtype.itemsize
 
 
 @dataclass(eq=False)
@@ -182,8 +188,9 @@ def read(source) -> Model:
     for t, t_schema in zip(graph.tensors, sub.tensors or []):
         buffer = None
         if t.is_constant:
-            buffer = buffers.setdefault(t_schema.buffer, Buffer(t.data.tobytes()))
-        tensors.append(Tensor(t.name, t.shape, t.dtype, t.quantization, buffer, t.is_variable))
+            buffer = buffers.setdefault(t_schema.buffer,
+                                        Buffer(pack_int4(t.data) if t.int4 else t.data.tobytes()))
+        tensors.append(Tensor(t.name, t.shape, t.dtype, t.quantization, buffer, t.is_variable, t.int4))
 
     def at(indices):
         return [tensors[i] if i >= 0 else None for i in indices]
@@ -228,7 +235,7 @@ def _tensor_t(tensor: Tensor, buffer: int) -> schema.TensorT:
         raise McuformerError(f"tensor '{tensor.name}' has the unsupported type {tensor.dtype}")
     t = schema.TensorT()
     t.shape = np.asarray(tensor.shape, np.int32)
-    t.type = _TENSOR_TYPES[tensor.dtype]
+    t.type = INT4 if tensor.int4 else _TENSOR_TYPES[tensor.dtype]
     t.buffer = buffer
     t.name = tensor.name
     t.isVariable = tensor.is_variable

@@ -18,6 +18,7 @@ import numpy as np
 from mcuformer_tf.compiler import c_library as mcuf_c
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.tflm.arith.elementwise import RSQRT_SHIFT
+from mcuformer_tf.tflm.int4 import pack_int4
 
 _i32, _i8 = ctypes.c_int32, ctypes.c_int8
 P8, P32 = ctypes.POINTER(ctypes.c_int8), ctypes.POINTER(ctypes.c_int32)
@@ -33,7 +34,7 @@ def _fields(*names):
 
 class FcParams(ctypes.Structure):
     _fields_ = _fields("input_offset", "weights_offset", "output_offset", "activation_min", "activation_max",
-                       "multiplier", "shift") + [("multipliers", P32), ("shifts", P32)]
+                       "multiplier", "shift") + [("multipliers", P32), ("shifts", P32), ("weight_bits", _i32)]
 
 
 class AddParams(ctypes.Structure):
@@ -179,10 +180,10 @@ def int32_array(values, keep: list):
     return array.ctypes.data_as(P32)
 
 
-def fc_params(params, keep: list) -> FcParams:
+def fc_params(params, keep: list, weight_bits: int = 8) -> FcParams:
     """FcParams of a FullyConnectedParams (or a CONV_2D's ConvParams, whose weights offset is 0: TFLM's
     ConvPerChannel ignores the weights' zero point): per tensor where every channel has one multiplier
-    and shift.
+    and shift; weight_bits 4 for a packed INT4 filter (`weights_array`).
 
     `keep` receives the per-channel arrays the struct points to; keep it alive with the struct.
     """
@@ -191,10 +192,22 @@ def fc_params(params, keep: list) -> FcParams:
         _in_range("FULLY_CONNECTED/CONV_2D shift", shift, _SHIFT_RANGE)
     weights_offset = getattr(params, "weights_offset", 0)
     struct = FcParams(params.input_offset, weights_offset, params.output_offset, params.activation_min,
-                      params.activation_max, int(multipliers[0]), int(shifts[0]))
+                      params.activation_max, int(multipliers[0]), int(shifts[0]), weight_bits=weight_bits)
     if np.any(multipliers != multipliers[0]) or np.any(shifts != shifts[0]):
         struct.multipliers, struct.shifts = int32_array(multipliers, keep), int32_array(shifts, keep)
     return struct
+
+
+def weights_array(tensor, keep: list) -> tuple:
+    """(pointer, weight bits) of a FULLY_CONNECTED or CONV_2D filter as the C kernels read it: its int8
+    values, or for an INT4 tensor its packed bytes (`tflm.int4`, the .tflite's own), bits 4.
+    `keep` receives the array the pointer points into."""
+    if tensor.int4:
+        array, bits = np.frombuffer(pack_int4(tensor.data), np.int8).copy(), 4
+    else:
+        array, bits = np.ascontiguousarray(tensor.data, np.int8), 8
+    keep.append(array)
+    return array.ctypes.data_as(P8), bits
 
 
 def add_params(params, swap: bool = False) -> AddParams:

@@ -36,6 +36,7 @@ from mcuformer_tf.compiler.kernel_params import (
     p8,
     rsqrt_params,
     softmax_params,
+    weights_array,
 )
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.tflm.arith import prepare
@@ -250,10 +251,8 @@ class _Subgraph:
             self.fail(op, f"constant weights [outputs, {width}] expected, got {list(weights.shape)}")
         outputs = weights.shape[0]
         self.rows(op, op.outputs[0], outputs, tokens)
-        weights_array = np.ascontiguousarray(weights.data, np.int8)
-        self.arrays.append(weights_array)
-        layer = FcLayer(fc_params(prepare(self.graph, op), self.arrays), weights_array.ctypes.data_as(P8),
-                        None, width, outputs)
+        pointer, bits = weights_array(weights, self.arrays)
+        layer = FcLayer(fc_params(prepare(self.graph, op), self.arrays, bits), pointer, None, width, outputs)
         layer.bias = self.bias(op, outputs)
         return layer, op.outputs[0], outputs
 
@@ -483,10 +482,9 @@ def patch_embed_kernel(graph, ops) -> PatchEmbedKernel:
     grid = (height // patch, width // patch)
     tokens = grid[0] * grid[1]
     sub.shape(conv, conv.outputs[0], (1, *grid, depth))
-    weights_array = np.ascontiguousarray(weights.data, np.int8)
-    sub.arrays.append(weights_array)
-    p = PatchEmbedParams(height, width, channels, patch, depth, fc_params(prepare(graph, conv), sub.arrays),
-                         weights_array.ctypes.data_as(P8), sub.bias(conv, depth))
+    pointer, bits = weights_array(weights, sub.arrays)
+    p = PatchEmbedParams(height, width, channels, patch, depth, fc_params(prepare(graph, conv), sub.arrays, bits),
+                         pointer, sub.bias(conv, depth))
     add = sub.take("ADD")  # the RESHAPE to [1, N, D] keeps the last axis: an alias
     swapped, table = sub.binary(add, conv.outputs[0], sub.is_constant)
     p.position, p.position_table = add_params(prepare(graph, add), swapped), sub.constant(add, table, depth, tokens)

@@ -1,10 +1,11 @@
 """What the exported and the compiled .tflite hold, counted from the `SubnetConfig`: tensors, operators, bytes.
 
 `graph_counts` counts the unfused model (the graph `unfused_plan.unfused_net` rebuilds): tensors,
-operators, operands, quantisation channels, weight/bias/constant bytes, and what TFLM's persistent
-tail grows with (output channels of per-channel kernels, bytes of BATCH_MATMUL operands it
-transposes). `fused_graph_counts` counts the compiled model (`fused_plan.fused_net`): the same,
-the MCUF ops' per-channel arrays in TFLM and the exact length of their flexbuffer options
+operators, operands, quantisation channels, weight/bias/constant bytes (weights in the form's
+width: int8, or packed INT4), and what TFLM's persistent tail grows with (output channels of
+per-channel kernels, bytes of BATCH_MATMUL operands it transposes, INT4 filters it unpacks).
+`fused_graph_counts` counts the compiled model (`fused_plan.fused_net`): the same, the MCUF ops'
+per-channel arrays in TFLM and the exact length of their flexbuffer options
 (`mcuf_options`). Both are exact on real exports of both presets in every `ExportForm` (tests:
 test_memory_model); `persistent` and `flash` turn them into bytes.
 
@@ -31,10 +32,11 @@ class GraphCounts:
     operands: int  # operator inputs and outputs, omitted optional inputs left out
     channels: int  # output channels of CONV_2D and per-channel FULLY_CONNECTED kernels
     transposed: int  # bytes of BATCH_MATMUL right operands TFLM transposes (adj_y false)
-    weights: int  # int8 kernels of CONV_2D and FULLY_CONNECTED
+    weights: int  # bytes of the CONV_2D and FULLY_CONNECTED kernels (int8, or packed INT4)
     biases: int  # int32
     other_constants: int  # position table, LayerNorm and QuickGELU constants, shapes, axes
     quantized: int  # quantisation channels: one per int8 tensor, one per weight/bias channel
+    unpacked: int = 0  # INT4 filters stock TFLM unpacks into scratch (one request, one handle each)
 
     def __add__(self, other):
         return GraphCounts(*map(int.__add__, self.__dict__.values(), other.__dict__.values()))
@@ -47,14 +49,15 @@ def _linear_counts(shape, form: ExportForm) -> GraphCounts:
     kernels = [(shape.in_dim, shape.out_dim)] if shape.dense else [
         (shape.in_dim, shape.rank), (shape.rank, shape.out_dim)]
     bias = form.trained
-    weights = sum(i * o for i, o in kernels)
+    weights = sum(form.weight_bytes(i * o) for i, o in kernels)
     channels = sum(o for _, o in kernels) if per_channel else 0
     scales = channels if per_channel else len(kernels)
     return GraphCounts(
         tensors=2 * len(kernels) + bias, operators=len(kernels),
         operands=3 * len(kernels) + bias, channels=channels, transposed=0, weights=weights,
         biases=4 * shape.out_dim * bias, other_constants=0,
-        quantized=len(kernels) + scales + (shape.out_dim if per_channel else 1) * bias)
+        quantized=len(kernels) + scales + (shape.out_dim if per_channel else 1) * bias,
+        unpacked=len(kernels) * form.int4)
 
 
 def _layer_norm_counts(n: int, d: int, affine: bool) -> GraphCounts:
@@ -99,7 +102,8 @@ def graph_counts(config: SubnetConfig, form: ExportForm = QAT) -> GraphCounts:
     n, d, p = config.num_tokens, config.embed_dim, config.patch_size
     total = GraphCounts(  # image, CONV_2D (+ kernel, bias), RESHAPE, position ADD (+ table)
         tensors=7, operators=3, operands=4 + 3 + 3, channels=d, transposed=0,
-        weights=p * p * 3 * d, biases=4 * d, other_constants=n * d, quantized=5 + 2 * d)
+        weights=form.weight_bytes(p * p * 3 * d), biases=4 * d, other_constants=n * d, quantized=5 + 2 * d,
+        unpacked=int(form.int4))
     blocks = [vars(_block_counts(n, d, heads, ratio, config.rank_ratio, form)).values()
               for heads, ratio in zip(config.num_heads, config.mlp_ratio)]
     total = GraphCounts(*map(sum, zip(vars(total).values(), *blocks)))  # one sum per field
@@ -133,6 +137,7 @@ class FusedCounts:
     low_rank_mlp: int  # fc1 and fc2 stay dense or not together (their shapes are transposed)
     multi_head: int  # MCUF_ATTENTION ops with more than one head
     trained: bool  # the trained form: biases, and LayerNorm gamma/beta unless folded away
+    unpacked: int = 0  # INT4 filters of builtins (the head's FULLY_CONNECTED) TFLM unpacks into scratch
 
 
 def _padding(*lengths) -> int:
@@ -148,7 +153,7 @@ def _fused_linear(shape, form: ExportForm) -> tuple:
     kernels = [(shape.in_dim, shape.out_dim)] if shape.dense else [
         (shape.in_dim, shape.rank), (shape.rank, shape.out_dim)]
     channels = [o for _, o in kernels] if per_channel else []
-    lengths = [i * o for i, o in kernels] + [4 * shape.out_dim] * trained
+    lengths = [form.weight_bytes(i * o) for i, o in kernels] + [4 * shape.out_dim] * trained
     scales = sum(channels) + (shape.out_dim * trained if per_channel else len(kernels) + trained)
     return (len(kernels) + trained, sum(lengths), _padding(*lengths), scales,
             sum(align(8 * c) for c in channels))
@@ -193,12 +198,13 @@ def fused_graph_counts(config: SubnetConfig, form: ExportForm = QAT) -> FusedCou
     # more tensors on that one byte's buffer (see _qat_constants)
     eps_tensors = _qat_constants(config.depth, form)
     tensors = 5 + 2 + (3 + 3 * trained) + (9 + 2 * trained) + eps_tensors
-    data = (p * p * 3 * d + 4 * d + n * d  # patch embedding
+    patch_weights, head_weights = form.weight_bytes(p * p * 3 * d), form.weight_bytes(d * classes)
+    data = (patch_weights + 4 * d + n * d  # patch embedding
             + 1  # epsilon and QuickGELU factor: one shared byte
-            + 4 + 4 + d * classes + (4 * classes + 2 * d) * trained)  # head
+            + 4 + 4 + head_weights + (4 * classes + 2 * d) * trained)  # head
     quantized = (1 + d + d + 1 + 1) + 2 + (head_scales + (head_scales + 2) * trained) + (
         9 + 2 * trained) + eps_tensors
-    padding = _padding(p * p * 3 * d, 4 * d, n * d, 1, 4, 4, d * classes,
+    padding = _padding(patch_weights, 4 * d, n * d, 1, 4, 4, head_weights,
                        *[4 * classes, d, d] * trained)
     outside_blocks = (tensors, data, padding, quantized, align(8 * d),
                       patch_embed_options(config.image_size, p, d), 0, 0, 0, 0)
@@ -211,7 +217,7 @@ def fused_graph_counts(config: SubnetConfig, form: ExportForm = QAT) -> FusedCou
                        classes=0 if form.qat else classes, data=data,
                        padding=padding + _padding(4 * (3 + tensors)), quantized=quantized,
                        options=options, low_rank_qkv=qkv, low_rank_proj=proj, low_rank_mlp=mlp,
-                       multi_head=multi, trained=trained)
+                       multi_head=multi, trained=trained, unpacked=int(form.int4))
 
 
 @functools.lru_cache(maxsize=None)

@@ -31,6 +31,7 @@ from mcuformer_tf.memory.counts import fused_graph_counts, graph_counts
 from mcuformer_tf.memory.flash import QAT_NAMES_FIT, fused_flash, qat_names, unfused_flash
 from mcuformer_tf.memory.form import QAT, ExportForm
 from mcuformer_tf.memory.fused_plan import fused_non_persistent, fused_planned
+from mcuformer_tf.memory.net import check_config
 from mcuformer_tf.memory.persistent import fused_persistent, unfused_persistent
 from mcuformer_tf.memory.unfused_plan import unfused_non_persistent, unfused_planned
 from mcuformer_tf.nas.search_space import SubnetConfig
@@ -78,8 +79,13 @@ def memory_of(config: SubnetConfig, form: ExportForm = QAT) -> MemoryEstimate:
     converter's form of a float model: every kernel per output channel, gamma and beta folded
     into a dense FULLY_CONNECTED after the LayerNorm; `FRESH_FLOAT` that of fresh weights
     (LayerNorm gamma/beta and FC biases dropped). The fits were made on the float forms and hold
-    for QAT through the counts (tests: QAT exports).
+    for QAT through the counts (tests: QAT exports). The weight bits are the config's
+    (`SubnetConfig.weight_bits`; those of `form` are not read): with 4, the weights are counted
+    packed in both files, the unfused arena gains stock TFLM's unpacking scratch and the fused
+    one that of the head's builtin FULLY_CONNECTED (the MCUF kernels read INT4 in place).
     """
+    check_config(config)
+    form = form._replace(weight_bits=config.weight_bits)
     counts = graph_counts(config, form)
     fused = fused_graph_counts(config, form)
     names = {model: qat_names(model, fused) if form.qat else 0 for model in QAT_NAMES_FIT}

@@ -2,7 +2,9 @@
 
 The compiled graph (`fused_net`): MCUF_PATCH_EMBED on the image, per block MCUF_ATTENTION and
 MCUF_MLP in place on the tokens, each with one scratch buffer of its kernel's
-`*_get_buffer_size` (`block_scratch`), then the head as exported (`net.head`). The plan
+`*_get_buffer_size` (`block_scratch`; with INT4 weights the same: the kernels read them in
+place), then the head as exported (`net.head`, whose builtin FULLY_CONNECTED unpacks INT4
+weights into scratch). The plan
 (`compiler.plan.pack`, TFLM placing the scratch around the offline-planned tensors) equals
 `compile_model(...).plan.size` on real exports of both presets (tests).
 
@@ -83,11 +85,13 @@ def fused_non_persistent_exact(config: SubnetConfig, form: ExportForm = QAT) -> 
 
 @functools.lru_cache(maxsize=None)
 def _fused_cached(image_size: int, patch_size: int, embed_dim: int, num_classes: int,
-                  trained: bool, body: tuple) -> int:
-    """Cached by `trained` alone: of the form, only it shapes the fused graph (the head's
-    LayerNorm), so both trained forms share an entry."""
+                  trained: bool, weight_bits: int, body: tuple) -> int:
+    """Cached by `trained` and the weight bits alone: of the form, only they shape the fused graph
+    (the head's LayerNorm, its FULLY_CONNECTED's unpacking scratch), so both trained forms share
+    an entry."""
     one_block = SubnetConfig(image_size, patch_size, 1.0, embed_dim, 1, (1,), (1.0,), num_classes)
-    return _compiler_plan(*fused_net(one_block, FLOAT if trained else FRESH_FLOAT, body))
+    form = (FLOAT if trained else FRESH_FLOAT)._replace(weight_bits=weight_bits)
+    return _compiler_plan(*fused_net(one_block, form, body))
 
 
 def fused_non_persistent(config: SubnetConfig, form: ExportForm = QAT) -> int:
@@ -100,10 +104,11 @@ def fused_non_persistent(config: SubnetConfig, form: ExportForm = QAT) -> int:
     check_config(config)
     body = tuple(sorted(set(_body_scratch(config))))
     return _fused_cached(config.image_size, config.patch_size, config.embed_dim,
-                         config.num_classes, form.trained, body)
+                         config.num_classes, form.trained, form.weight_bits, body)
 
 
 def fused_planned(config: SubnetConfig, form: ExportForm = QAT) -> tuple:
     """(activations, scratch buffers) TFLM plans for the compiled model: they depend on the
-    depth (and the trained form of the head) only."""
-    return planned_of(("fused", config.depth, form.trained), lambda: fused_net(config, form)[0])
+    depth (and the trained form and weight bits of the head) only."""
+    return planned_of(("fused", config.depth, form.trained, form.weight_bits),
+                      lambda: fused_net(config, form)[0])

@@ -5,8 +5,8 @@ sizes, in the converter's order; `Net.buffers` lists them as `arena_plan.planned
 does for a real .tflite. The unfused graph (`unfused_plan.unfused_net`) and the fused one
 (`fused_plan.fused_net`) are built on it and share the patch embedding's image, the LayerNorm
 as builtins (MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL, then gamma MUL and beta ADD) and the head
-(a LayerNorm, MEAN over tokens and FULLY_CONNECTED). Also here: the 16-byte alignment and the
-check every entry point makes of its config.
+(a LayerNorm, MEAN over tokens and FULLY_CONNECTED; with INT4 weights its filter's unpacking
+scratch). Also here: the 16-byte alignment and the check every entry point makes of its config.
 """
 from __future__ import annotations
 
@@ -87,10 +87,17 @@ def layer_norm(net: Net, x: int, n: int, d: int, affine: bool) -> int:
 
 def head(net: Net, x: int, config: SubnetConfig, form: ExportForm) -> None:
     """LayerNorm (gamma and beta kept when trained: no FULLY_CONNECTED follows it to fold into),
-    MEAN over tokens, FULLY_CONNECTED."""
+    MEAN over tokens, FULLY_CONNECTED (a builtin in both models: it unpacks INT4 weights into
+    scratch)."""
     d = config.embed_dim
     pooled = net.one([layer_norm(net, x, config.num_tokens, d, form.trained)], d, mean_scratch(d))
-    net.one([pooled], config.num_classes)
+    net.one([pooled], config.num_classes, form.unpacking(d * config.num_classes))
+
+
+def patch_embedding(net: Net, config: SubnetConfig, form: ExportForm) -> int:
+    """The exported model's CONV_2D on the image (tensor 0), unpacking INT4 weights into scratch."""
+    d, p = config.embed_dim, config.patch_size
+    return net.one([0], config.num_tokens * d, form.unpacking(p * p * 3 * d))
 
 
 def image_bytes(config: SubnetConfig) -> int:

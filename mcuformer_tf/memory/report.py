@@ -41,6 +41,7 @@ class Flash:
     structure: int  # the flatbuffer's own tables: tensors, operators, names, quantisation, padding
     quantization: int = 0  # part of structure: scales (4 B) and zero points (8 B) per channel
     names: int = 0  # part of structure: tensor names
+    int4_weights: int = 0  # part of weights: packed INT4 tensors (two weights a byte)
 
     @property
     def total(self) -> int:
@@ -98,11 +99,13 @@ def flash_split(graph, raw: bytes) -> Flash:
     for buffer, kind in role.items():
         totals[kind] += lengths[buffer]
     metadata = sum(lengths[b] for b in set(metadata_buffers) if b not in role)
+    int4_weights = sum(lengths[b] for b in {tensor_buffers[t.index] for t in graph.tensors if t.int4}
+                       if role.get(b) == "weights")
     quantization = sum(t.quantization.scale.size * 4 + t.quantization.zero_point.size * 8
                        for t in graph.tensors if t.quantization is not None)
     return Flash(metadata=metadata, structure=len(raw) - sum(totals.values()) - metadata,
                  quantization=quantization, names=sum(len(t.name.encode()) for t in graph.tensors),
-                 **totals)
+                 int4_weights=int4_weights, **totals)
 
 
 def _covered(buffers) -> int:
@@ -169,7 +172,8 @@ def format_report(report: MemoryReport) -> str:
         lines.append(f"  scratch not modelled for {len(report.unmodelled)} operators "
                      f"({', '.join(names)}): the head may exceed this plan")
     f = report.flash
-    lines.append(f"flash (the .tflite): {_kib(f.total)} = weights {f.weights:,} + biases "
+    packed = f" (packed INT4: {f.int4_weights:,})" if f.int4_weights else ""
+    lines.append(f"flash (the .tflite): {_kib(f.total)} = weights {f.weights:,}{packed} + biases "
                  f"{f.biases:,} + other constants {f.other_constants:,} + metadata {f.metadata:,}"
                  f" + flatbuffer structure {f.structure:,} (of which quantisation parameters "
                  f"{f.quantization:,}, tensor names {f.names:,})")

@@ -7,7 +7,8 @@ the low-rank linears as one FULLY_CONNECTED (dense) or two (factors, the bias on
 attention as RESHAPE, TRANSPOSE, UNPACK, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL (+ TRANSPOSE and
 RESHAPE with more than one head), QuickGELU as MUL, LOGISTIC, RESHAPE, MUL; the head a
 LayerNorm, MEAN over tokens and FULLY_CONNECTED. In every `ExportForm` a dense fc1 keeps
-[1, N, H], so QuickGELU needs no RESHAPE.
+[1, N, H], so QuickGELU needs no RESHAPE. With INT4 weights every FULLY_CONNECTED and the
+CONV_2D request a scratch buffer of one byte per weight to unpack their filter into.
 
 Exact (tests: real exports of both presets, TFLM's head in the wheel): the non-persistent
 arena, its activations and MEAN's scratch through the planner `memory_report` replays (TFLM's
@@ -19,15 +20,17 @@ residual tensor it writes); see `unfused_non_persistent`.
 from __future__ import annotations
 
 from mcuformer_tf.memory.form import QAT, ExportForm
-from mcuformer_tf.memory.net import Net, check_config, head, image_bytes, layer_norm, planned_of
+from mcuformer_tf.memory.net import Net, check_config, head, image_bytes, layer_norm, patch_embedding, planned_of
 from mcuformer_tf.nas.search_space import HEAD_DIM, SubnetConfig
 from mcuformer_tf.tflm.arena_plan import greedy_plan
 
 
-def _linear(net: Net, x: int, n: int, shape) -> int:
+def _linear(net: Net, x: int, n: int, shape, form: ExportForm) -> int:
+    """One FULLY_CONNECTED, or two (the factors); each unpacks an INT4 filter into scratch."""
     if not shape.dense:
-        x = net.one([x], n * shape.rank)
-    return net.one([x], n * shape.out_dim)
+        x = net.one([x], n * shape.rank, form.unpacking(shape.in_dim * shape.rank))
+    return net.one([x], n * shape.out_dim, form.unpacking(shape.in_dim * shape.out_dim if shape.dense
+                                                           else shape.rank * shape.out_dim))
 
 
 def _attention(net: Net, x: int, config: SubnetConfig, layer: int, form: ExportForm) -> int:
@@ -35,33 +38,33 @@ def _attention(net: Net, x: int, config: SubnetConfig, layer: int, form: ExportF
     shapes = config.linear_shapes(layer)
     hd = heads * HEAD_DIM
     normed = layer_norm(net, x, n, d, form.affine(shapes["qkv"].dense))
-    qkv = _linear(net, normed, n, shapes["qkv"])
+    qkv = _linear(net, normed, n, shapes["qkv"], form)
     split = net.one([net.one([qkv], 3 * n * hd)], 3 * n * hd)
     q, k, v = net.op([split], [n * hd] * 3)
     scores = net.one([net.one([q, k], heads * n * n)], heads * n * n)
     context = net.one([scores, v], n * hd)
     if heads > 1:
         context = net.one([net.one([context], n * hd)], n * hd)
-    return net.one([x, _linear(net, context, n, shapes["proj"])], n * d)
+    return net.one([x, _linear(net, context, n, shapes["proj"], form)], n * d)
 
 
 def _mlp(net: Net, x: int, config: SubnetConfig, layer: int, form: ExportForm) -> int:
     n, d, h = config.num_tokens, config.embed_dim, config.hidden_dim(layer)
     shapes = config.linear_shapes(layer)
     dense = shapes["fc1"].dense
-    hidden = _linear(net, layer_norm(net, x, n, d, form.affine(dense)), n, shapes["fc1"])
+    hidden = _linear(net, layer_norm(net, x, n, d, form.affine(dense)), n, shapes["fc1"], form)
     gate = net.one([net.one([hidden], n * h)], n * h)
     if not dense:  # a dense FC keeps [1, N, H]; the factors' [N, H] is reshaped back
         gate = net.one([gate], n * h)
     activated = net.one([hidden, gate], n * h)
-    return net.one([x, _linear(net, activated, n, shapes["fc2"])], n * d)
+    return net.one([x, _linear(net, activated, n, shapes["fc2"], form)], n * d)
 
 
 def unfused_net(config: SubnetConfig, form: ExportForm = QAT) -> Net:
     """The exported int8 graph's activations, in the export form `form`."""
     n, d = config.num_tokens, config.embed_dim
     net = Net(image_bytes(config))
-    tokens = net.one([net.one([0], n * d)], n * d)
+    tokens = net.one([patch_embedding(net, config, form)], n * d)
     x = net.one([tokens], n * d)
     for layer in range(config.depth):
         x = _mlp(net, _attention(net, x, config, layer, form), config, layer, form)
@@ -138,16 +141,17 @@ def _segments(config: SubnetConfig, form: ExportForm) -> list:
 
     def embed():
         net = Net(image_bytes(config))
-        net.one([net.one([net.one([0], size)], size)], size)
+        net.one([net.one([patch_embedding(net, config, form)], size)], size)
         return net
 
-    segments = [(("embed", config.image_size, n, d), embed)]
+    segments = [(("embed", config.image_size, config.patch_size, d, form.weight_bits), embed)]
     for layer in range(config.depth):
         segments.append((("attention", n, d, config.num_heads[layer], config.rank_ratio, form),
                          block("attention", layer)))
         segments.append((("mlp", n, d, config.mlp_ratio[layer], config.rank_ratio, form),
                          block("mlp", layer)))
-    segments.append((("head", n, d, config.num_classes, form.trained), build_head))  # the head: `trained` only
+    segments.append((("head", n, d, config.num_classes, form.trained, form.weight_bits),
+                     build_head))  # of the form, the head depends on `trained` and the weight bits
     return segments[::-1]
 
 

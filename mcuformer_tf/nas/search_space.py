@@ -1,8 +1,13 @@
 """Search spaces and subnet configs: the low-rank ViT family of DESIGN.md §4.
 
 A `SubnetConfig` names one ViT (image and patch size, rank ratio, embedding
-width, depth and per-layer heads and MLP ratio); a `SearchSpace` holds the
-choices of every dimension. Both round-trip through YAML/JSON, validate with
+width, depth and per-layer heads and MLP ratio) and the width its weights are
+stored in (`weight_bits`: 8, or 4 for packed INT4); a `SearchSpace` holds the
+choices of every dimension. Weight bits are no part of the supernet (any subnet
+exports at either width): a space's `weight_bits` lists what a search draws
+from (8 alone unless a file or `tune --weight-bits` says otherwise), and both
+leave the field out of their files at its default, 8, so files written before
+it existed read and resume unchanged. Both round-trip through YAML/JSON, validate with
 one-line errors naming the bad field, and need no TensorFlow, so the tuner's
 memory oracle and the CLI's checks stay fast.
 
@@ -28,7 +33,10 @@ from mcuformer_tf.errors import McuformerError
 HEAD_DIM = 64
 """Width of one attention head (fixed, as in DeiT and AutoFormer)."""
 
-PRESETS = ("deit-tiny-mcu", "digits")
+PRESETS = ("deit-tiny-mcu", "deit-tiny-mcu-int4", "digits")
+WEIGHT_BITS = (4, 8)
+"""Widths a subnet's linear and patch-embedding weights can be stored in (8: int8, 4: packed INT4)."""
+DEFAULT_WEIGHT_BITS = 8
 
 
 def _round_half_up(value: Fraction) -> int:
@@ -118,8 +126,12 @@ class SubnetConfig:
     num_heads: tuple[int, ...]
     mlp_ratio: tuple[float, ...]
     num_classes: int
+    weight_bits: int = DEFAULT_WEIGHT_BITS
 
     def __post_init__(self):
+        if self.weight_bits not in WEIGHT_BITS:
+            raise _field_error("weight_bits", f"must be one of {', '.join(map(str, WEIGHT_BITS))}, "
+                                              f"got {self.weight_bits!r}")
         if self.image_size % self.patch_size:
             raise _field_error(
                 "patch_size",
@@ -184,7 +196,8 @@ class SubnetConfig:
 
     # -- (de)serialisation ----------------------------------------------------
     def to_dict(self) -> dict:
-        return {
+        """The config as a mapping; `weight_bits` only where it is not 8 (module docstring)."""
+        out = {
             "image_size": self.image_size,
             "patch_size": self.patch_size,
             "rank_ratio": self.rank_ratio,
@@ -194,10 +207,16 @@ class SubnetConfig:
             "mlp_ratio": list(self.mlp_ratio),
             "num_classes": self.num_classes,
         }
+        if self.weight_bits != DEFAULT_WEIGHT_BITS:
+            out["weight_bits"] = self.weight_bits
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> "SubnetConfig":
-        """Build from a mapping; a scalar num_heads or mlp_ratio applies to every layer."""
+        """Build from a mapping; a scalar num_heads or mlp_ratio applies to every layer; no
+        weight_bits: 8."""
+        if isinstance(data, dict) and "weight_bits" not in data:
+            data = {**data, "weight_bits": DEFAULT_WEIGHT_BITS}
         _check_fields(data, [f.name for f in dataclasses.fields(cls)], "a subnet config")
         depth = _as_int("depth", data["depth"])
 
@@ -216,6 +235,7 @@ class SubnetConfig:
             num_heads=per_layer("num_heads", _as_int),
             mlp_ratio=per_layer("mlp_ratio", _as_ratio),
             num_classes=_as_int("num_classes", data["num_classes"]),
+            weight_bits=_as_int("weight_bits", data["weight_bits"]),
         )
 
     def to_json(self) -> str:
@@ -232,9 +252,10 @@ class SubnetConfig:
     def describe(self) -> str:
         heads = ",".join(map(str, self.num_heads))
         ratios = ",".join(f"{r:g}" for r in self.mlp_ratio)
+        bits = "" if self.weight_bits == DEFAULT_WEIGHT_BITS else f" w{self.weight_bits}"
         return (
             f"img{self.image_size}/p{self.patch_size} e{self.embed_dim} d{self.depth} "
-            f"h[{heads}] mlp[{ratios}] r{self.rank_ratio:g}"
+            f"h[{heads}] mlp[{ratios}] r{self.rank_ratio:g}{bits}"
         )
 
 
@@ -273,8 +294,12 @@ class SearchSpace:
     num_heads: tuple[int, ...]
     mlp_ratio: tuple[float, ...]
     rank_ratio: tuple[float, ...]
+    weight_bits: tuple[int, ...] = (DEFAULT_WEIGHT_BITS,)
 
     def __post_init__(self):
+        for bits in self.weight_bits:
+            if bits not in WEIGHT_BITS:
+                raise _field_error("weight_bits", f"must be one of {', '.join(map(str, WEIGHT_BITS))}, got {bits}")
         for ratio in self.rank_ratio:
             if ratio > 1:
                 raise _field_error("rank_ratio", f"must be in (0, 1], got {ratio}")
@@ -290,7 +315,10 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: Any) -> "SearchSpace":
-        _check_fields(data, ("name", "num_classes") + cls.DIMENSIONS, "a search space")
+        """Build from a mapping; no weight_bits: [8]."""
+        if isinstance(data, dict) and "weight_bits" not in data:
+            data = {**data, "weight_bits": [DEFAULT_WEIGHT_BITS]}
+        _check_fields(data, ("name", "num_classes", "weight_bits") + cls.DIMENSIONS, "a search space")
         return cls(
             name=str(data["name"]),
             num_classes=_as_int("num_classes", data["num_classes"]),
@@ -301,11 +329,15 @@ class SearchSpace:
             num_heads=_choices("num_heads", data["num_heads"], _as_int),
             mlp_ratio=_choices("mlp_ratio", data["mlp_ratio"], _as_ratio),
             rank_ratio=_choices("rank_ratio", data["rank_ratio"], _as_ratio),
+            weight_bits=_choices("weight_bits", data["weight_bits"], _as_int),
         )
 
     def to_dict(self) -> dict:
+        """The space as a mapping; `weight_bits` only where it is not [8] (module docstring)."""
         out = {"name": self.name, "num_classes": self.num_classes}
         out.update({dim: list(getattr(self, dim)) for dim in self.DIMENSIONS})
+        if self.weight_bits != (DEFAULT_WEIGHT_BITS,):
+            out["weight_bits"] = list(self.weight_bits)
         return out
 
     def to_yaml(self) -> str:
@@ -327,7 +359,8 @@ class SearchSpace:
 
     # -- membership -----------------------------------------------------------
     def validate(self, config: SubnetConfig) -> None:
-        """Raise a one-line error naming the first field of `config` outside this space."""
+        """Raise a one-line error naming the first field of `config` outside this space (weight
+        bits apart: they are a choice of the export, not of the supernet)."""
         if config.num_classes != self.num_classes:
             raise _field_error(
                 "num_classes", f"{config.num_classes} but the space {self.name!r} has {self.num_classes}"
@@ -358,12 +391,18 @@ class SearchSpace:
         return [(i, p) for i in self.image_size for p in self.patch_size if i % p == 0]
 
     def make(self, image_size: int, patch_size: int, rank_ratio: float, embed_dim: int,
-             num_heads: Sequence[int], mlp_ratio: Sequence[float]) -> SubnetConfig:
+             num_heads: Sequence[int], mlp_ratio: Sequence[float],
+             weight_bits: int = DEFAULT_WEIGHT_BITS) -> SubnetConfig:
         return SubnetConfig(
             image_size=image_size, patch_size=patch_size, rank_ratio=rank_ratio,
             embed_dim=embed_dim, depth=len(num_heads), num_heads=tuple(num_heads),
-            mlp_ratio=tuple(mlp_ratio), num_classes=self.num_classes,
+            mlp_ratio=tuple(mlp_ratio), num_classes=self.num_classes, weight_bits=weight_bits,
         )
+
+    def draw_weight_bits(self, rng: random.Random) -> int:
+        """A random weight width of the space; with one choice no draw (so a space of one width
+        draws the same configs as before weight widths were a dimension)."""
+        return rng.choice(self.weight_bits) if len(self.weight_bits) > 1 else self.weight_bits[0]
 
     def sample(self, rng: random.Random) -> SubnetConfig:
         """A uniformly random config (the image/patch pair uniform over divisible pairs)."""
@@ -372,17 +411,19 @@ class SearchSpace:
         return self.make(
             image, patch, rng.choice(self.rank_ratio), rng.choice(self.embed_dim),
             [rng.choice(self.num_heads) for _ in range(depth)],
-            [rng.choice(self.mlp_ratio) for _ in range(depth)],
+            [rng.choice(self.mlp_ratio) for _ in range(depth)], self.draw_weight_bits(rng),
         )
 
     def _extreme(self, pick, tokens_key) -> SubnetConfig:
         image, patch = pick(self.image_patch_pairs(), key=tokens_key)
         depth = pick(self.depth)
         return self.make(image, patch, pick(self.rank_ratio), pick(self.embed_dim),
-                         [pick(self.num_heads)] * depth, [pick(self.mlp_ratio)] * depth)
+                         [pick(self.num_heads)] * depth, [pick(self.mlp_ratio)] * depth,
+                         pick(self.weight_bits))
 
     def smallest(self) -> SubnetConfig:
-        """Fewest tokens (smaller image on ties) and the smallest choice everywhere else."""
+        """Fewest tokens (smaller image on ties) and the smallest choice everywhere else (the
+        fewest weight bits too)."""
         return self._extreme(min, lambda ip: ((ip[0] // ip[1]) ** 2, ip[0]))
 
     def largest(self) -> SubnetConfig:

@@ -14,7 +14,14 @@ model sees the int8 tensors TFLite will hold:
 | SplitHeads, Reshape            | `MovesBytesQuantizeConfig` (nothing to quantise)       |
 
 The kernel configs follow tfmot's default 8-bit scheme (symmetric,
-narrow-range kernels); activation ranges are tracked with a faster moving
+narrow-range kernels); with `weight_bits=4` the kernels take a 4-bit grid
+instead (values in [-7, 7]: Dense per tensor, as TFLM's FULLY_CONNECTED takes
+INT4 weights per tensor only; Conv2D per channel), which the converter writes
+as INT4 tensors, and activations stay 8-bit. A per-tensor 4-bit grid has 15
+levels, and max|w| would spend most of them on a few outlying weights: its range
+is the clip of |w| with the least squared quantisation error
+(`ClippedKernelQuantizer`), found on every training step as tfmot's
+LastValueQuantizer finds max|w|. Activation ranges are tracked with a faster moving
 average than tfmot's (decay 0.9, not 0.999), so that a calibration pass and a
 fine-tune of a few hundred steps, or none, end with ranges that fit the
 tensors (`qat_recipe` runs both).
@@ -50,6 +57,8 @@ RANGE_EMA_DECAY = 0.9
 RANGE_DECAY_SUFFIX = "_range_decay"
 EPSILON_VARIANCE_FRACTION = 1 / 64
 CALIBRATION_BATCHES = 40
+# The clips of a per-tensor sub-8-bit kernel grid tried, as fractions of max|w|.
+CLIP_FRACTIONS = np.linspace(0.3, 1.0, 36)
 # TFLite's int8 SOFTMAX and LOGISTIC outputs are fixed at scale 1/256, zero point -128.
 PROBABILITY_MAX = 255 / 256
 
@@ -121,16 +130,49 @@ class _NoWeightsQuantizeConfig(QuantizeConfig):
         return {}
 
 
-class KernelQuantizeConfig(QuantizeConfig):
-    """Conv2D/Dense: the kernel symmetric narrow-range int8 (per output channel or per tensor)
-    and the (linear) activation's output tracked."""
+class ClippedKernelQuantizer(quantizers.LastValueQuantizer):
+    """A per-tensor symmetric narrow-range kernel grid whose range is the clip of |w|, among
+    CLIP_FRACTIONS of max|w|, with the least mean squared quantisation error; set on each training
+    step (as LastValueQuantizer sets max|w|), used as stored otherwise."""
 
-    def __init__(self, per_axis):
+    def __init__(self, num_bits):
+        super().__init__(num_bits=num_bits, per_axis=False, symmetric=True, narrow_range=True)
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        # In tfmot's scope: the .tflite's tensor names, which memory.flash counts, stay tfmot's.
+        with tf.name_scope("LastValueQuant"):
+            return self._fake_quantize(inputs, training, weights)
+
+    def _fake_quantize(self, inputs, training, weights):
+        low, high = weights["min_var"], weights["max_var"]
+        if training:
+            levels = 2 ** (self.num_bits - 1) - 1
+            clips = tf.reduce_max(tf.abs(inputs)) * tf.constant(CLIP_FRACTIONS, inputs.dtype)
+            steps = (clips / levels)[:, None]
+            flat = tf.reshape(inputs, [1, -1])
+            grid = tf.clip_by_value(tf.round(flat / steps), -levels, levels) * steps
+            clip = tf.gather(clips, tf.argmin(tf.reduce_mean(tf.square(grid - flat), axis=1)))
+            low, high = low.assign(-clip), high.assign(clip)
+        return tf.quantization.fake_quant_with_min_max_vars(inputs, low, high, num_bits=self.num_bits,
+                                                            narrow_range=True)
+
+    def get_config(self):
+        return {"num_bits": self.num_bits}
+
+
+class KernelQuantizeConfig(QuantizeConfig):
+    """Conv2D/Dense: the kernel symmetric narrow-range on a `num_bits` grid (per output channel or
+    per tensor) and the (linear) activation's output tracked."""
+
+    def __init__(self, per_axis, num_bits=8):
         self.per_axis = per_axis
+        self.num_bits = num_bits
 
     def get_weights_and_quantizers(self, layer):
+        if self.num_bits < 8 and not self.per_axis:
+            return [(layer.kernel, ClippedKernelQuantizer(self.num_bits))]
         return [(layer.kernel, quantizers.LastValueQuantizer(
-            num_bits=8, per_axis=self.per_axis, symmetric=True, narrow_range=True))]
+            num_bits=self.num_bits, per_axis=self.per_axis, symmetric=True, narrow_range=True))]
 
     def get_activations_and_quantizers(self, layer):
         return [(layer.activation, TensorQuantizer("activation"))]
@@ -145,7 +187,7 @@ class KernelQuantizeConfig(QuantizeConfig):
         return []
 
     def get_config(self):
-        return {"per_axis": self.per_axis}
+        return {"per_axis": self.per_axis, "num_bits": self.num_bits}
 
 
 class MovesBytesQuantizeConfig(_NoWeightsQuantizeConfig):
@@ -196,9 +238,10 @@ class PositionEmbeddingQuantizeConfig(OutputQuantizeConfig):
         layer.embedding = quantize_weights[0]
 
 
+WEIGHT_BITS = (8, 4)
+# Kernel layers -> whether their kernel is quantised per output channel.
+KERNEL_PER_AXIS = {keras.layers.Conv2D: True, keras.layers.Dense: False}
 QUANTIZE_CONFIGS = {
-    keras.layers.Conv2D: lambda: KernelQuantizeConfig(per_axis=True),
-    keras.layers.Dense: lambda: KernelQuantizeConfig(per_axis=False),
     keras.layers.Reshape: MovesBytesQuantizeConfig,
     keras.layers.Add: OutputQuantizeConfig,
     keras.layers.GlobalAveragePooling1D: OutputQuantizeConfig,
@@ -213,15 +256,18 @@ QUANTIZE_CONFIGS = {
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in (
     PositionEmbedding, LayerNorm, SplitHeads, AttentionScores, AttentionContext, QuickGELU,
     KernelQuantizeConfig, MovesBytesQuantizeConfig, OutputQuantizeConfig, HookedQuantizeConfig,
-    ProbabilityQuantizeConfig, PositionEmbeddingQuantizeConfig, TensorQuantizer)}
+    ProbabilityQuantizeConfig, PositionEmbeddingQuantizeConfig, TensorQuantizer, ClippedKernelQuantizer)}
 
 
-def _annotate(layer):
-    config = QUANTIZE_CONFIGS.get(type(layer))
-    if config is None:
+def _annotate(layer, weight_bits: int):
+    if type(layer) in KERNEL_PER_AXIS:
+        config = KernelQuantizeConfig(KERNEL_PER_AXIS[type(layer)], weight_bits)
+    elif type(layer) in QUANTIZE_CONFIGS:
+        config = QUANTIZE_CONFIGS[type(layer)]()
+    else:
         raise McuformerError(f"layer {layer.name} ({type(layer).__name__}) has no QuantizeConfig; "
                              "it would stay float")
-    return tfmot.quantization.keras.quantize_annotate_layer(layer, config())
+    return tfmot.quantization.keras.quantize_annotate_layer(layer, config)
 
 
 def widen_layer_norm_epsilon(model: keras.Model, images: np.ndarray) -> dict:
@@ -243,9 +289,12 @@ def widen_layer_norm_epsilon(model: keras.Model, images: np.ndarray) -> dict:
     return widened
 
 
-def quantize_subnet(model: keras.Model) -> keras.Model:
-    """The fake-quantised (QAT) twin of an extracted subnet, starting from its weights."""
-    annotated = keras.models.clone_model(model, clone_function=_annotate)
+def quantize_subnet(model: keras.Model, weight_bits: int = 8) -> keras.Model:
+    """The fake-quantised (QAT) twin of an extracted subnet, starting from its weights; kernels on a
+    `weight_bits` grid (8 or 4), activations 8-bit."""
+    if weight_bits not in WEIGHT_BITS:
+        raise McuformerError(f"weight bits must be one of {', '.join(map(str, WEIGHT_BITS))}, not {weight_bits}")
+    annotated = keras.models.clone_model(model, clone_function=lambda layer: _annotate(layer, weight_bits))
     annotated.set_weights(model.get_weights())
     with tfmot.quantization.keras.quantize_scope(CUSTOM_OBJECTS):
         try:

@@ -49,6 +49,7 @@ class QatRecipe:
     frozen_range_epochs: int = 1  # the last epochs train on fixed ranges
     distill: bool = True  # False: cross-entropy against the labels
     keep_best: bool = True  # the best state on the held-out training images
+    weight_bits: int = 8  # the kernels' grid: 8, or 4 (packed into INT4 tensors)
 
 
 def split_holdout(data: ImageData) -> tuple[ImageData, tf.data.Dataset]:
@@ -225,6 +226,6 @@ def quantization_aware_subnet(model: keras.Model, data: ImageData, recipe: QatRe
     teacher = keras.models.clone_model(model)
     teacher.set_weights(model.get_weights())
     widen_layer_norm_epsilon(model, calibration_images(data, model.input_shape[1], seed=seed))
-    qat_model = quantize_subnet(model)
+    qat_model = quantize_subnet(model, recipe.weight_bits)
     scores = fine_tune(qat_model, teacher, data, recipe, seed=seed, progress=progress)
     return QuantizedSubnet(qat_model, teacher, scores)

@@ -62,12 +62,20 @@ def _mirror_pad(graph, op):
     return [4 * len(graph.tensors[op.inputs[0]].shape)] * 2
 
 
+def _int4_filter(graph, op):
+    """fully_connected.cc, conv_common.cc, depthwise_conv_common.cc: an INT4 filter is unpacked into
+    a scratch buffer of one byte per value."""
+    weights = graph.tensors[op.inputs[1]]
+    return [_elements(weights)] if weights.int4 else []
+
+
 # Scratch requests in Prepare, in request order (tensorflow/lite/micro/kernels: reduce_common.cc,
-# transpose_conv.cc, add_n.cc, mirror_pad.cc). The other requests are for int4 filters (which
-# read_model does not accept) and UNMODELLED_SCRATCH; custom ops' come from the caller.
+# transpose_conv.cc, add_n.cc, mirror_pad.cc, and the INT4 filters' unpacking). The other requests
+# are UNMODELLED_SCRATCH; custom ops' come from the caller.
 SCRATCH = {"MEAN": _mean_or_sum, "SUM": _mean_or_sum, "REDUCE_MAX": _min_max_all,
            "REDUCE_MIN": _min_max_all, "REDUCE_ALL": _min_max_all,
-           "TRANSPOSE_CONV": _transpose_conv, "ADD_N": _add_n, "MIRROR_PAD": _mirror_pad}
+           "TRANSPOSE_CONV": _transpose_conv, "ADD_N": _add_n, "MIRROR_PAD": _mirror_pad,
+           "FULLY_CONNECTED": _int4_filter, "CONV_2D": _int4_filter, "DEPTHWISE_CONV_2D": _int4_filter}
 
 
 @dataclass

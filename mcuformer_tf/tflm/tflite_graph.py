@@ -5,6 +5,8 @@ the arena search, the compiler) reads it through `read_model`, which checks the
 file as it goes, so a malformed, truncated or foreign file ends in one
 McuformerError line instead of a traceback deep in flatbuffers.
 The schema is the TFLite reference's own (`ai_edge_litert.schema_py_generated`).
+An INT4 tensor (TFLM's packed 4-bit weights, `tflm.int4`) reads as int8 values
+with `int4` set; its `nbytes` are the packed bytes the file holds.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from mcuformer_tf.errors import McuformerError
+from mcuformer_tf.tflm.int4 import packed_size, unpack_int4
 
 FILE_IDENTIFIER = b"TFL3"
 
@@ -30,6 +33,7 @@ DTYPES = {
     schema.TensorType.INT8: np.dtype(np.int8),
     schema.TensorType.UINT32: np.dtype(np.uint32),
 }
+INT4 = schema.TensorType.INT4
 BUILTIN_NAMES = {value: name for name, value in vars(schema.BuiltinOperator).items()
                  if not name.startswith("_")}
 
@@ -56,10 +60,12 @@ class Tensor:
     quantization: Quantization | None
     data: np.ndarray | None = None  # the constant's values, shaped; None for activations
     is_variable: bool = False
+    int4: bool = False  # stored as packed INT4 (dtype is then int8, the values' type)
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        count = int(np.prod(self.shape, dtype=np.int64))
+        return packed_size(count) if self.int4 else count * self.dtype.itemsize
 
     @property
     def is_constant(self) -> bool:
@@ -135,9 +141,10 @@ def _buffer_data(model, raw: bytes, index: int) -> bytes | None:
 
 def _tensor(model, raw: bytes, index: int, t) -> Tensor:
     name = t.name.decode(errors="replace") if isinstance(t.name, bytes) else str(t.name or "")
-    if t.type not in DTYPES:
+    if t.type not in DTYPES and t.type != INT4:
         raise McuformerError(f"tensor {index} ({name}) has an unsupported type {t.type}")
-    dtype = DTYPES[t.type]
+    int4 = t.type == INT4
+    dtype = np.dtype(np.int8) if int4 else DTYPES[t.type]
     shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
     if any(d < 0 for d in shape):
         raise McuformerError(f"tensor {index} ({name}) has a dynamic shape {list(shape)}")
@@ -156,11 +163,12 @@ def _tensor(model, raw: bytes, index: int, t) -> Tensor:
     array = None
     if data is not None:
         count = int(np.prod(shape, dtype=np.int64))
-        if len(data) != count * dtype.itemsize:
+        need = packed_size(count) if int4 else count * dtype.itemsize
+        if len(data) != need:
             raise McuformerError(f"tensor {index} ({name}) holds {len(data)} bytes, its shape "
-                                 f"{list(shape)} needs {count * dtype.itemsize}")
-        array = np.frombuffer(data, dtype).reshape(shape)
-    return Tensor(index, name, shape, dtype, quantization, array, bool(t.isVariable))
+                                 f"{list(shape)} needs {need}")
+        array = unpack_int4(data, shape) if int4 else np.frombuffer(data, dtype).reshape(shape)
+    return Tensor(index, name, shape, dtype, quantization, array, bool(t.isVariable), int4)
 
 
 def _check_indices(op_index, indices, count, what):

@@ -136,6 +136,10 @@ const char* FirstRole(const Options& options, const char* const* roles) {
   return nullptr;
 }
 
+int32_t WeightBits(const TfLiteTensor* weights) {
+  return weights->type == kTfLiteInt4 ? 4 : 8;
+}
+
 bool Present(const TfLiteNode* node, int index) {
   return index >= 0 && index < node->inputs->size &&
          node->inputs->data[index] >= 0;
@@ -197,10 +201,11 @@ TfLiteStatus PrepareFcLayer(TfLiteContext* context, TfLiteNode* node,
                             mcuf_quant output, mcuf_fc_layer* layer) {
   TempInput weights(context, node, weights_index);
   TfLiteTensor* w = weights.get();
-  if (w == nullptr || w->type != kTfLiteInt8 || w->dims->size != 2 ||
-      w->dims->data[0] < 1 || w->dims->data[1] != input_depth ||
-      Elements(w) < 1 || !tflite::IsConstantTensor(w)) {
-    MicroPrintf("%s: input %d ('%s' weights) must be a constant int8 "
+  if (w == nullptr || (w->type != kTfLiteInt8 && w->type != kTfLiteInt4) ||
+      w->dims->size != 2 || w->dims->data[0] < 1 ||
+      w->dims->data[1] != input_depth || Elements(w) < 1 ||
+      !tflite::IsConstantTensor(w)) {
+    MicroPrintf("%s: input %d ('%s' weights) must be a constant int8 or INT4 "
                 "[outputs][%d] tensor", op, weights_index, role, input_depth);
     return kTfLiteError;
   }
@@ -244,6 +249,7 @@ TfLiteStatus PrepareFcLayer(TfLiteContext* context, TfLiteNode* node,
                 "(scales out of range)", op, role);
     return kTfLiteError;
   }
+  layer->params.weight_bits = WeightBits(w);
   layer->weights = nullptr;
   layer->bias = nullptr;
   layer->input_depth = input_depth;

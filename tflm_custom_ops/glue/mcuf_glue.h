@@ -73,11 +73,16 @@ TfLiteStatus CheckInput(TfLiteContext* context, TfLiteNode* node,
                         const char* op, int index, const char* role,
                         TfLiteType type, int elements, bool constant);
 
+// The weight width of an int8 (8) or packed INT4 (4) filter: the kernels'
+// mcuf_fc_params.weight_bits.
+int32_t WeightBits(const TfLiteTensor* weights);
+
 // Whether operator input `index` is present (not -1).
 bool Present(const TfLiteNode* node, int index);
 
 // One FULLY_CONNECTED layer of a linear: weights input `weights_index`
-// [output_depth][input_depth] (int8, per tensor or per channel), bias input
+// [output_depth][input_depth] (int8 or packed INT4, per tensor or per
+// channel), bias input
 // `bias_index` (int32 [output_depth] or -1), reading a tensor of quantisation
 // `input`, writing one of `output`. Per-channel multipliers go to the
 // persistent arena when they differ between channels.

@@ -47,17 +47,21 @@ int64_t ElementBytes(tflite::TensorType type) {
   }
 }
 
-// The tensor's bytes from its shape, or -1 when a dimension is negative or
-// they exceed kMaxBytes.
+bool Packed(const tflite::Tensor& tensor) { return tensor.type() == tflite::TensorType_INT4; }
+
+// The tensor's bytes from its shape (INT4: two values a byte, as TFLM packs
+// them), or -1 when a dimension is negative or they exceed kMaxBytes.
 int64_t ShapeBytes(const tflite::Tensor& tensor) {
-  int64_t bytes = ElementBytes(tensor.type());
-  if (tensor.shape() == nullptr) return bytes;
-  for (const int32_t dim : *tensor.shape()) {
-    if (dim < 0) return -1;
-    bytes *= dim;
-    if (bytes > kMaxBytes) return -1;
+  int64_t bytes = Packed(tensor) ? 1 : ElementBytes(tensor.type());
+  if (tensor.shape() != nullptr) {
+    for (const int32_t dim : *tensor.shape()) {
+      if (dim < 0) return -1;
+      bytes *= dim;
+      if (bytes > 2 * kMaxBytes) return -1;
+    }
   }
-  return bytes;
+  bytes = Packed(tensor) ? (bytes + 1) / 2 : bytes;
+  return bytes > kMaxBytes ? -1 : bytes;
 }
 
 // Why the tensor's quantisation would make TFLM's kernels abort or read out
@@ -81,6 +85,7 @@ const char* QuantizationProblem(const tflite::Tensor& tensor) {
     case tflite::TensorType_INT8: low = -128; high = 127; break;
     case tflite::TensorType_UINT8: low = 0; high = 255; break;
     case tflite::TensorType_INT16: low = -32768; high = 32767; break;
+    case tflite::TensorType_INT4: low = -8; high = 7; break;
     default: break;
   }
   for (const int64_t zero_point : *zero_points) {
@@ -131,7 +136,8 @@ bool mcuf_check_model(const uint8_t* data, size_t size, char* reason, size_t rea
                       static_cast<long long>(t), tensor->buffer(), buffers->size());
       }
       const auto* contents = buffers->Get(tensor->buffer())->data();
-      if (contents != nullptr && contents->size() > 0 && ElementBytes(tensor->type()) > 0 &&
+      if (contents != nullptr && contents->size() > 0 &&
+          (ElementBytes(tensor->type()) > 0 || Packed(*tensor)) &&
           static_cast<int64_t>(contents->size()) != bytes) {
         return Refuse(reason, reason_size, "tensor %lld has %u bytes of data, its shape %lld",
                       static_cast<long long>(t), contents->size(), static_cast<long long>(bytes));

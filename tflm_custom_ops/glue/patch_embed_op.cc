@@ -1,8 +1,8 @@
 // MCUF_PATCH_EMBED: TFLM glue of mcuf_patch_embed (mcuf/patch_embed.h).
 //
 // Operator inputs (mcuformer_tf/compiler/subgraphs.py FUSED["patch_embed"]):
-// the image [1, H, W, C], conv_weight [D, P, P, C], conv_bias? [D] (-1 where
-// absent), pos [N, D]; one output, the tokens, which the offline plan may put
+// the image [1, H, W, C], conv_weight [D, P, P, C] (int8 or packed INT4),
+// conv_bias? [D] (-1 where absent), pos [N, D]; one output, the tokens, which the offline plan may put
 // on the image's memory (at most mcuf_patch_embed_output_offset from it).
 // CONV_2D's multipliers are derived per channel, as TFLM's int8 conv always
 // does (conv_common.cc CalculateOpDataConv, PopulateConvolutionQuantization-
@@ -42,7 +42,8 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   TF_LITE_ENSURE(context, image != nullptr && weights != nullptr && output != nullptr);
   const bool image_ok = image->type == kTfLiteInt8 && image->dims->size == 4 &&
                         image->dims->data[0] == 1 && mcuf_glue::Elements(image) >= 1;
-  const bool weights_ok = weights->type == kTfLiteInt8 && weights->dims->size == 4 &&
+  const bool weights_ok = (weights->type == kTfLiteInt8 || weights->type == kTfLiteInt4) &&
+                          weights->dims->size == 4 &&
                           weights->dims->data[1] == weights->dims->data[2] &&
                           mcuf_glue::Elements(weights) >= 1 &&
                           tflite::IsConstantTensor(weights);
@@ -72,8 +73,8 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   }
   if (!channels_ok || affine == nullptr ||
       !mcuf_glue::Int8Quant(affine->scale->data[0], affine->zero_point->data[0])) {
-    MicroPrintf("%s: input 1 ('conv_weight') must be constant int8 [D, P, P, %d] with int8 "
-                "affine quantisation", kOp, static_cast<int>(p->channels));
+    MicroPrintf("%s: input 1 ('conv_weight') must be constant int8 or INT4 [D, P, P, %d] with "
+                "int8 affine quantisation", kOp, static_cast<int>(p->channels));
     micro_context->DeallocateTempTfLiteTensor(weights);
     return kTfLiteError;
   }
@@ -124,6 +125,7 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   const mcuf_status conv_status = mcuf_prepare_fully_connected(
       x, affine->scale->data, uniform ? 1 : scales, 0, 1, conv_out, channels, multipliers,
       shifts, &p->conv);
+  p->conv.weight_bits = mcuf_glue::WeightBits(weights);
   micro_context->DeallocateTempTfLiteTensor(weights);
   if (conv_status != MCUF_OK) {
     MicroPrintf("%s: CONV_2D writing 'conv_out': TFLM cannot derive its multipliers", kOp);

@@ -62,12 +62,14 @@ static mcuf_status qkv_tile(const mcuf_attention_params *p,
     if (p->qkv.num_layers == 2) {
         const mcuf_fc_layer *first = &p->qkv.layers[0];
         mcuf_tile_widen(rows, width, n, first->input_depth,
-                        first->params.input_offset, tile, row_sums);
+                        first->params.input_offset, first->params.weight_bits,
+                        tile, row_sums);
         mcuf_fc_layer_tile_channels(first, tile, row_sums, n, 0,
                                     first->output_depth, rows, width, 1);
     }
     mcuf_tile_widen(rows, width, n, last->input_depth,
-                    last->params.input_offset, tile, row_sums);
+                    last->params.input_offset, last->params.weight_bits, tile,
+                    row_sums);
     return MCUF_OK;
 }
 
@@ -145,7 +147,7 @@ mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
         for (j = 0; j < heads; ++j) {
             const int64_t head = (int64_t)j * n * head_dim;
             mcuf_tile_widen(query + j * head_dim, all_heads, count, head_dim,
-                            p->scores.lhs_offset, tile, row_sums);
+                            p->scores.lhs_offset, 8, tile, row_sums);
             mcuf_batch_matmul_tile(&p->scores, tile, row_sums, count,
                                    head_dim, keys + head, n, scores, n, 1);
             for (r = 0; r < count; ++r) {
@@ -155,8 +157,8 @@ mcuf_status mcuf_attention(const mcuf_attention_params *params, int8_t *tokens,
                     return MCUF_ERR_ARGUMENT;
                 }
             }
-            mcuf_tile_widen(scores, n, count, n, p->context.lhs_offset, tile,
-                            row_sums);
+            mcuf_tile_widen(scores, n, count, n, p->context.lhs_offset, 8,
+                            tile, row_sums);
             mcuf_batch_matmul_tile(&p->context, tile, row_sums, count, n,
                                    values + head, head_dim,
                                    query + j * head_dim, all_heads, 1);

@@ -22,52 +22,15 @@ int32_t mcuf_linear_rank(const mcuf_linear *layer) {
     return layer->num_layers == 2 ? layer->layers[0].output_depth : 0;
 }
 
-void mcuf_fc_layer_channels(const mcuf_fc_layer *layer, const int8_t *input,
-                            int32_t first, int32_t count, int8_t *output) {
-    mcuf_fc_params params = layer->params;
-    if (params.multipliers != NULL) {
-        params.multipliers += first;
-        params.shifts += first;
-    }
-    mcuf_fully_connected_row(&params, input, layer->input_depth,
-                             layer->weights +
-                                 (int64_t)first * layer->input_depth,
-                             layer->bias != NULL ? layer->bias + first : NULL,
-                             count, output);
-}
-
-static void fully_connected(const mcuf_fc_layer *layer, const int8_t *input,
-                            int8_t *output) {
-    mcuf_fully_connected_row(&layer->params, input, layer->input_depth,
-                             layer->weights, layer->bias, layer->output_depth,
-                             output);
-}
-
-int8_t *mcuf_linear_row(const mcuf_linear *layer, int8_t *input,
-                        int8_t *other) {
-    fully_connected(&layer->layers[0], input, other);
-    if (layer->num_layers == 1) {
-        return other;
-    }
-    fully_connected(&layer->layers[1], other, input);
-    return input;
-}
-
 void mcuf_fc_layer_tile_channels(const mcuf_fc_layer *layer,
                                  const int16_t *tile,
                                  const int32_t row_sums[MCUF_TILE],
                                  int32_t n_rows, int32_t first, int32_t count,
                                  int8_t *output, int32_t row_step,
                                  int32_t channel_step) {
-    mcuf_fc_params params = layer->params;
-    if (params.multipliers != NULL) {
-        params.multipliers += first;
-        params.shifts += first;
-    }
-    mcuf_fc_tile(&params, tile, row_sums, n_rows, layer->input_depth,
-                 layer->weights + (int64_t)first * layer->input_depth,
-                 layer->bias != NULL ? layer->bias + first : NULL, count,
-                 output, row_step, channel_step);
+    mcuf_fc_tile(&layer->params, tile, row_sums, n_rows, layer->input_depth,
+                 layer->weights, layer->bias, first, count, output, row_step,
+                 channel_step);
 }
 
 void mcuf_linear_tile(const mcuf_linear *layer, const int8_t *input,
@@ -78,8 +41,8 @@ void mcuf_linear_tile(const mcuf_linear *layer, const int8_t *input,
     for (i = 0; i < layer->num_layers; ++i) {
         const mcuf_fc_layer *fc = &layer->layers[i];
         mcuf_tile_widen(i == 0 ? input : output, i == 0 ? input_step : output_step,
-                        n_rows, fc->input_depth, fc->params.input_offset, tile,
-                        row_sums);
+                        n_rows, fc->input_depth, fc->params.input_offset,
+                        fc->params.weight_bits, tile, row_sums);
         mcuf_fc_layer_tile_channels(fc, tile, row_sums, n_rows, 0,
                                     fc->output_depth, output, output_step, 1);
     }

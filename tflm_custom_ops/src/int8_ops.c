@@ -256,11 +256,32 @@ static int8_t fc_output(const mcuf_fc_params *params, uint32_t acc,
         params->activation_min, params->activation_max);
 }
 
+/* One output of FULLY_CONNECTED with packed INT4 weights, value by value
+ * (TFLM: unpacked to int8, then the same sum). */
+static uint32_t dot_s4(const mcuf_fc_params *params, const int8_t *input,
+                       const int8_t *weights, int64_t at, int32_t depth) {
+    uint32_t acc = 0;
+    int32_t k;
+    for (k = 0; k < depth; ++k) {
+        acc += (uint32_t)((mcuf_uint4_at(weights, at + k) - 8 + params->weights_offset) *
+                          (input[k] + params->input_offset));
+    }
+    return acc;
+}
+
 void mcuf_fully_connected_row(const mcuf_fc_params *params,
                               const int8_t *input, int32_t input_depth,
                               const int8_t *weights, const int32_t *bias,
                               int32_t output_depth, int8_t *output) {
     int32_t o;
+    if (params->weight_bits == 4) {
+        for (o = 0; o < output_depth; ++o) {
+            output[o] = fc_output(params, dot_s4(params, input, weights,
+                                                 (int64_t)o * input_depth, input_depth),
+                                  bias, o);
+        }
+        return;
+    }
     for (o = 0; o + 2 <= output_depth; o += 2) { /* two rows share input */
         const int8_t *row = weights + (int64_t)o * input_depth;
         uint32_t sums[2];
@@ -367,15 +388,120 @@ static inline __attribute__((always_inline)) void fc_tile_s8(
 }
 #endif
 
-void mcuf_fc_tile(const mcuf_fc_params *params, const int16_t *tile,
-                  const int32_t row_sums[MCUF_TILE], int32_t n_rows, int32_t depth, const int8_t *weights,
-                  const int32_t *bias, int32_t count, int8_t *output,
-                  int32_t row_step, int32_t channel_step) {
+#ifdef MCUF_DOT_DSP
+/* fc_tile_s4 for a full tile on the DSP path where fc_scales_s8 holds: as
+ * fc_tile_s8, each channel's four sums stay in registers from init + bias
+ * through the requantisation; channel c's weights from value at + c depth
+ * of the packed weights. */
+static void fc_tile_u4_s8(const mcuf_fc_params *params, const int16_t *tile,
+                          const uint32_t init[MCUF_TILE], const int8_t *weights,
+                          int64_t at, int32_t depth, const int32_t *bias,
+                          int32_t count, int8_t *output, int32_t row_step,
+                          int32_t channel_step) {
     const int32_t *multipliers = params->multipliers;
+    const int32_t *shifts = params->shifts;
+    const int32_t offset = params->output_offset;
+    int8_t *const end = output + (int64_t)count * channel_step;
+    int32_t multiplier = params->multiplier;
+    int right = (int)-params->shift;
+    for (; output != end; at += depth, output += channel_step) {
+        const uint32_t b = bias != NULL ? (uint32_t)*bias++ : 0u;
+        uint32_t acc[MCUF_TILE];
+        int32_t rounding;
+        acc[0] = init[0] + b;
+        acc[1] = init[1] + b;
+        acc[2] = init[2] + b;
+        acc[3] = init[3] + b;
+        mcuf_dot_tile_u4(tile, weights, at, depth, acc);
+        if (multipliers != NULL) {
+            multiplier = *multipliers++;
+            right = (int)-*shifts++;
+        }
+        rounding = mcuf_requantize_s8_rounding(right, offset);
+        output[0] = (int8_t)mcuf_requantize_s8((int32_t)acc[0], multiplier, right, rounding);
+        output[row_step] = (int8_t)mcuf_requantize_s8((int32_t)acc[1], multiplier, right, rounding);
+        output[2 * row_step] = (int8_t)mcuf_requantize_s8((int32_t)acc[2], multiplier, right, rounding);
+        output[3 * row_step] = (int8_t)mcuf_requantize_s8((int32_t)acc[3], multiplier, right, rounding);
+    }
+}
+#endif
+
+/* mcuf_fc_tile with packed INT4 weights (mcuf/dot.h: the nibbles read as
+ * u = v + 8, the -8 with the weights' offset), channels from weights row
+ * `first` on; params' per-channel arrays and bias start at channel first. */
+static void fc_tile_s4(const mcuf_fc_params *params, const int16_t *tile,
+                       const int32_t row_sums[MCUF_TILE], int32_t n_rows,
+                       int32_t depth, const int8_t *weights, int32_t first,
+                       const int32_t *bias, int32_t count, int8_t *output,
+                       int32_t row_step, int32_t channel_step) {
+    const uint32_t offset = (uint32_t)params->weights_offset - 8u;
+    uint32_t init[MCUF_TILE];
+    int64_t at = (int64_t)first * depth;
+    int32_t o, r;
+#ifdef MCUF_DOT_DSP
+    const int fast = fc_scales_s8(params, count);
+#endif
+    for (r = 0; r < MCUF_TILE; ++r) {
+        init[r] = offset * (uint32_t)row_sums[r];
+    }
+#ifdef MCUF_DOT_DSP
+    if (fast && n_rows == MCUF_TILE) {
+        fc_tile_u4_s8(params, tile, init, weights, at, depth, bias, count,
+                      output, row_step, channel_step);
+        return;
+    }
+#endif
+    for (o = 0; o < count; ++o, at += depth, output += channel_step) {
+        const uint32_t b = bias != NULL ? (uint32_t)bias[o] : 0u;
+        const int32_t multiplier = params->multipliers != NULL ? params->multipliers[o]
+                                                               : params->multiplier;
+        const int32_t shift = params->multipliers != NULL ? params->shifts[o] : params->shift;
+        uint32_t acc[MCUF_TILE];
+        for (r = 0; r < MCUF_TILE; ++r) {
+            acc[r] = init[r] + b;
+        }
+        mcuf_dot_tile_u4(tile, weights, at, depth, acc);
+#ifdef MCUF_DOT_DSP
+        if (fast) {
+            const int right = (int)-shift;
+            const int32_t rounding =
+                mcuf_requantize_s8_rounding(right, params->output_offset);
+            for (r = 0; r < n_rows; ++r) {
+                output[(int64_t)r * row_step] = (int8_t)mcuf_requantize_s8(
+                    (int32_t)acc[r], multiplier, right, rounding);
+            }
+            continue;
+        }
+#endif
+        tile_channel_outputs(params, acc, n_rows, multiplier, shift, output, row_step);
+    }
+}
+
+void mcuf_fc_tile(const mcuf_fc_params *params_all, const int16_t *tile,
+                  const int32_t row_sums[MCUF_TILE], int32_t n_rows, int32_t depth, const int8_t *weights,
+                  const int32_t *bias, int32_t first, int32_t count,
+                  int8_t *output, int32_t row_step, int32_t channel_step) {
+    mcuf_fc_params channels = *params_all; /* per-channel arrays from first */
+    const mcuf_fc_params *params = &channels;
+    const int32_t *multipliers;
     int32_t multiplier = params->multiplier;
     int32_t shift = params->shift;
     uint32_t init[MCUF_TILE]; /* the weights' offset times row sums */
     int32_t o, r;
+    if (channels.multipliers != NULL) {
+        channels.multipliers += first;
+        channels.shifts += first;
+    }
+    if (bias != NULL) {
+        bias += first;
+    }
+    if (params->weight_bits == 4) {
+        fc_tile_s4(params, tile, row_sums, n_rows, depth, weights, first, bias,
+                   count, output, row_step, channel_step);
+        return;
+    }
+    weights += (int64_t)first * depth;
+    multipliers = params->multipliers;
     for (r = 0; r < MCUF_TILE; ++r) {
         init[r] = (uint32_t)params->weights_offset * (uint32_t)row_sums[r];
     }
@@ -416,9 +542,10 @@ void mcuf_fully_connected_rows(const mcuf_fc_params *params,
     for (t = 0; t < n_rows; t += MCUF_TILE) {
         const int32_t rows = n_rows - t < MCUF_TILE ? n_rows - t : MCUF_TILE;
         mcuf_tile_widen(input + (int64_t)t * input_depth, input_depth, rows,
-                        input_depth, params->input_offset, tile, row_sums);
+                        input_depth, params->input_offset, params->weight_bits,
+                        tile, row_sums);
         mcuf_fc_tile(params, tile, row_sums, rows, input_depth, weights, bias,
-                     output_depth, output + (int64_t)t * output_depth,
+                     0, output_depth, output + (int64_t)t * output_depth,
                      output_depth, 1);
     }
 }
@@ -677,7 +804,7 @@ int8_t mcuf_logistic(const mcuf_logistic_params *params, int8_t input) {
     const int output_integer_bits = 8;
     const int32_t centred = input - params->input_zero_point;
     int32_t output_in_q0;
-    if (centred <= -params->input_range_radius) {
+    if (centred <= -(int64_t)params->input_range_radius) { /* any radius */
         return INT8_LOW;
     }
     if (centred >= params->input_range_radius) {
@@ -881,6 +1008,7 @@ static mcuf_fc_params batch_matmul_as_fc(const mcuf_batch_matmul_params *p) {
     fc.shift = p->shift;
     fc.multipliers = NULL;
     fc.shifts = NULL;
+    fc.weight_bits = 8;
     return fc;
 }
 
@@ -891,7 +1019,7 @@ void mcuf_batch_matmul_tile(const mcuf_batch_matmul_params *params,
                             int8_t *output, int32_t row_step,
                             int32_t column_step) {
     const mcuf_fc_params fc = batch_matmul_as_fc(params);
-    mcuf_fc_tile(&fc, tile, row_sums, n_rows, depth, rhs, NULL, columns,
+    mcuf_fc_tile(&fc, tile, row_sums, n_rows, depth, rhs, NULL, 0, columns,
                  output, row_step, column_step);
 }
 

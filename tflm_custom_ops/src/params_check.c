@@ -44,6 +44,7 @@ static const char *fc_params(const mcuf_fc_params *fc, int32_t output_depth) {
     ACTIVATION(*fc);
     MULTIPLIER(fc->multiplier);
     SHIFT(fc->shift);
+    FAIL_UNLESS(fc->weight_bits == 8 || fc->weight_bits == 4, fc->weight_bits);
     if (fc->multipliers == NULL) return NULL;
     FAIL_UNLESS(fc->shifts != NULL, fc->shifts);
     for (o = 0; o < output_depth; ++o) {

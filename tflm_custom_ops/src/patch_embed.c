@@ -63,26 +63,38 @@ static int8_t conv_output(const mcuf_patch_embed_params *p, uint32_t acc,
 /* acc[b] (the n_patches patches at `origin`, P C bytes apart) += channel
  * first + b's products with one piece of the patches' pixels: `length`
  * values from byte `at` of image row ky of each patch, for `count`
- * channels. */
-static void conv_piece(const mcuf_patch_embed_params *p, const int8_t *origin,
-                       int64_t row_stride, int32_t n_patches, int32_t ky,
-                       int32_t at, int32_t length, int32_t first,
-                       int32_t count, uint32_t acc[BLOCK][MCUF_TILE]) {
-    const mcuf_fc_params *q = &p->conv;
+ * channels; the piece's sums of widened pixels go to sums[r] too (for the
+ * weights' offset: conv_patches adds it once per channel); `bits`: the
+ * weights' width, a constant where conv_patches calls it, so that each
+ * width gets a loop of its own. */
+static inline void conv_piece(const mcuf_patch_embed_params *p,
+                              const int8_t *origin, int64_t row_stride,
+                              int32_t n_patches, int32_t ky, int32_t at,
+                              int32_t length, int32_t first, int32_t count,
+                              uint32_t acc[BLOCK][MCUF_TILE],
+                              uint32_t sums[MCUF_TILE], int32_t bits) {
     const int32_t segment = p->patch * p->channels; /* a patch row's bytes */
     const int64_t kernel = (int64_t)p->patch * segment;
-    const int8_t *w = p->weights + first * kernel + ky * segment + at;
+    const int64_t at_first = first * kernel + ky * segment + at; /* value */
     uint32_t words[MCUF_TILE * PIECE / 2]; /* the tile, 4-byte aligned */
     int16_t *tile = (int16_t *)(void *)words;
     int32_t row_sums[MCUF_TILE];
     int32_t b, r;
     mcuf_tile_widen(origin + ky * row_stride + at, segment, n_patches, length,
-                    q->input_offset, tile, row_sums);
-    for (b = 0; b < count; ++b, w += kernel) {
-        for (r = 0; q->weights_offset != 0 && r < MCUF_TILE; ++r) { /* as FC's */
-            acc[b][r] += (uint32_t)q->weights_offset * (uint32_t)row_sums[r];
+                    p->conv.input_offset, bits, tile, row_sums);
+    for (r = 0; r < MCUF_TILE; ++r) {
+        sums[r] += (uint32_t)row_sums[r];
+    }
+    if (bits == 4) {
+        int64_t w = at_first; /* a value of the packed weights */
+        for (b = 0; b < count; ++b, w += kernel) {
+            mcuf_dot_tile_u4(tile, p->weights, w, length, acc[b]);
         }
-        mcuf_dot_tile(tile, w, length, acc[b], acc[b]);
+    } else {
+        const int8_t *w = p->weights + at_first;
+        for (b = 0; b < count; ++b, w += kernel) {
+            mcuf_dot_tile(tile, w, length, acc[b], acc[b]);
+        }
     }
 }
 
@@ -92,7 +104,12 @@ static void conv_patches(const mcuf_patch_embed_params *p, const int8_t *origin,
                          int64_t row_stride, int32_t n_patches,
                          int8_t *tokens) {
     const int32_t segment = p->patch * p->channels;
+    /* the weights' offset as FC's, times each patch's sum of widened pixels;
+     * INT4 nibbles read as v + 8 (mcuf/dot.h): 8 less */
+    const uint32_t offset =
+        (uint32_t)p->conv.weights_offset - (p->conv.weight_bits == 4 ? 8u : 0u);
     uint32_t acc[BLOCK][MCUF_TILE];
+    uint32_t sums[MCUF_TILE];
     int32_t first, b, r, ky, at;
     for (first = 0; first < p->depth; first += BLOCK) {
         const int32_t count = p->depth - first < BLOCK ? p->depth - first : BLOCK;
@@ -101,11 +118,24 @@ static void conv_patches(const mcuf_patch_embed_params *p, const int8_t *origin,
                 acc[b][r] = 0;
             }
         }
+        for (r = 0; r < MCUF_TILE; ++r) {
+            sums[r] = 0;
+        }
         for (ky = 0; ky < p->patch; ++ky) {
             for (at = 0; at < segment; at += PIECE) {
-                conv_piece(p, origin, row_stride, n_patches, ky, at,
-                           segment - at < PIECE ? segment - at : PIECE, first,
-                           count, acc);
+                const int32_t length = segment - at < PIECE ? segment - at : PIECE;
+                if (p->conv.weight_bits == 4) {
+                    conv_piece(p, origin, row_stride, n_patches, ky, at, length,
+                               first, count, acc, sums, 4);
+                } else {
+                    conv_piece(p, origin, row_stride, n_patches, ky, at, length,
+                               first, count, acc, sums, 8);
+                }
+            }
+        }
+        for (b = 0; offset != 0 && b < count; ++b) {
+            for (r = 0; r < MCUF_TILE; ++r) {
+                acc[b][r] += offset * sums[r];
             }
         }
         for (r = 0; r < n_patches; ++r) {

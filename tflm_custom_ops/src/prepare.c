@@ -66,6 +66,7 @@ mcuf_status mcuf_prepare_fully_connected(mcuf_quant input,
     params->activation_max = INT8_MAX;
     params->multipliers = NULL;
     params->shifts = NULL;
+    params->weight_bits = 8; /* the glue sets 4 for an INT4 filter */
     if (!per_channel) {
         /* GetQuantizedConvolutionMultipler: double(s_in) double(s_w) / double(s_out). */
         params->weights_offset = -filter_zero_point;

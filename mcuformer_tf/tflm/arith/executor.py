@@ -3,7 +3,10 @@
 `prepare` derives an operator's parameters from its tensors' quantisation as
 the TFLM kernel's Prepare does; `run_graph` runs the operators in order and
 returns every tensor (constants, inputs, each operator's outputs) by index, to
-be held byte for byte against TFLM's kPreserveAllTensors run.
+be held byte for byte against TFLM's kPreserveAllTensors run. Packed INT4
+weights (read as their int8 values) are taken where stock TFLM takes them: as
+the filter of FULLY_CONNECTED and CONV_2D, which unpack them and compute as
+with int8 filters.
 """
 from __future__ import annotations
 
@@ -41,6 +44,8 @@ KERNELS = {
     "QUANTIZE": Kernel(quantize.prepare_quantize, quantize.quantize, 1),
     "DEQUANTIZE": Kernel(quantize.prepare_dequantize, quantize.dequantize, 1),
 }
+INT4_FILTER = 1  # the input position of the filter
+INT4_FILTER_OPS = ("FULLY_CONNECTED", "CONV_2D")
 
 
 def _kernel(op) -> Kernel:
@@ -49,9 +54,20 @@ def _kernel(op) -> Kernel:
     return KERNELS[op.opcode]
 
 
+def _check_int4(graph, op) -> None:
+    for position, index in enumerate(op.inputs):
+        if index >= 0 and graph.tensor(index).int4 and (op.opcode not in INT4_FILTER_OPS
+                                                         or position != INT4_FILTER):
+            raise McuformerError(f"operator {op.index} ({op.opcode}) reads the INT4 tensor {index} as input "
+                                 f"{position}: stock TFLM takes INT4 only as a FULLY_CONNECTED or "
+                                 f"CONV_2D filter")
+
+
 def prepare(graph, op):
     """The operator's Prepare-time parameters (multipliers, shifts, offsets, ranges, …)."""
-    return _kernel(op).prepare(graph, op)
+    kernel = _kernel(op)
+    _check_int4(graph, op)
+    return kernel.prepare(graph, op)
 
 
 def _graph_inputs(graph, input_arrays) -> dict:
@@ -75,7 +91,7 @@ def run_graph(graph, input_arrays) -> dict[int, np.ndarray]:
     values.update(_graph_inputs(graph, input_arrays))
     for op in graph.operators:
         kernel = _kernel(op)
-        params = kernel.prepare(graph, op)
+        params = prepare(graph, op)
         arguments = []
         for index in (op.inputs + (-1,) * kernel.arity)[:kernel.arity]:
             if index >= 0 and index not in values:

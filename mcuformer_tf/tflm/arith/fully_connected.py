@@ -9,7 +9,9 @@ multiplies the two scales as doubles (cvtss2sd, cvtss2sd, mulsd); a float
 product is off by up to 2^-24 relative and so, rarely, by 1 LSB in an output);
 Eval: reference/integer_ops/fully_connected.h
 (FullyConnectedPerChannel ignores the weights' zero point, FullyConnected
-subtracts it).
+subtracts it). INT4 weights (fully_connected.cc: unpacked, then the per-tensor
+FullyConnected) must be quantised per tensor: CalculateOpDataFullyConnected
+refuses per-channel INT4.
 BATCH_MATMUL — Prepare and Eval: tensorflow/lite/micro/kernels/batch_matmul.cc,
 reference/batch_matmul.h: Σ (lhs - zp_lhs)(rhs - zp_rhs), one per-tensor
 multiplier (GetQuantizedConvolutionMultipler, in double as above), clamped to
@@ -72,6 +74,9 @@ def prepare_fully_connected(graph, op) -> FullyConnectedParams:
     if bias is not None and bias.dtype != np.int32:
         raise McuformerError(f"{op.opcode}: {bias.dtype} bias is not modelled by the numpy TFLM executor")
     channels = weights.shape[0]
+    if weights.int4 and weights.quantization.per_channel:
+        raise McuformerError(f"{op.opcode}: per-channel INT4 weights (TFLM's Prepare refuses them; "
+                             f"INT4 weights of a FULLY_CONNECTED are quantised per tensor)")
     if weights.quantization.per_channel:
         multipliers, shifts = per_channel_multipliers(input_tensor, weights, output_tensor, channels)
         weights_offset = 0

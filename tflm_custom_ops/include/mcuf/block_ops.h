@@ -22,7 +22,8 @@ extern "C" {
 /* One FULLY_CONNECTED with its constant tensors. */
 typedef struct {
     mcuf_fc_params params;
-    const int8_t *weights;  /* [output_depth][input_depth] */
+    const int8_t *weights;  /* [output_depth][input_depth], packed INT4 when
+                               params.weight_bits is 4 */
     const int32_t *bias;    /* [output_depth], or NULL */
     int32_t input_depth;
     int32_t output_depth;
@@ -77,21 +78,9 @@ int mcuf_block_bound(const mcuf_layer_norm *ln, const mcuf_linear *first,
 /* r of a low-rank pair, 0 for a dense layer. */
 int32_t mcuf_linear_rank(const mcuf_linear *layer);
 
-/* Output channels [first, first + count) of one FULLY_CONNECTED on one input
- * row, into output [count]: the same integers as those channels of the full
- * row. output must not overlap input. */
-void mcuf_fc_layer_channels(const mcuf_fc_layer *layer, const int8_t *input,
-                            int32_t first, int32_t count, int8_t *output);
-
-/* The linear layer on one row `input`, using `other` as the second buffer;
- * returns where its output is: `other` when dense, `input` when low-rank
- * (the rank vector goes to `other`, the output back over the by then dead
- * input). Both buffers must hold max(input, rank, output) values as used. */
-int8_t *mcuf_linear_row(const mcuf_linear *layer, int8_t *input,
-                        int8_t *other);
-
 /* Output channels [first, first + count) of one FULLY_CONNECTED on the
- * rows of a tile (widened with the layer's input_offset): row r's channel
+ * rows of a tile (widened with the layer's input_offset and for its
+ * weight_bits, mcuf/dot.h): row r's channel
  * first + c to output[r * row_step + c * channel_step]. */
 void mcuf_fc_layer_tile_channels(const mcuf_fc_layer *layer,
                                  const int16_t *tile,

@@ -11,8 +11,10 @@
  * (two 16x16 products and a 32-bit accumulate, which wraps as the portable
  * uint32_t sum does), so the result is the same integer as the portable
  * loop's. Elsewhere, or with MCUF_PORTABLE defined, it is the portable C99
- * loop. Private to the library's kernels; inline so that short rows (a
- * patch row of a few pixels) pay no call.
+ * loop. The tiles below serve int8 weights and packed INT4 ones (the last
+ * section: their nibbles read in registers). Private to the library's
+ * kernels; inline so that short rows (a patch row of a few pixels) pay no
+ * call.
  */
 #ifndef MCUF_DOT_H
 #define MCUF_DOT_H
@@ -158,60 +160,35 @@ static inline void mcuf_dot_s8_x2(const int8_t *a0, const int8_t *a1,
  * row. MCUF_TILE * depth halfwords in all; rows past a tile's count are
  * zeros. 4-byte aligned. MCUF_TILE is in mcuf/mcuf.h. */
 
-/* Widens rows [n_rows] (row r at rows + r * row_step, values one apart)
- * into tile, and stores each row's sum of its widened values in
- * row_sums (for the weights' offset: sum x (w + o) = sum x w + o sum x,
- * modulo 2^32). 1 <= n_rows <= MCUF_TILE. */
-static inline void mcuf_tile_widen(const int8_t *rows, int32_t row_step,
-                                   int32_t n_rows, int32_t depth,
-                                   int32_t offset, int16_t *tile,
-                                   int32_t row_sums[MCUF_TILE]) {
-    const int32_t groups = depth >> 2;
-    int16_t *rest = tile + groups * 4 * MCUF_TILE;
-    int32_t r, g, k;
-    for (r = 0; r < MCUF_TILE; ++r) {
-        const int8_t *x = rows + (int64_t)r * row_step;
-        int16_t *out = tile + 4 * r;
-        int32_t sum = 0;
-        if (r >= n_rows) {
-            for (g = 0; g < groups; ++g, out += 4 * MCUF_TILE) {
-                out[0] = out[1] = out[2] = out[3] = 0;
-            }
-            for (k = 0; k < (depth & 3); ++k) {
-                rest[k * MCUF_TILE + r] = 0;
-            }
-            row_sums[r] = 0;
-            continue;
-        }
+/* One row's groups into the int8 weights' tile (above), from `out` (tile +
+ * 4 r for row r); returns the sum of the widened values. */
+static inline int32_t mcuf_tile_row_s8(const int8_t *x, int32_t groups,
+                                       int32_t offset, int16_t *out) {
+    int32_t sum = 0;
+    int32_t g;
 #ifdef MCUF_DOT_DSP
-        {   /* the row sum from the widened words: SMLAD with (1, 1) */
-            const int16x2_t o = mcuf_dot_offsets(offset);
-            const int16x2_t ones = mcuf_dot_offsets(1);
-            uint32_t *words = (uint32_t *)(void *)out;
-            for (g = 0; g < groups; ++g, words += 2 * MCUF_TILE) {
-                const uint32_t v = mcuf_dot_load4(x + 4 * g);
-                const int16x2_t even = mcuf_dot_even(o, v);
-                const int16x2_t odd = mcuf_dot_odd(o, v);
-                words[0] = (uint32_t)even;
-                words[1] = (uint32_t)odd;
-                sum = __smlad(odd, ones, __smlad(even, ones, sum));
-            }
-        }
-#else
-        for (g = 0; g < groups; ++g, out += 4 * MCUF_TILE) {
-            out[0] = (int16_t)(x[4 * g] + offset);
-            out[1] = (int16_t)(x[4 * g + 2] + offset);
-            out[2] = (int16_t)(x[4 * g + 1] + offset);
-            out[3] = (int16_t)(x[4 * g + 3] + offset);
-            sum += out[0] + out[1] + out[2] + out[3];
-        }
-#endif
-        for (k = 0; k < (depth & 3); ++k) {
-            rest[k * MCUF_TILE + r] = (int16_t)(x[4 * groups + k] + offset);
-            sum += x[4 * groups + k] + offset;
-        }
-        row_sums[r] = sum;
+    /* the row sum from the widened words: SMLAD with (1, 1) */
+    const int16x2_t o = mcuf_dot_offsets(offset);
+    const int16x2_t ones = mcuf_dot_offsets(1);
+    uint32_t *words = (uint32_t *)(void *)out;
+    for (g = 0; g < groups; ++g, words += 2 * MCUF_TILE) {
+        const uint32_t v = mcuf_dot_load4(x + 4 * g);
+        const int16x2_t even = mcuf_dot_even(o, v);
+        const int16x2_t odd = mcuf_dot_odd(o, v);
+        words[0] = (uint32_t)even;
+        words[1] = (uint32_t)odd;
+        sum = __smlad(odd, ones, __smlad(even, ones, sum));
     }
+#else
+    for (g = 0; g < groups; ++g, out += 4 * MCUF_TILE) {
+        out[0] = (int16_t)(x[4 * g] + offset);
+        out[1] = (int16_t)(x[4 * g + 2] + offset);
+        out[2] = (int16_t)(x[4 * g + 1] + offset);
+        out[3] = (int16_t)(x[4 * g + 3] + offset);
+        sum += out[0] + out[1] + out[2] + out[3];
+    }
+#endif
+    return sum;
 }
 
 #ifdef MCUF_DOT_DSP
@@ -356,6 +333,232 @@ static inline void mcuf_dot_tile(const int16_t *tile, const int8_t *w,
     sums[1] = s1;
     sums[2] = s2;
     sums[3] = s3;
+}
+
+/* --- packed INT4 weights ----------------------------------------------------
+ *
+ * TFLM's INT4 tensor holds value i of its flat array in the low nibble of
+ * byte i / 2 when i is even, in the high nibble when odd, so a word loaded
+ * at an even value holds values i..i+7 in its nibbles 0..7 (bits 4j..4j+3).
+ * A nibble v in [-8, 7] is u - 8 with u = v XOR 8 in [0, 15]: one EOR of
+ * the word with 0x88888888 turns all eight into u, and the u's of values j
+ * and j + 4 land in the two halfwords of (word >> 4j) & 0x000F000F, an
+ * SMLAD operand in one AND. The INT4 dot products therefore sum x u, and
+ * sum x v = sum x u - 8 sum x: the caller puts the -8 in with the rows'
+ * sums, as it puts a weights' offset in (weights offset - 8), and no weight
+ * is unpacked to memory. The tile for INT4 weights pairs the values that
+ * way: per block of eight values 8b..8b+7, per column k = 0..3, per row the
+ * halfwords (x[8b + k], x[8b + k + 4]), rows one after the other within a
+ * column (one LDM takes a column's four rows); then the depth % 8 leftover
+ * values, per value per row. MCUF_TILE * depth halfwords, as the int8
+ * tile. */
+
+/* u = v + 8 of value i of packed INT4 `packed`. */
+static inline int32_t mcuf_uint4_at(const int8_t *packed, int64_t i) {
+    const uint32_t byte = (uint8_t)packed[i >> 1];
+    return (int32_t)(((i & 1) ? byte >> 4 : byte & 0xFu) ^ 8u);
+}
+
+/* One row's blocks into the INT4 weights' tile (above), from `words` (word
+ * r of the tile for row r); returns the sum of the widened values. */
+static inline int32_t mcuf_tile_row_s4(const int8_t *x, int32_t blocks,
+                                       int32_t offset, uint32_t *words) {
+    int32_t sum = 0;
+    int32_t b;
+    for (b = 0; b < blocks; ++b, x += 8, words += 4 * MCUF_TILE) {
+#ifdef MCUF_DOT_DSP
+        /* (x0, x2), (x1, x3), (x4, x6), (x5, x7) by SXTAB16, paired into
+         * the columns (x0, x4), (x1, x5), (x2, x6), (x3, x7) */
+        const int16x2_t o = mcuf_dot_offsets(offset);
+        const int16x2_t ones = mcuf_dot_offsets(1);
+        const uint32_t p = mcuf_dot_load4(x), q = mcuf_dot_load4(x + 4);
+        const uint32_t pe = (uint32_t)mcuf_dot_even(o, p);
+        const uint32_t pd = (uint32_t)mcuf_dot_odd(o, p);
+        const uint32_t qe = (uint32_t)mcuf_dot_even(o, q);
+        const uint32_t qd = (uint32_t)mcuf_dot_odd(o, q);
+        words[0] = (pe & 0xFFFFu) | (qe << 16);
+        words[MCUF_TILE] = (pd & 0xFFFFu) | (qd << 16);
+        words[2 * MCUF_TILE] = (qe & 0xFFFF0000u) | (pe >> 16);
+        words[3 * MCUF_TILE] = (qd & 0xFFFF0000u) | (pd >> 16);
+        sum = __smlad((int16x2_t)qd, ones,
+                      __smlad((int16x2_t)qe, ones,
+                              __smlad((int16x2_t)pd, ones,
+                                      __smlad((int16x2_t)pe, ones, sum))));
+#else
+        int16_t *out = (int16_t *)(void *)words;
+        int32_t k;
+        for (k = 0; k < 4; ++k, out += 2 * MCUF_TILE) {
+            out[0] = (int16_t)(x[k] + offset);
+            out[1] = (int16_t)(x[k + 4] + offset);
+            sum += out[0] + out[1];
+        }
+#endif
+    }
+    return sum;
+}
+
+/* Widens rows [n_rows] (row r at rows + r * row_step, values one apart)
+ * into the tile for weights of `weight_bits` (8: the int8 weights' tile,
+ * 4: the INT4 weights'), rows past n_rows zeros, and stores each row's sum
+ * of its widened values in row_sums (for the weights' offset: sum x (w +
+ * o) = sum x w + o sum x, modulo 2^32). 1 <= n_rows <= MCUF_TILE. */
+static inline void mcuf_tile_widen(const int8_t *rows, int32_t row_step,
+                                   int32_t n_rows, int32_t depth,
+                                   int32_t offset, int32_t weight_bits,
+                                   int16_t *tile,
+                                   int32_t row_sums[MCUF_TILE]) {
+    const int32_t span = weight_bits == 4 ? 8 : 4; /* a group's or block's values */
+    const int32_t units = depth / span;
+    uint32_t *words = (uint32_t *)(void *)tile;
+    int16_t *rest = tile + units * span * MCUF_TILE;
+    int32_t r, k;
+    for (r = 0; r < MCUF_TILE; ++r) {
+        const int8_t *x = rows + (int64_t)r * row_step;
+        int32_t sum;
+        if (r >= n_rows) { /* the row's span / 2 words of each unit */
+            for (k = 0; k < units * span / 2; ++k) {
+                words[weight_bits == 4 ? k * MCUF_TILE + r
+                                       : (k >> 1) * 2 * MCUF_TILE + 2 * r + (k & 1)] = 0;
+            }
+            for (k = 0; k < depth - units * span; ++k) {
+                rest[k * MCUF_TILE + r] = 0;
+            }
+            row_sums[r] = 0;
+            continue;
+        }
+        sum = weight_bits == 4 ? mcuf_tile_row_s4(x, units, offset, words + r)
+                               : mcuf_tile_row_s8(x, units, offset, tile + 4 * r);
+        for (k = 0; k < depth - units * span; ++k) {
+            rest[k * MCUF_TILE + r] = (int16_t)(x[units * span + k] + offset);
+            sum += x[units * span + k] + offset;
+        }
+        row_sums[r] = sum;
+    }
+}
+
+#ifdef MCUF_DOT_DSP
+/* One block (eight values, 32 MACs) of the INT4 inner loop: one weight
+ * word, EOR, then per column one AND, one LDM of four rows' halfword pairs
+ * and four SMLAD: 26 instructions. */
+#define MCUF_DOT_U4_COLUMN(and_operand) \
+    "and %[op], %[mask], " and_operand "\n\t" \
+    "ldmia %[xp]!, {r8, r9, r10, r11}\n\t" \
+    "smlad %[a0], r8, %[op], %[a0]\n\t" \
+    "smlad %[a1], r9, %[op], %[a1]\n\t" \
+    "smlad %[a2], r10, %[op], %[a2]\n\t" \
+    "smlad %[a3], r11, %[op], %[a3]\n\t"
+#define MCUF_DOT_U4_BLOCK \
+    "ldr %[wd], [%[wp]], #4\n\t" \
+    "eor %[wd], %[wd], #0x88888888\n\t" \
+    MCUF_DOT_U4_COLUMN("%[wd]") \
+    MCUF_DOT_U4_COLUMN("%[wd], lsr #4") \
+    MCUF_DOT_U4_COLUMN("%[wd], lsr #8") \
+    MCUF_DOT_U4_COLUMN("%[wd], lsr #12")
+
+/* The same block where the weights start mid-byte (the odd rows of a
+ * layer of odd depth): the word at the byte whose high nibble is the first
+ * value, shifted by one nibble, and the next byte's low nibble on top. */
+#define MCUF_DOT_U4_BLOCK_ODD \
+    "ldr %[wd], [%[wp]], #4\n\t" \
+    "ldrb %[op], [%[wp]]\n\t" \
+    "lsr %[wd], %[wd], #4\n\t" \
+    "orr %[wd], %[wd], %[op], lsl #28\n\t" \
+    "eor %[wd], %[wd], #0x88888888\n\t" \
+    MCUF_DOT_U4_COLUMN("%[wd]") \
+    MCUF_DOT_U4_COLUMN("%[wd], lsr #4") \
+    MCUF_DOT_U4_COLUMN("%[wd], lsr #8") \
+    MCUF_DOT_U4_COLUMN("%[wd], lsr #12")
+
+/* `blocks` blocks of BLOCK (one of the two above) on a0..a3: the odd one,
+ * then two a turn. The loop's end lives on the stack (LDR, CMP, BNE),
+ * which leaves the registers to the accumulators, pointers, word, operand
+ * and mask. */
+#define MCUF_DOT_U4_BLOCKS(BLOCK) \
+    do { \
+        const uint32_t mask = 0x000F000Fu; \
+        uint32_t wd, op; \
+        if (blocks & 1) { \
+            __asm__ volatile( \
+                BLOCK \
+                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), \
+                  [xp] "+r"(xp), [wp] "+r"(wp), [wd] "=&r"(wd), [op] "=&r"(op) \
+                : [mask] "r"(mask) \
+                : "r8", "r9", "r10", "r11", "memory"); \
+        } \
+        if (blocks >> 1) { \
+            const uint32_t *end = xp + 32 * (blocks >> 1); \
+            __asm__ volatile( \
+                "1:\n\t" BLOCK BLOCK \
+                "ldr %[op], %[end]\n\t" \
+                "cmp %[xp], %[op]\n\t" \
+                "bne 1b\n\t" \
+                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), \
+                  [xp] "+r"(xp), [wp] "+r"(wp), [wd] "=&r"(wd), [op] "=&r"(op) \
+                : [mask] "r"(mask), [end] "m"(end) \
+                : "r8", "r9", "r10", "r11", "cc", "memory"); \
+        } \
+    } while (0)
+
+/* acc[r] += the tile's `blocks` blocks against packed weights from value
+ * `at` on, read as u: from the byte at / 2 (any alignment), mid-byte when
+ * at is odd. */
+static inline void mcuf_dot_tile_u4_blocks(const uint32_t *xp,
+                                           const int8_t *packed, int64_t at,
+                                           int32_t blocks,
+                                           uint32_t acc[MCUF_TILE]) {
+    int32_t a0 = (int32_t)acc[0], a1 = (int32_t)acc[1];
+    int32_t a2 = (int32_t)acc[2], a3 = (int32_t)acc[3];
+    const int8_t *wp = packed + (at >> 1);
+    if (at & 1) {
+        MCUF_DOT_U4_BLOCKS(MCUF_DOT_U4_BLOCK_ODD);
+    } else {
+        MCUF_DOT_U4_BLOCKS(MCUF_DOT_U4_BLOCK);
+    }
+    acc[0] = (uint32_t)a0;
+    acc[1] = (uint32_t)a1;
+    acc[2] = (uint32_t)a2;
+    acc[3] = (uint32_t)a3;
+}
+#endif
+
+/* acc[r] += sum_k tile row r [k] * (w[at + k] + 8) modulo 2^32: the dot
+ * products of a tile widened by mcuf_tile_widen (4 bits) with `depth`
+ * packed INT4 weights from value `at` on, read as u (see above: the
+ * caller's init carries -8 times the rows' sums). The assembly loops on
+ * the DSP path (weights starting on a byte or mid-byte), portable C
+ * elsewhere. */
+static inline void mcuf_dot_tile_u4(const int16_t *tile, const int8_t *packed,
+                                    int64_t at, int32_t depth,
+                                    uint32_t acc[MCUF_TILE]) {
+    const int32_t blocks = depth >> 3;
+    const int16_t *rest = tile + blocks * 8 * MCUF_TILE;
+    const int64_t rest_at = at + 8 * (int64_t)blocks;
+    int32_t r, k;
+#ifdef MCUF_DOT_DSP
+    mcuf_dot_tile_u4_blocks((const uint32_t *)(const void *)tile, packed, at,
+                            blocks, acc);
+#else
+    {
+        const int16_t *x = tile;
+        int32_t b;
+        for (b = 0; b < blocks; ++b) {
+            const int64_t i = at + 8 * (int64_t)b;
+            for (k = 0; k < 4; ++k, x += 2 * MCUF_TILE) {
+                const int32_t u0 = mcuf_uint4_at(packed, i + k);
+                const int32_t u1 = mcuf_uint4_at(packed, i + k + 4);
+                for (r = 0; r < MCUF_TILE; ++r) {
+                    acc[r] += (uint32_t)(x[2 * r] * u0 + x[2 * r + 1] * u1);
+                }
+            }
+        }
+    }
+#endif
+    for (k = 0; k < (depth & 7); ++k, rest += MCUF_TILE) {
+        const int32_t u = mcuf_uint4_at(packed, rest_at + k);
+        for (r = 0; r < MCUF_TILE; ++r) {
+            acc[r] += (uint32_t)(rest[r] * u);
+        }
+    }
 }
 
 #ifdef __cplusplus

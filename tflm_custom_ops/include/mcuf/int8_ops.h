@@ -33,7 +33,12 @@ extern "C" {
  * reference/integer_ops/fully_connected.h): out[o] = clamp(zp_out +
  * requant_o(sum_k (w[o][k] + weights_offset)(x[k] + input_offset) + bias[o])).
  * Per channel (FullyConnectedPerChannel) when multipliers is not NULL,
- * per tensor (FullyConnected) with multiplier/shift otherwise. */
+ * per tensor (FullyConnected) with multiplier/shift otherwise.
+ * weight_bits 4: the weights are TFLM's packed INT4 tensor (value i of the
+ * flat [output_depth][input_depth] array in the low nibble of byte i / 2
+ * when i is even, in its high nibble when odd), which stock TFLM unpacks to
+ * these int8 values before the same arithmetic (mcuf/dot.h reads the
+ * nibbles in registers). */
 typedef struct {
     int32_t input_offset;         /* -input zero point */
     int32_t weights_offset;       /* -weights zero point; 0 per channel */
@@ -44,6 +49,7 @@ typedef struct {
     int32_t shift;
     const int32_t *multipliers;   /* [output_depth], or NULL */
     const int32_t *shifts;        /* [output_depth], with multipliers */
+    int32_t weight_bits;          /* 8: int8 weights; 4: packed INT4 */
 } mcuf_fc_params;
 
 /* One input row [input_depth] times weights [output_depth][input_depth]
@@ -55,15 +61,15 @@ void mcuf_fully_connected_row(const mcuf_fc_params *params,
                               int32_t output_depth, int8_t *output);
 
 /* The same FULLY_CONNECTED for the rows of a tile (mcuf/dot.h: rows
- * widened once, input_offset added, by mcuf_tile_widen, with their
- * row_sums): output channels
- * weights [count][depth] (+ bias [count], or NULL; multipliers/shifts of
- * per-channel params start at the first of them) for rows 0..n_rows-1;
- * row r's channel o goes to output[r * row_step + o * channel_step]. */
+ * widened once, input_offset added, by mcuf_tile_widen for the params'
+ * weight_bits, with their row_sums): output channels [first, first +
+ * count) of weights [output_depth][depth] (bias [output_depth], or NULL;
+ * per-channel multipliers/shifts [output_depth]) for rows 0..n_rows-1; row
+ * r's channel first + c goes to output[r * row_step + c * channel_step]. */
 void mcuf_fc_tile(const mcuf_fc_params *params, const int16_t *tile,
                   const int32_t row_sums[MCUF_TILE], int32_t n_rows, int32_t depth, const int8_t *weights,
-                  const int32_t *bias, int32_t count, int8_t *output,
-                  int32_t row_step, int32_t channel_step);
+                  const int32_t *bias, int32_t first, int32_t count,
+                  int8_t *output, int32_t row_step, int32_t channel_step);
 
 /* FULLY_CONNECTED of n_rows input rows [n_rows][input_depth] through a
  * tile: rows MCUF_TILE at a time widened into `tile` (8 input_depth bytes,

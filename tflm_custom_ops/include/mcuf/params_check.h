@@ -13,7 +13,7 @@
  * out, a low-rank pair's rank between); zero points and offsets of int8
  * tensors, activation ranges within int8, non-negative multipliers, shifts
  * within mcuf/fixedpoint.h's ranges (per-channel ones too: their arrays must
- * hold output_depth values). Data pointers (weights, constants) are not:
+ * hold output_depth values), weight widths of 8 or 4 bits. Data pointers (weights, constants) are not:
  * the kernels check those for NULL when they run, as TFLM binds them only in
  * Eval; *_get_buffer_size returns 0 for a struct its check refuses.
  */

@@ -5,7 +5,8 @@
  *   tokens = reshape(Conv2D_P(image)) + position embedding
  * on an int8 image [H][W][C] (batch 1, NHWC):
  *   CONV_2D:  kernel = stride = P, VALID, no dilation, weights [D][P][P][C]
- *             (int8, per channel or per tensor), int32 bias [D] or none
+ *             (int8 or packed INT4, per channel or per tensor), int32 bias
+ *             [D] or none
  *             -> [H/P][W/P][D]
  *   RESHAPE:  [N][D], N = (H/P)(W/P), patches in row-major order (moves no
  *             byte)
@@ -60,7 +61,8 @@ typedef struct {
      * weights_offset 0, as TFLM's ConvPerChannel ignores the weights' zero
      * point. */
     mcuf_fc_params conv;
-    const int8_t *weights;         /* [D][P][P][C] */
+    const int8_t *weights;         /* [D][P][P][C]; packed INT4 when
+                                      conv.weight_bits is 4 */
     const int32_t *bias;           /* [D], or NULL */
     mcuf_add_params position;      /* ADD(conv tokens, position table) */
     const int8_t *position_table;  /* [N][D] */

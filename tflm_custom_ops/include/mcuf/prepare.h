@@ -43,7 +43,8 @@ typedef struct {
  * scale filter_scales[0], weights offset -filter_zero_point). As
  * mcuformer_tf.mcuf_kernels.fc_params: when every channel has the same
  * multiplier and shift the result is per tensor (params->multipliers NULL);
- * else multipliers/shifts [output_depth] are filled and pointed to. */
+ * else multipliers/shifts [output_depth] are filled and pointed to.
+ * weight_bits is 8: the caller sets 4 for packed INT4 weights. */
 mcuf_status mcuf_prepare_fully_connected(mcuf_quant input,
                                          const float *filter_scales,
                                          int32_t num_filter_scales,
