@@ -267,9 +267,11 @@ def test_qat_exports_match_the_default_form(digits_int8_models, tmp_path):
 
 # -- 4-bit weights (packed INT4) ----------------------------------------------------------------
 INT4_EXPORTS = 10  # per preset
-# QAT_NAMES_FIT was fitted on digits QAT exports (2-4 blocks). On deit-tiny-mcu QAT exports it is
-# further off, at either width: img240/p20 e192 d13 r0.95 is 2,388 B under its unfused file and
-# 1,317 B under its compiled one at 8 bits and exactly the same at 4 (the INT4 counts add no error).
+# QAT_NAMES_FIT was fitted on digits QAT exports (2-4 blocks). On deit QAT exports it is further
+# off, at either width: 18 of the 20 deit exports here are 2.4-2.9 KB under their unfused file, two
+# deit-tiny-mcu ones (r0.75, r0.8) 4.3-4.4 KB, and the 8-bit export of img224/p16 e168 d13 r0.8 is
+# off by the same 4,274 B as its INT4 one (the INT4 counts add no error). Those two fail until the
+# names fit is refitted on deit QAT exports.
 DEIT_QAT_FLASH_TOLERANCE = 3072
 
 
@@ -368,7 +370,7 @@ def deit_int4_tflite():
     return tflite_of
 
 
-@pytest.mark.slow  # a few minutes an export
+@pytest.mark.slow  # about 3.5 minutes an export on 2 cores
 @pytest.mark.parametrize("preset", ["deit-tiny-mcu", "deit-tiny-mcu-int4"])
 @pytest.mark.parametrize("index", range(INT4_EXPORTS))
 def test_deit_int4_exports_match(deit_int4_tflite, preset, index):
