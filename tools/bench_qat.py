@@ -14,7 +14,7 @@ The demo's run (default runs/demo) is made by `mcuformer-tf demo` first when it 
 subnet yet. Recipe options change one setting of the default recipe, to measure it.
 
     python tools/bench_qat.py [--demo-run runs/demo] [--seeds 5] [--epochs 4] [--lr 1e-4]
-        [--warmup-epochs 1] [--no-distill] [--no-keep-best] [--frozen-range-epochs 1]
+        [--warmup-epochs 1] [--no-distill] [--no-keep-best] [--frozen-range-epochs 1] [--epsilon-fraction 0.015625]
         [--weight-bits 8 [4]] [--subnets tuned largest]
 
 The recipe before issue 15: --warmup-epochs 0 --no-distill --no-keep-best --frozen-range-epochs 0.
@@ -79,13 +79,14 @@ def main():
     parser.add_argument("--lr", type=float, default=defaults.learning_rate)
     parser.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
     parser.add_argument("--frozen-range-epochs", type=int, default=defaults.frozen_range_epochs)
+    parser.add_argument("--epsilon-fraction", type=float, default=defaults.epsilon_fraction)
     parser.add_argument("--no-distill", action="store_true")
     parser.add_argument("--no-keep-best", action="store_true")
     parser.add_argument("--weight-bits", type=int, nargs="+", choices=(8, 4), default=[8])
     parser.add_argument("--subnets", nargs="+", choices=("tuned", "largest"), default=["tuned", "largest"])
     args = parser.parse_args()
     recipe = dataclasses.replace(defaults, epochs=args.epochs, learning_rate=args.lr, warmup_epochs=args.warmup_epochs,
-                                 frozen_range_epochs=args.frozen_range_epochs,
+                                 frozen_range_epochs=args.frozen_range_epochs, epsilon_fraction=args.epsilon_fraction,
                                  distill=not args.no_distill, keep_best=not args.no_keep_best)
     best = _demo_run(args.demo_run)
     run = RunDir(args.demo_run)

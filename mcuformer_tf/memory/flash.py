@@ -5,8 +5,8 @@ quantisation channel exactly as `counts` counts them; the compiled file also its
 offline plan. The rest (flatbuffer tables, alignment, and the tensor names the converter chose,
 which depend on each layer's form) is fitted: STRUCTURE_FIT for the exported model,
 FUSED_STRUCTURE_FIT per block part for the compiled one (within 118 B of every compiled export it
-was fitted on), and QAT_NAMES_FIT for the longer names of the QAT export. The fits were made on
-the float forms and hold for `QAT` through the counts (tests: QAT exports).
+was fitted on), both on the float forms and holding for `QAT` through the counts, and
+QAT_NAMES_FIT, fitted on QAT exports, for the QAT export's longer names (tests: QAT exports).
 """
 from __future__ import annotations
 
@@ -63,14 +63,23 @@ def fused_flash(counts: FusedCounts) -> int:
 
 
 # The QAT export's tensor names (subnet/quant_block<i>_<layer>/...) are longer than the float
-# form's the structure fits were made on: the flash of each model gains a + b per block + c per
-# low-rank linear (least squares over 8 QAT exports of the demo supernet, max |error| 366 B
-# unfused and 207 B fused; tests/test_memory_model.py checks 10 others).
-QAT_NAMES_FIT = {"unfused": (986.0, 142.1, 131.2), "fused": (464.0, 1010.1, -62.8)}
+# form's the structure fits were made on: the flash of each model gains a fitted amount per
+# `qat_names_features` (least squares over 28 QAT exports, `python tools/fit_qat_names.py`: 12
+# digits, 8 deit-tiny-mcu, 8 deit-tiny-mcu-int4, rank ratios spread over each preset's; max |error|
+# unfused 375 B (digits), fused 571 B (deit-tiny-mcu-int4); tests/test_memory_model.py checks
+# other configs).
+QAT_NAMES_FIT = {"unfused": (607.1, 214.0, -3.0, 34.1, 390.1, 109.8, 179.5),
+                 "fused": (458.0, 1095.0, -154.8, 73.2, -156.4, -3.7, 120.5)}
+
+
+def qat_names_features(fused: FusedCounts) -> tuple:
+    """What QAT_NAMES_FIT multiplies: 1, the blocks, the low-rank pairs of each kind (each layer
+    of a pair brings its own named tensors), the blocks with more than one head (their per-head
+    slices), the blocks past the tenth (two-digit indices in their names)."""
+    return (1, fused.blocks, fused.low_rank_qkv, fused.low_rank_proj, fused.low_rank_mlp, fused.multi_head,
+            max(0, fused.blocks - 10))
 
 
 def qat_names(model: str, fused: FusedCounts) -> int:
     """Bytes the QAT export's longer tensor names add to the `unfused` or `fused` model's file."""
-    low_rank = fused.low_rank_qkv + fused.low_rank_proj + fused.low_rank_mlp
-    a, b, c = QAT_NAMES_FIT[model]
-    return round(a + b * fused.blocks + c * low_rank)
+    return round(sum(c * f for c, f in zip(QAT_NAMES_FIT[model], qat_names_features(fused))))

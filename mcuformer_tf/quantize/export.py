@@ -63,9 +63,11 @@ def export_subnet(supernet: Supernet, config: SubnetConfig, data: ImageData, out
                         tflm_accuracy(model_bytes, val), quantized.describe(), recipe.weight_bits)
 
 
-def calibrated_int8_tflite(model, data: ImageData, count: int = 256, seed: int = 0, weight_bits: int = 8) -> bytes:
+def calibrated_int8_tflite(model, data: ImageData, count: int = 256, seed: int = 0, weight_bits: int = 8,
+                           calibration_batches: int = QatRecipe.calibration_batches) -> bytes:
     """The int8 .tflite `export` writes for a Keras subnet, with no fine-tune epoch: the QAT model
-    (per-tensor linear kernels) with ranges calibrated on `count` images of `data` at its input size."""
-    quantized = quantization_aware_subnet(model, data, QatRecipe(epochs=0, weight_bits=weight_bits), seed=seed,
-                                          progress=False)
+    (per-tensor linear kernels) with ranges calibrated on `calibration_batches` training batches,
+    the converter's on `count` images of `data` at its input size."""
+    recipe = QatRecipe(epochs=0, weight_bits=weight_bits, calibration_batches=calibration_batches)
+    quantized = quantization_aware_subnet(model, data, recipe, seed=seed, progress=False)
     return to_int8_tflite(quantized.model, calibration_images(data, model.input_shape[1], count=count, seed=seed))

@@ -55,8 +55,6 @@ QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
 RANGE_EMA_DECAY = 0.9
 # Each tracked range's decay is a variable of the model ("..._range_decay"): 1 freezes the range.
 RANGE_DECAY_SUFFIX = "_range_decay"
-EPSILON_VARIANCE_FRACTION = 1 / 64
-CALIBRATION_BATCHES = 40
 # The clips of a per-tensor sub-8-bit kernel grid tried, as fractions of max|w|.
 CLIP_FRACTIONS = np.linspace(0.3, 1.0, 36)
 # TFLite's int8 SOFTMAX and LOGISTIC outputs are fixed at scale 1/256, zero point -128.
@@ -270,13 +268,14 @@ def _annotate(layer, weight_bits: int):
     return tfmot.quantization.keras.quantize_annotate_layer(layer, config)
 
 
-def widen_layer_norm_epsilon(model: keras.Model, images: np.ndarray) -> dict:
-    """Raise each LayerNorm's epsilon to EPSILON_VARIANCE_FRACTION of its largest token variance.
+def widen_layer_norm_epsilon(model: keras.Model, images: np.ndarray, fraction: float) -> dict:
+    """Raise each LayerNorm's epsilon to `fraction` of its largest token variance.
 
     In int8, variance + eps sits on a grid whose step is about max variance / 255;
-    with eps of four steps no token (a blank patch, say) reaches rsqrt(0), and the
-    largest inverse std stays within a factor 8 of the smallest. Tokens whose
-    variance is far above eps are unaffected. Returns {layer name: new epsilon}.
+    with eps of a few steps no token (a blank patch, say) reaches rsqrt(0) in the
+    fake-quantised model, whose ranges move while it trains. Tokens whose variance
+    is far above eps are unaffected; those near it (in int8 their variance rounds to
+    a step or two) are scaled down. Returns {layer name: new epsilon}.
     """
     norms = [layer for layer in model.layers if isinstance(layer, LayerNorm)]
     probe = keras.Model(model.inputs, [norm.input for norm in norms])
@@ -284,7 +283,7 @@ def widen_layer_norm_epsilon(model: keras.Model, images: np.ndarray) -> dict:
     widened = {}
     for norm, x in zip(norms, inputs if len(norms) > 1 else [inputs]):
         largest = float(np.max(np.var(x.astype(np.float64), axis=-1)))
-        norm.epsilon = max(norm.epsilon, largest * EPSILON_VARIANCE_FRACTION)
+        norm.epsilon = max(norm.epsilon, largest * fraction)
         widened[norm.name] = norm.epsilon
     return widened
 

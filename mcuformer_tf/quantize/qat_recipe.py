@@ -3,8 +3,9 @@
 `quantization_aware_subnet` runs it, each step for a measured reason (issue 15's notes,
 `tools/bench_qat.py` prints the figures):
 
-1. LayerNorm epsilons are widened (`qat.widen_layer_norm_epsilon`) and the subnet fake-quantised.
-2. Activation ranges are calibrated on CALIBRATION_BATCHES training batches before any step.
+1. LayerNorm epsilons are widened (`qat.widen_layer_norm_epsilon`, `epsilon_fraction` of the largest token
+   variance) and the subnet fake-quantised.
+2. Activation ranges are calibrated on `calibration_batches` training batches before any step.
 3. The fine-tune distils the float subnet (as extracted, before the epsilons were widened):
    the loss is the cross-entropy between its softmax and the QAT model's, so the fake-quantised
    model learns to be the float model on the int8 grid rather than to refit the labels.
@@ -33,7 +34,6 @@ from mcuformer_tf.quantize.convert import to_int8_tflite
 from mcuformer_tf.quantize.int8_accuracy import tflm_predictor
 from mcuformer_tf.quantize.qat import RANGE_DECAY_SUFFIX, quantize_subnet, widen_layer_norm_epsilon
 
-CALIBRATION_BATCHES = 40
 HOLDOUT_EVERY = 5
 
 
@@ -50,6 +50,8 @@ class QatRecipe:
     distill: bool = True  # False: cross-entropy against the labels
     keep_best: bool = True  # the best state on the held-out training images
     weight_bits: int = 8  # the kernels' grid: 8, or 4 (packed into INT4 tensors)
+    calibration_batches: int = 40  # training batches the activation ranges start from
+    epsilon_fraction: float = 1 / 64  # each LayerNorm's epsilon: this much of its largest token variance
 
 
 def split_holdout(data: ImageData) -> tuple[ImageData, tf.data.Dataset]:
@@ -172,7 +174,7 @@ def fine_tune(qat_model: keras.Model, teacher: keras.Model, data: ImageData, rec
         if variable.name.rsplit(":", 1)[0].endswith(("_min", "_max")):  # ranges start from the data
             variable.assign(tf.zeros_like(variable))
     calibrate = tf.function(lambda images: qat_model(images, training=True))
-    for images, _ in batches.repeat().take(CALIBRATION_BATCHES):
+    for images, _ in batches.repeat().take(recipe.calibration_batches):
         calibrate(images)
     scores = []
     if recipe.epochs > 0:
@@ -225,7 +227,7 @@ def quantization_aware_subnet(model: keras.Model, data: ImageData, recipe: QatRe
     """The whole QAT recipe on an extracted float subnet (whose LayerNorm epsilons it widens)."""
     teacher = keras.models.clone_model(model)
     teacher.set_weights(model.get_weights())
-    widen_layer_norm_epsilon(model, calibration_images(data, model.input_shape[1], seed=seed))
+    widen_layer_norm_epsilon(model, calibration_images(data, model.input_shape[1], seed=seed), recipe.epsilon_fraction)
     qat_model = quantize_subnet(model, recipe.weight_bits)
     scores = fine_tune(qat_model, teacher, data, recipe, seed=seed, progress=progress)
     return QuantizedSubnet(qat_model, teacher, scores)
