@@ -20,6 +20,7 @@ import hashlib
 import random
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -64,9 +65,16 @@ def exporter(preset: str):
     return export
 
 
+class Sample(NamedTuple):
+    preset: str
+    config: object  # the SubnetConfig
+    unfused: int  # the exported file's bytes beyond the float-form estimate of its QAT counts
+    fused: int  # the compiled file's, likewise
+    features: tuple  # `qat_names_features`
+
+
 def samples(cache: Path, counts: dict):
-    """(preset, config, unfused residual, fused residual) per export: the file's bytes beyond the
-    float-form estimate of its QAT counts."""
+    """A Sample per export, exported once per cache."""
     for preset in PRESETS:
         export = None
         for config in configs(preset, counts[preset]):
@@ -77,8 +85,8 @@ def samples(cache: Path, counts: dict):
             raw = path.read_bytes()
             form = QAT._replace(weight_bits=config.weight_bits)
             fused = fused_graph_counts(config, form)
-            yield (preset, config, len(raw) - unfused_flash(graph_counts(config, form)),
-                   len(compile_model(raw).model_bytes) - fused_flash(fused), qat_names_features(fused))
+            yield Sample(preset, config, len(raw) - unfused_flash(graph_counts(config, form)),
+                         len(compile_model(raw).model_bytes) - fused_flash(fused), qat_names_features(fused))
 
 
 def main():
@@ -92,21 +100,22 @@ def main():
         cache = Path(args.cache or tmp)
         cache.mkdir(parents=True, exist_ok=True)
         rows = list(samples(cache, counts))
-    features = np.array([row[4] for row in rows], float)
-    presets = [row[0] for row in rows]
+    features = np.array([row.features for row in rows], float)
+    presets = np.array([row.preset for row in rows])
     print(f"{len(rows)} QAT exports: " + ", ".join(f"{counts[p]} {p}" for p in PRESETS))
-    for column, model in ((2, "unfused"), (3, "fused")):
-        targets = np.array([row[column] for row in rows], float)
+    for model in ("unfused", "fused"):
+        targets = np.array([getattr(row, model) for row in rows], float)
         fit, *_ = np.linalg.lstsq(features, targets, rcond=None)
         fit = np.round(fit, 1)
         errors = features @ fit - targets
         old = features @ np.array(QAT_NAMES_FIT[model]) - targets
-        worst = ", ".join(f"{p} {np.abs(errors[[q == p for q in presets]]).max():.0f} B"
-                          f" (now {np.abs(old[[q == p for q in presets]]).max():.0f} B)" for p in PRESETS
+        worst = ", ".join(f"{p} {np.abs(errors[presets == p]).max():.0f} B"
+                          f" (QAT_NAMES_FIT: {np.abs(old[presets == p]).max():.0f} B)" for p in PRESETS
                           if p in presets)
         print(f'"{model}": {tuple(float(c) for c in fit)}  # max |error| {worst}')
-    for preset, config, unfused, fused, _ in rows:
-        print(f"  {preset:<19} {config.describe():<48} beyond float form: unfused {unfused:+,} B, fused {fused:+,} B")
+    for row in rows:
+        print(f"  {row.preset:<19} {row.config.describe():<48} beyond float form: unfused {row.unfused:+,} B, "
+              f"fused {row.fused:+,} B")
 
 
 if __name__ == "__main__":
