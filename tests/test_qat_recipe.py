@@ -19,6 +19,7 @@ from mcuformer_tf.quantize.qat_recipe import (
     QatRecipe,
     _FreezeRanges,
     calibration_images,
+    fine_tune_batches,
     quantization_aware_subnet,
     split_holdout,
 )
@@ -35,6 +36,19 @@ def test_the_holdout_is_every_fifth_training_image_and_left_out_of_the_fine_tune
     assert np.array_equal(held, every[HOLDOUT_EVERY - 1::HOLDOUT_EVERY])
     assert np.array_equal(kept, np.delete(every, np.s_[HOLDOUT_EVERY - 1::HOLDOUT_EVERY], axis=0))
     assert (train.train_count, len(held)) == (len(kept), data.train_count // HOLDOUT_EVERY)
+
+
+def test_mixup_blends_each_fine_tune_batch_with_its_reverse_and_its_labels_alike():
+    data = load_digits(8)
+    (plain, labels), = fine_tune_batches(data, QatRecipe(epochs=1, mixup=0.0), seed=2, size=8).take(1)
+    (mixed, soft), = fine_tune_batches(data, QatRecipe(epochs=1, mixup=1.0), seed=2, size=8).take(1)
+    onehot = tf.one_hot(labels, data.num_classes).numpy()
+    weight = soft.numpy()[np.arange(len(labels)), labels.numpy()]  # the own label's share (same crops)
+    differ = labels.numpy() != labels.numpy()[::-1]
+    weight = weight[differ][0]
+    assert 0 < weight < 1
+    np.testing.assert_allclose(soft, weight * onehot + (1 - weight) * onehot[::-1], atol=1e-6)
+    np.testing.assert_allclose(mixed, weight * plain + (1 - weight) * plain.numpy()[::-1], atol=1e-6)
 
 
 def _ranges(model):

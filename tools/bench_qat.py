@@ -13,11 +13,12 @@ by side; the drop summary is printed per grid (issue 19's target for 4 bits: at 
 The demo's run (default runs/demo) is made by `mcuformer-tf demo` first when it has no tuned
 subnet yet. Recipe options change one setting of the default recipe, to measure it.
 
-    python tools/bench_qat.py [--demo-run runs/demo] [--seeds 5] [--epochs 4] [--lr 1e-4]
-        [--warmup-epochs 1] [--no-distill] [--no-keep-best] [--frozen-range-epochs 1] [--epsilon-fraction 0.015625]
-        [--weight-bits 8 [4]] [--subnets tuned largest]
+    python tools/bench_qat.py [--demo-run runs/demo] [--seeds 5] [--epochs 4] [--lr 3e-4] [--batch-size 16]
+        [--warmup-epochs 1] [--no-distill] [--no-keep-best] [--frozen-range-epochs 1]
+        [--epsilon-fraction 0.015625] [--mixup 1.0] [--weight-bits 8 [4]] [--subnets tuned largest]
 
-The recipe before issue 15: --warmup-epochs 0 --no-distill --no-keep-best --frozen-range-epochs 0.
+The recipe before issue 15: --warmup-epochs 0 --no-distill --no-keep-best --frozen-range-epochs 0 --lr 1e-4
+--batch-size 32 --mixup 0; issue 15's first recipe: --lr 1e-4 --batch-size 32 --mixup 0.
 """
 import argparse
 import dataclasses
@@ -77,16 +78,20 @@ def main():
     defaults = QatRecipe()
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
     parser.add_argument("--frozen-range-epochs", type=int, default=defaults.frozen_range_epochs)
     parser.add_argument("--epsilon-fraction", type=float, default=defaults.epsilon_fraction)
+    parser.add_argument("--mixup", type=float, default=defaults.mixup)
     parser.add_argument("--no-distill", action="store_true")
     parser.add_argument("--no-keep-best", action="store_true")
     parser.add_argument("--weight-bits", type=int, nargs="+", choices=(8, 4), default=[8])
     parser.add_argument("--subnets", nargs="+", choices=("tuned", "largest"), default=["tuned", "largest"])
     args = parser.parse_args()
-    recipe = dataclasses.replace(defaults, epochs=args.epochs, learning_rate=args.lr, warmup_epochs=args.warmup_epochs,
+    recipe = dataclasses.replace(defaults, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+                                 warmup_epochs=args.warmup_epochs,
                                  frozen_range_epochs=args.frozen_range_epochs, epsilon_fraction=args.epsilon_fraction,
+                                 mixup=args.mixup,
                                  distill=not args.no_distill, keep_best=not args.no_keep_best)
     best = _demo_run(args.demo_run)
     run = RunDir(args.demo_run)

@@ -8,9 +8,14 @@
 2. Activation ranges are calibrated on `calibration_batches` training batches before any step.
 3. The fine-tune distils the float subnet (as extracted, before the epsilons were widened):
    the loss is the cross-entropy between its softmax and the QAT model's, so the fake-quantised
-   model learns to be the float model on the int8 grid rather than to refit the labels.
-4. AdamW at a low peak rate with a warmup of one epoch and a cosine decay: a hot start undoes
-   what the supernet learned.
+   model learns to be the float model on the int8 grid rather than to refit the labels. Its
+   batches are mixed (mixup, both models see the same blend), so the student matches the
+   teacher between the training images too, not only on them: after the fine-tune the int8
+   model's disagreements with float are a distillation fit gap (the student in float, widened
+   epsilons and all, disagrees on as many images), not quantisation noise.
+4. AdamW with a warmup of one epoch and a cosine decay, at a peak (3e-4) between one too
+   low to close that gap in a few epochs (1e-4) and a hot start that undoes what the supernet
+   learned (1e-3); batches of 16, so a small training set's epoch is enough steps.
 5. The ranges are frozen for the last epoch, so the weights settle on the grid the .tflite keeps.
 6. Every HOLDOUT_EVERY-th training image is held out of the fine-tune; after calibration and after
    each epoch the state is converted to int8 and the .tflite's distillation loss on them, run in
@@ -30,6 +35,7 @@ import tf_keras as keras
 from mcuformer_tf.errors import McuformerError
 from mcuformer_tf.nas.data import ImageData
 from mcuformer_tf.nas.determinism import seed_run
+from mcuformer_tf.nas.train_settings import TrainSettings
 from mcuformer_tf.quantize.convert import to_int8_tflite
 from mcuformer_tf.quantize.int8_accuracy import tflm_predictor
 from mcuformer_tf.quantize.qat import RANGE_DECAY_SUFFIX, quantize_subnet, widen_layer_norm_epsilon
@@ -42,8 +48,8 @@ class QatRecipe:
     """The fine-tune's settings; the defaults are the measured recipe."""
 
     epochs: int = 4
-    batch_size: int = 32
-    learning_rate: float = 1e-4  # peak, after the warmup
+    batch_size: int = 16  # a small training set's epoch in more steps
+    learning_rate: float = 3e-4  # peak, after the warmup
     warmup_epochs: int = 1  # linear from 0, then cosine to 0
     weight_decay: float = 0.01
     frozen_range_epochs: int = 1  # the last epochs train on fixed ranges
@@ -52,6 +58,7 @@ class QatRecipe:
     weight_bits: int = 8  # the kernels' grid: 8, or 4 (packed into INT4 tensors)
     calibration_batches: int = 40  # training batches the activation ranges start from
     epsilon_fraction: float = 1 / 64  # each LayerNorm's epsilon: this much of its largest token variance
+    mixup: float = 1.0  # mixup's Beta alpha on the fine-tune's batches (0: off); the teacher sees the mixed images
 
 
 def split_holdout(data: ImageData) -> tuple[ImageData, tf.data.Dataset]:
@@ -91,6 +98,8 @@ class _Distillation(keras.Model):
         images, labels = batch
         if self.distill:
             target = tf.nn.softmax(self.teacher(images, training=False))
+        elif labels.shape.rank == 2:  # mixed batches carry soft labels
+            target = labels
         else:
             target = tf.one_hot(labels, self.student.output_shape[-1])
         with tf.GradientTape() as tape:
@@ -159,6 +168,15 @@ def _resized(dataset: tf.data.Dataset, size: int, data: ImageData) -> tf.data.Da
     return dataset.map(lambda x, y: (tf.image.resize(x, [size, size]), y))
 
 
+def fine_tune_batches(train: ImageData, recipe: QatRecipe, seed: int, size: int) -> tf.data.Dataset:
+    """Every epoch's training batches at `size`, one after another: each epoch its own shuffle and
+    crops (the same seed gives the same order and crops), mixed by `recipe.mixup` (soft labels)."""
+    mixing = TrainSettings(mixup=recipe.mixup) if recipe.mixup else None
+    return functools.reduce(tf.data.Dataset.concatenate, [
+        _resized(train.train_batches(recipe.batch_size, seed * 1000 + epoch, mixing), size, train)
+        for epoch in range(max(1, recipe.epochs))])
+
+
 def fine_tune(qat_model: keras.Model, teacher: keras.Model, data: ImageData, recipe: QatRecipe,
               seed: int = 0, progress: bool = True) -> list[float]:
     """Calibrate the ranges, then fine-tune by `recipe`; returns the held-out scores (calibrated
@@ -166,10 +184,7 @@ def fine_tune(qat_model: keras.Model, teacher: keras.Model, data: ImageData, rec
     seed_run(seed)
     size = qat_model.input_shape[1]
     train, holdout = split_holdout(data) if recipe.keep_best and recipe.epochs else (data, None)
-    # each epoch its own shuffle and crops (the same seed gives the same order and crops)
-    batches = functools.reduce(tf.data.Dataset.concatenate, [
-        _resized(train.train_batches(recipe.batch_size, seed * 1000 + epoch), size, data)
-        for epoch in range(max(1, recipe.epochs))])
+    batches = fine_tune_batches(train, recipe, seed, size)
     for variable in qat_model.non_trainable_variables:
         if variable.name.rsplit(":", 1)[0].endswith(("_min", "_max")):  # ranges start from the data
             variable.assign(tf.zeros_like(variable))
