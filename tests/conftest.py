@@ -110,10 +110,10 @@ def _int8_tflite_factory(space, folder, perturbation: float = 0.0):
     """SubnetConfig -> path of its int8 .tflite, from one fresh supernet whose weights are moved
     by normal noise of std `perturbation`; each config converted once."""
     import numpy as np
-    from supernets import perturbed_supernet
 
     from mcuformer_tf.nas.extract import extract_subnet
     from mcuformer_tf.quantize.convert import to_int8_tflite
+    from mcuformer_tf.quantize.first_blocks import perturbed_supernet
 
     supernet = perturbed_supernet(space, perturbation)
     images = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 3)).astype(np.float32)

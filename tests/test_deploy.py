@@ -224,12 +224,11 @@ def test_the_smallest_deit_subnet_deploys_on_the_disco_board(tmp_path):
     deployed for the 32F746G-DISCOVERY: the firmware's 1000 bytes equal the host runner's. (The
     converter's form of a float model keeps a multiplier and a shift per output channel of every
     linear in TFLM's persistent arena, about 171 KiB more here, and does not fit 320 KiB.)"""
-    from supernets import perturbed_supernet
-
     from mcuformer_tf.nas.data import load_digits
     from mcuformer_tf.nas.extract import extract_subnet
     from mcuformer_tf.nas.search_space import SearchSpace
     from mcuformer_tf.quantize.export import calibrated_int8_tflite
+    from mcuformer_tf.quantize.first_blocks import perturbed_supernet
 
     space = SearchSpace.load("deit-tiny-mcu")
     subnet = extract_subnet(perturbed_supernet(space), space.smallest())

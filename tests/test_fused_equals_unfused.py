@@ -93,10 +93,8 @@ def _perturbed_cases(preset: str, seeds, first_block_only: bool, inputs: int, in
 
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from supernets import perturbed_supernet
-
     from mcuformer_tf.nas.search_space import SearchSpace
-    from mcuformer_tf.quantize.first_blocks import converted_model
+    from mcuformer_tf.quantize.first_blocks import converted_model, perturbed_supernet
 
     supernet = perturbed_supernet(SearchSpace.load(preset))
     models = ((config, converted_model(supernet, config)) for config in _configs(preset, seeds, first_block_only))

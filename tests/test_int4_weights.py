@@ -144,10 +144,9 @@ def test_export_with_4_bit_weights_writes_every_filter_as_int4(trained_run, tmp_
 
 @pytest.mark.slow  # a supernet, a QAT model and its conversion: a minute or two
 def test_the_converter_writes_4_bit_qat_kernels_as_int4_and_numpy_follows_the_wheel(digits_space):
-    from supernets import perturbed_supernet
-
     from mcuformer_tf.nas.extract import extract_subnet
     from mcuformer_tf.quantize.convert import to_int8_tflite
+    from mcuformer_tf.quantize.first_blocks import perturbed_supernet
     from mcuformer_tf.quantize.qat import quantize_subnet
 
     config = digits_space.sample(random.Random(SEEDS[0]))

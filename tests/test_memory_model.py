@@ -343,11 +343,10 @@ def deit_int4_tflite():
     of a perturbed fresh supernet of the preset through `export --weight-bits 4`'s pipeline with no
     QAT epoch (`calibrated_int8_tflite`; ranges from digits images upscaled to the subnet's size,
     one calibration batch, not export's 40: the shapes, not the values, are what this checks)."""
-    from supernets import perturbed_supernet
-
     from mcuformer_tf.nas.data import load_digits
     from mcuformer_tf.nas.extract import extract_subnet
     from mcuformer_tf.quantize.export import calibrated_int8_tflite
+    from mcuformer_tf.quantize.first_blocks import perturbed_supernet
 
     supernets, data = {}, load_digits(32)
 

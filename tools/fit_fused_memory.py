@@ -47,17 +47,10 @@ def configs(preset, count, seed):
 def converter(preset, perturbation):
     """config -> int8 .tflite bytes from one fresh supernet of `preset` (moved by noise)."""
     from mcuformer_tf.nas.extract import extract_subnet
-    from mcuformer_tf.nas.supernet import Supernet
     from mcuformer_tf.quantize.convert import to_int8_tflite
+    from mcuformer_tf.quantize.first_blocks import perturbed_supernet
 
-    space = SearchSpace.load(preset)
-    supernet = Supernet(space)
-    size = max(space.image_size)
-    supernet(np.zeros((1, size, size, 3), np.float32))
-    rng = np.random.default_rng(0)
-    for variable in supernet.trainable_weights if perturbation else ():
-        variable.assign(variable + rng.normal(0, perturbation, variable.shape).astype(
-            variable.dtype.as_numpy_dtype))
+    supernet = perturbed_supernet(SearchSpace.load(preset), perturbation)
 
     def convert(config):
         images = np.random.default_rng(0).uniform(

@@ -50,13 +50,9 @@ def exporter(preset: str):
     from mcuformer_tf.nas.data import load_digits
     from mcuformer_tf.nas.extract import extract_subnet
     from mcuformer_tf.quantize.export import calibrated_int8_tflite
-    from mcuformer_tf.quantize.first_blocks import fresh_supernet
+    from mcuformer_tf.quantize.first_blocks import perturbed_supernet
 
-    supernet, data = fresh_supernet(SearchSpace.load(preset), 0), load_digits(32)
-    rng = np.random.default_rng(0)
-    for variable in supernet.trainable_weights:
-        variable.assign(variable + rng.normal(0, PERTURBATION, variable.shape).astype(
-            variable.dtype.as_numpy_dtype))
+    supernet, data = perturbed_supernet(SearchSpace.load(preset), PERTURBATION), load_digits(32)
 
     def export(config):
         return calibrated_int8_tflite(extract_subnet(supernet, config), data, count=4,

@@ -3,7 +3,9 @@
 224/16 e192 h3 mlp4 at rank 0.5 and 0.95, 240/24 e192 h3 mlp4 r0.5 and 224/16 e168 h3 mlp3.5 r0.4,
 each a one-block SubnetConfig of the deit-tiny-mcu space (1000 classes), converted from a supernet
 with fresh weights: the kernels' instruction counts and the fused = unfused bytes contract do not
-depend on the weights' values. The Cortex-M7 benchmark and the kernel test firmware's tests share them.
+depend on the weights' values. The Cortex-M7 benchmark and the kernel test firmware's tests share them,
+and the tests and fitting tools whose subject is shapes, graphs and bytes share its fresh supernets
+(`fresh_supernet`, `perturbed_supernet`).
 """
 from __future__ import annotations
 
@@ -32,6 +34,17 @@ def fresh_supernet(space: SearchSpace, seed: int = 0) -> Supernet:
     supernet = Supernet(space)
     size = max(space.image_size)
     supernet(np.zeros((1, size, size, 3), np.float32))
+    return supernet
+
+
+def perturbed_supernet(space: SearchSpace, std: float = 0.05, seed: int = 0) -> Supernet:
+    """`fresh_supernet(space, seed)` with every weight moved by normal noise of std `std` (0: the fresh
+    initialisation), so the converter keeps the LayerNorm gamma and beta and the biases it folds
+    away where they are still exactly 1 and 0: the trained form's graph."""
+    supernet = fresh_supernet(space, seed)
+    rng = np.random.default_rng(seed)
+    for variable in supernet.trainable_weights if std else ():
+        variable.assign(variable + rng.normal(0, std, variable.shape).astype(variable.dtype.as_numpy_dtype))
     return supernet
 
 
