@@ -13,8 +13,8 @@ by side; the drop summary is printed per grid (issue 19's target for 4 bits: at 
 The demo's run (default runs/demo) is made by `mcuformer-tf demo` first when it has no tuned
 subnet yet. Recipe options change one setting of the default recipe, to measure it.
 
-    python tools/bench_qat.py [--demo-run runs/demo] [--seeds 5] [--epochs 4] [--lr 3e-4] [--batch-size 16]
-        [--warmup-epochs 1] [--no-distill] [--no-keep-best] [--frozen-range-epochs 1]
+    python tools/bench_qat.py [--demo-run runs/demo] [--seeds 5] [--first-seed 0] [--epochs 4] [--lr 3e-4]
+        [--batch-size 16] [--warmup-epochs 1] [--no-distill] [--no-keep-best] [--frozen-range-epochs 1]
         [--epsilon-fraction 0.015625] [--mixup 1.0] [--weight-bits 8 [4]] [--subnets tuned largest]
 
 The recipe before issue 15: --warmup-epochs 0 --no-distill --no-keep-best --frozen-range-epochs 0 --lr 1e-4
@@ -75,6 +75,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo-run", type=Path, default=Path("runs/demo"))
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     defaults = QatRecipe()
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--lr", type=float, default=defaults.learning_rate)
@@ -110,7 +111,7 @@ def main():
             config = space.resolve_config(spec)
             train = _train_split(data, config.image_size)
             float_train = accuracy(traced_predict(extract_subnet(supernet, config)), train)
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for bits in args.weight_bits:
                     result = export_subnet(supernet, config, data, Path(tmp) / f"{name}-{seed}-{bits}.tflite",
                                            dataclasses.replace(recipe, weight_bits=bits), seed=seed,
