@@ -1,5 +1,5 @@
-"""Fresh supernets, and int8 models of their subnets, for tests whose subject is shapes, graphs
-and bytes, not accuracy."""
+"""int8 models of fresh supernets' subnets (`first_blocks.perturbed_supernet`), for tests whose subject is
+shapes, graphs and bytes, not accuracy."""
 
 from mcuformer_tf.compiler.int4_weights import onto_int4_grid as on_int4_grid  # noqa: F401 (tests import it here)
 

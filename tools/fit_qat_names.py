@@ -31,7 +31,6 @@ from mcuformer_tf.memory.flash import QAT_NAMES_FIT, fused_flash, qat_names_feat
 from mcuformer_tf.memory.form import QAT
 from mcuformer_tf.nas.search_space import SearchSpace
 
-PERTURBATION = 0.05
 PRESETS = ("digits", "deit-tiny-mcu", "deit-tiny-mcu-int4")
 
 
@@ -52,7 +51,7 @@ def exporter(preset: str):
     from mcuformer_tf.quantize.export import calibrated_int8_tflite
     from mcuformer_tf.quantize.first_blocks import perturbed_supernet
 
-    supernet, data = perturbed_supernet(SearchSpace.load(preset), PERTURBATION), load_digits(32)
+    supernet, data = perturbed_supernet(SearchSpace.load(preset)), load_digits(32)
 
     def export(config):
         return calibrated_int8_tflite(extract_subnet(supernet, config), data, count=4,
