@@ -56,14 +56,18 @@ def _demo_run(path: Path) -> Path:
     return best
 
 
-def _train_split(data, image_size):
-    """Every training image, unaugmented, at `image_size`, in batches."""
+def _at_size(dataset, data, image_size):
+    """(image, label) examples of `data` resized to `image_size` where it differs from the data's."""
     import tensorflow as tf
 
-    ds = data.train
-    if image_size != data.image_size:
-        ds = ds.map(lambda x, y: (tf.image.resize(x, [image_size, image_size]), y))
-    return ds.batch(EVAL_BATCH)
+    if image_size == data.image_size:
+        return dataset
+    return dataset.map(lambda x, y: (tf.image.resize(x, [image_size, image_size]), y))
+
+
+def _train_split(data, image_size):
+    """Every training image, unaugmented, at `image_size`, in batches."""
+    return _at_size(data.train, data, image_size).batch(EVAL_BATCH)
 
 
 def _shifted_val(data, image_size):
@@ -71,11 +75,13 @@ def _shifted_val(data, image_size):
     crops pad), at `image_size`, in batches."""
     import tensorflow as tf
 
+    val = _at_size(data.val, data, image_size)
+
     def shifted(dx, dy):
         def shift(image, label):
             padded = tf.image.pad_to_bounding_box(image, 1, 1, image_size + 2, image_size + 2)
             return tf.image.crop_to_bounding_box(padded, 1 + dy, 1 + dx, image_size, image_size), label
-        return data.val_batches(EVAL_BATCH, image_size).unbatch().map(shift)
+        return val.map(shift)
 
     shifts = [(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if dx or dy]
     return functools.reduce(tf.data.Dataset.concatenate, [shifted(*s) for s in shifts]).batch(EVAL_BATCH)
