@@ -62,7 +62,7 @@ def test_tune_under_a_latency_budget_records_the_estimate_and_resumes(trained_ru
     first = run_cli(*args, "--trials", "2")
     assert first.exit_code == 0, first.output
     table = first.stdout.splitlines()
-    header = next(line for line in table if "val acc" in line)
+    header = next(line for line in table if line.split()[:2] == ["#", "search"])
     assert "ms@216MHz" in header
     kept = _trials(out)
     again = run_cli(*args, "--trials", "3")  # resumes: the same budget, latency included
@@ -81,13 +81,13 @@ def test_tune_under_a_latency_budget_records_the_estimate_and_resumes(trained_ru
 
 
 def _trials(out):
-    """{trial id: (status, values, val_accuracy, memory metrics)} of a search directory (a trial
+    """{trial id: (status, values, search_accuracy, memory metrics)} of a search directory (a trial
     under way has neither score nor memory metrics on disk yet)."""
     trials = {}
     for path in sorted(Path(out, "search").glob("trial_*/trial.json")):
         data = json.loads(path.read_text())
         metrics = data["metrics"]["metrics"]
-        score = metrics.get("val_accuracy", {}).get("observations", [{}])[0].get("value", [None])
+        score = metrics.get("search_accuracy", {}).get("observations", [{}])[0].get("value", [None])
         trials[data["trial_id"]] = (data["status"], data["hyperparameters"]["values"], score[0],
                                     {m: metrics[m]["observations"][0]["value"][0]
                                      for m in ("arena", "flash", "macs", "instructions") if m in metrics})
@@ -115,11 +115,11 @@ def test_tune_finds_subnets_within_budget_and_resumes_to_more_trials(trained_run
     results = json.loads((out / "results.json").read_text())
     # equal accuracy goes to the smaller arena, then the fewer MACs, then the earlier trial
     best = min(trials.values(), key=lambda t: (-t[2], t[3]["arena"], t[3]["macs"]))
-    assert results["top"][0]["val_accuracy"] == best[2]
+    assert results["top"][0]["search_accuracy"] == best[2]
     assert SubnetConfig.load(out / "best_config.json") == config_from_values(space, best[1])
     assert results["rejected"] > 0 and results["finished"] == 10
     table = again.stdout.splitlines()
-    header = next(i for i, line in enumerate(table) if "val acc" in line)
+    header = next(i for i, line in enumerate(table) if line.split()[:2] == ["#", "search"])
     assert "arena" in table[header] and "MMACs" in table[header]
     assert table[header + 1].startswith(" 1 ")
     changed = run_cli(*args, "--trials", "10", "--sram", "320KiB")

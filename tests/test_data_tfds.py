@@ -19,7 +19,8 @@ from mcuformer_tf.nas.train_settings import recipe_settings
 def test_tfds_mock_data_streams_cropped_batches(tmp_path):
     with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
         data = load_data("tfds:cifar10", 24, data_dir=str(tmp_path))
-        assert (data.name, data.num_classes, data.train_count, data.val_count) == ("tfds:cifar10", 10, 20, 20)
+        assert (data.name, data.num_classes, data.train_count, data.search_count, data.val_count) == (
+            "tfds:cifar10", 10, 17, 3, 20)
         images, soft = next(iter(data.train_batches(8, seed=0, recipe=recipe_settings("digits", 8))))
         assert images.shape == (8, 24, 24, 3) and soft.shape == (8, 10)
         np.testing.assert_array_equal(soft.numpy().sum(axis=1), 1.0)  # one-hot

@@ -13,7 +13,7 @@ from tuner.hyperparameters import config_from_values
 
 def _finish(oracle, trial, space):
     config = config_from_values(space, trial.hyperparameters.values)
-    oracle.update_trial(trial.trial_id, {"val_accuracy": config.mac_count() / 1e7})
+    oracle.update_trial(trial.trial_id, {"search_accuracy": config.mac_count() / 1e7})
     trial.status = "COMPLETED"
     oracle.end_trial(trial)
 

@@ -31,7 +31,7 @@ def test_chief_and_two_workers_finish_a_search_together(trained_run, tmp_path):
     assert len(trials) == TRIALS and {t["status"] for t in trials} == {"COMPLETED"}
     best = max(trials, key=lambda t: t["score"])
     results = json.loads((out / "results.json").read_text())
-    assert results["top"][0]["val_accuracy"] == best["score"]
+    assert results["top"][0]["search_accuracy"] == best["score"]
     # The best score a worker reported is what this process measures for the same subnet.
     config = SubnetConfig.load(out / "best_config.json")
     scorer = SubnetScorer(load_supernet(trained_run), load_digits(32))

@@ -164,7 +164,7 @@ def _drive(oracle, space, trials):
         if trial.status != "RUNNING":
             break
         oracle.update_trial(trial.trial_id, {
-            "val_accuracy": _score(config_from_values(space, trial.hyperparameters.values))})
+            "search_accuracy": _score(config_from_values(space, trial.hyperparameters.values))})
         trial.status = "COMPLETED"
         oracle.end_trial(trial)
     return oracle

@@ -2,11 +2,11 @@
 
 Exports the demo's tuned subnet and the largest subnet of the demo's supernet with --seeds QAT
 seeds each (the `export` path: QAT recipe, int8 .tflite, the stock TFLM wheel) and prints per
-export the float, QAT and int8 accuracy on the val split; float and int8 on the val images shifted
-by one pixel (the 8 shifts of each, zero-filled: 8x the val split, images nothing was trained or
-chosen on, so one image is 1/8 of a val image's weight and the tuner's choice of the subnet on val
-does not flatter its float accuracy there); and float and int8 on all the training images (4x val:
-the supernet has seen them, so it measures fidelity to float, not generalisation); then the
+export the float, QAT and int8 accuracy on the val split (which nothing trained on and the tuner
+did not choose on: it scores subnets on the search split, see `data`); float and int8 on the val
+images shifted by one pixel (the 8 shifts of each, zero-filled: 8x the val split, so one image is
+1/8 of a val image's weight); and float and int8 on all the training images (3.3x val: the
+supernet has seen them, so it measures fidelity to float, not generalisation); then the
 float-to-int8 drop's mean and worst over the exports, on each split.
 Targets (issue 15): mean drop at most 0.5 points, worst at most 1.5, on val.
 With --weight-bits 8 4 each export is made at both weight grids (issue 19: the 4-bit one packed
@@ -56,18 +56,9 @@ def _demo_run(path: Path) -> Path:
     return best
 
 
-def _at_size(dataset, data, image_size):
-    """(image, label) examples of `data` resized to `image_size` where it differs from the data's."""
-    import tensorflow as tf
-
-    if image_size == data.image_size:
-        return dataset
-    return dataset.map(lambda x, y: (tf.image.resize(x, [image_size, image_size]), y))
-
-
 def _train_split(data, image_size):
     """Every training image, unaugmented, at `image_size`, in batches."""
-    return _at_size(data.train, data, image_size).batch(EVAL_BATCH)
+    return data.at_size(data.train, image_size).batch(EVAL_BATCH)
 
 
 def _shifted_val(data, image_size):
@@ -75,7 +66,7 @@ def _shifted_val(data, image_size):
     crops pad), at `image_size`, in batches."""
     import tensorflow as tf
 
-    val = _at_size(data.val, data, image_size)
+    val = data.at_size(data.val, image_size)
 
     def shifted(dx, dy):
         def shift(image, label):

@@ -7,8 +7,8 @@ candidates per second through an evolution oracle's `populate_space` (rejections
 (2) a search of --trials trials: total seconds, seconds scoring subnets, the rest per trial and
 as a share. The rest is a fixed cost a trial (KerasTuner's trial bookkeeping, its two writes, the
 budget checks), so its share depends on what a subnet costs to score: (3) the same search over
-a deit-tiny-mcu supernet, --deit-trials trials scoring 224-pixel subnets on the digits val
-split (fresh weights: the accuracies mean nothing, the seconds are real; 0 skips it).
+a deit-tiny-mcu supernet, --deit-trials trials scoring 224-pixel subnets on the digits
+search split (fresh weights: the accuracies mean nothing, the seconds are real; 0 skips it).
 
     python tools/bench_tune.py [--supernet runs/demo] [--trials 100] [--deit-trials 8]
 """

@@ -1,13 +1,13 @@
 """Evolution against random search with the same number of feasible subnets, same seeds.
 
 On a trained supernet (default: the demo's, runs/demo), under an SRAM budget that rejects at
-least half of the space: for each seed, the best val accuracy that the evolution oracle finds
+least half of the space: for each seed, the best search-split accuracy that the evolution oracle finds
 in --trials trials, and the best of --trials random subnets that fit the budget (drawn with the
-same seed), each scored the same way (inherited supernet weights, the val split). Then the
+same seed), each scored the same way (inherited supernet weights, the search split: see `data`). Then the
 means over the seeds, and on how many seeds evolution did at least as well. Evolution runs with
 AutoFormer's settings by default (population 50, the top 10 as parents, mutation probability
 0.2); a population of 10 with 3 parents converges early and ties random search on the mean.
-The demo's val split holds 360 images, so one image is 0.28 points: the best subnets of
+The demo's search split holds 239 images, so one image is 0.42 points: the best subnets of
 either search differ by a few images, and a seed whose random draw is lucky can beat evolution.
 
     python tools/compare_evolution_random.py [--supernet runs/demo] [--trials 120]

@@ -4,7 +4,7 @@ On a trained supernet (default: the demo's, runs/demo), one memory budget (defau
 48 KiB of SRAM on the stm32f746 profile, fused plan) and three latency budgets (default: the
 25th and 50th percentile of the latency model's time of random subnets at the target's clock, and
 none), an evolution search under each with the same seed and trials, side by side: the share of
-random subnets each budget admits, the best val accuracy, the latency model's time of that subnet,
+random subnets each budget admits, the best search-split accuracy, the latency model's time of that subnet,
 its arena and its config. The searches share one loaded supernet.
 
     python tools/compare_latency_budgets.py [--supernet runs/demo] [--latency 40ms --latency 80ms]
@@ -47,7 +47,7 @@ def main():
     scorer = SubnetScorer(load_supernet(run), load_data(run.spec()["data"], max(space.image_size)))
     settings = TuneSettings(trials=args.trials, seed=args.seed, population=args.population)
     print(f"{memory.describe()}; evolution, {args.trials} trials, population {args.population}, seed {args.seed}")
-    print(f"{'latency budget':>15} {'admits':>7} {'best val acc':>13} {'its latency':>12} {'arena':>10}  subnet")
+    print(f"{'latency budget':>15} {'admits':>7} {'best search acc':>16} {'its latency':>12} {'arena':>10}  subnet")
     for latency_ms in [*budgets, None]:
         budget = Budget(target, latency_ms=latency_ms)
         admitted = sum(budget.check(c).fits for c in sample) / len(sample)
@@ -55,7 +55,7 @@ def main():
             best = tune(run, budget, Path(out), settings, progress=False, log=lambda *_: None,
                         scorer=scorer).top[0]
         label = "none" if latency_ms is None else f"{latency_ms:g} ms"
-        print(f"{label:>15} {admitted:>7.0%} {best.accuracy:>13.2%} "
+        print(f"{label:>15} {admitted:>7.0%} {best.accuracy:>16.2%} "
               f"{budget.milliseconds(best.instructions):>9.1f} ms {format_size(best.arena):>10}  "
               f"{best.config.describe()}")
 

@@ -3,7 +3,7 @@
 On a trained supernet (default: the demo's, runs/demo), one SRAM budget (default: where the
 two plans admit different shares of the space), an evolution search under each memory plan
 (`--memory-plan unfused`: stock TFLM's arena; `fused`: our MCUF operators' offline plan),
-side by side: the share of random subnets each plan admits, the best val accuracy, its
+side by side: the share of random subnets each plan admits, the best search-split accuracy, its
 predicted arena and flash, and its config.
 
     python tools/compare_memory_plans.py [--supernet runs/demo] [--sram 72KiB] [--trials 80]
@@ -45,7 +45,7 @@ def main():
     print(f"SRAM {format_size(target.sram)} (runtime {format_size(target.runtime_sram)} outside "
           f"the arena), evolution, {args.trials} trials, seed {args.seed}")
     for plan, (admitted, best) in rows.items():
-        print(f"{plan:>8}: admits {admitted:>4.0%} of the space; best val acc "
+        print(f"{plan:>8}: admits {admitted:>4.0%} of the space; best search acc "
               f"{best.accuracy:.2%}, arena {format_size(best.arena)}, flash "
               f"{format_size(best.flash)}, {best.macs / 1e6:.2f} MMACs: {best.config.describe()}")
     gain = rows["fused"][1].accuracy - rows["unfused"][1].accuracy

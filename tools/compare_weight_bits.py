@@ -6,7 +6,7 @@ budget oracle and the subnet tuner, evolution) or, where no subnet fits, the one
 exits with. No deit-tiny-mcu supernet is trained here, so by default a subnet's score is its
 MACs over the space's largest subnet's (compute, which tracks a ViT's accuracy better than its
 parameter count; the search then finds the largest subnets the budget admits); `--supernet RUN`
-scores val accuracy on that trained run instead.
+scores search-split accuracy (see `data`) on that trained run instead.
 
     python tools/compare_weight_bits.py [--space deit-tiny-mcu] [--target stm32h743] [--trials 60]
     python tools/compare_weight_bits.py --space deit-tiny-mcu-int4 --target stm32f746
@@ -45,7 +45,7 @@ def _run_and_scorer(args, space: SearchSpace, folder: Path):
 
     run = RunDir(args.supernet)
     data = load_data(run.spec()["data"], max(run.space().image_size))
-    return run, SubnetScorer(load_supernet(run), data), "val acc"
+    return run, SubnetScorer(load_supernet(run), data), "search acc"
 
 
 def main():

@@ -39,7 +39,7 @@ from tuner.lost_trials import ReclaimsLostTrials
 from tuner.trial_end_writes import WritesAtTrialEnd
 
 RUNNING, STOPPED = trial_module.TrialStatus.RUNNING, trial_module.TrialStatus.STOPPED
-OBJECTIVE = kt.Objective("val_accuracy", direction="max")
+OBJECTIVE = kt.Objective("search_accuracy", direction="max")
 MEMORY_METRICS = ("arena", "flash", "macs", "instructions")
 ALGORITHMS = ("evolution", "random", "bayesian", "grid")
 

@@ -52,7 +52,7 @@ class Ranked:
     instructions: int  # the latency model's, of one inference of the fused model
 
     def to_dict(self) -> dict:
-        return {"trial": self.trial_id, "val_accuracy": self.accuracy, "arena": self.arena,
+        return {"trial": self.trial_id, "search_accuracy": self.accuracy, "arena": self.arena,
                 "flash": self.flash, "macs": self.macs, "instructions": self.instructions,
                 "config": self.config.to_dict()}
 
@@ -213,7 +213,7 @@ def tune(run: RunDir, budget: Budget, out: Path, settings: TuneSettings,
 def format_table(result: TuneResult) -> str:
     """The top subnets, one a line."""
     clock = f"ms@{result.clock_hz / 1e6:g}MHz"
-    lines = [f"{'#':>2} {'val acc':>8} {'arena':>10} {'flash':>10} {'MMACs':>7} {clock:>13}  subnet"]
+    lines = [f"{'#':>2} {'search':>8} {'arena':>10} {'flash':>10} {'MMACs':>7} {clock:>13}  subnet"]
     for k, r in enumerate(result.top, 1):
         ms = r.instructions / result.clock_hz * 1e3
         lines.append(f"{k:>2} {r.accuracy:>8.2%} {format_size(r.arena):>10} "

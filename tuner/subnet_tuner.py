@@ -3,8 +3,9 @@
 KerasTuner's `Tuner` rejects tf_keras models (DESIGN.md §3), so this is a
 `BaseTuner` and `run_trial` does the work: it reads the trial's values as a
 `SubnetConfig`, makes it the supernet's active subnet (inherited weights, no
-training, no retracing) and returns its top-1 accuracy on the held-out val
-split. With `fine_tune_steps` the subnet is extracted and fine-tuned on the
+training, no retracing) and returns its top-1 accuracy on the search split
+(training images the supernet never trained on; the val split is left to report what was
+chosen, see `data`). With `fine_tune_steps` the subnet is extracted and fine-tuned on the
 training split for that many steps first (slower: one new model per trial).
 The predicted arena, flash and MACs are already in the trial: the budget
 oracle wrote them when it created it.
@@ -29,20 +30,20 @@ FINE_TUNE_LR = 1e-4
 
 
 class SubnetScorer:
-    """Top-1 val accuracy of subnets of one supernet, optionally after a short fine-tune."""
+    """Top-1 search-split accuracy of subnets of one supernet, optionally after a short fine-tune."""
 
     def __init__(self, supernet: Supernet, data: ImageData, fine_tune_steps: int = 0,
                  batch_size: int = 32, seed: int = 0):
         self.supernet, self.data = supernet, data
         self.fine_tune_steps, self.batch_size, self.seed = fine_tune_steps, batch_size, seed
         self.predict = traced_predict(supernet)
-        self.val_batches = data.val_batches(EVAL_BATCH)
+        self.search_batches = data.search_batches(EVAL_BATCH)
 
     def __call__(self, config: SubnetConfig) -> float:
         if self.fine_tune_steps:
             return self._fine_tuned(config)
         self.supernet.set_active(config)
-        return accuracy(self.predict, self.val_batches)
+        return accuracy(self.predict, self.search_batches)
 
     def _fine_tuned(self, config: SubnetConfig) -> float:
         import tf_keras as keras
@@ -54,8 +55,7 @@ class SubnetScorer:
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         train = self.data.train_batches(self.batch_size, seed=self.seed).repeat()
         model.fit(train, steps_per_epoch=self.fine_tune_steps, epochs=1, verbose=0)
-        return accuracy(traced_predict(model),
-                        self.data.val_batches(EVAL_BATCH, config.image_size))
+        return accuracy(traced_predict(model), self.data.search_batches(EVAL_BATCH, config.image_size))
 
 
 class SubnetTuner(base_tuner.BaseTuner):
@@ -88,7 +88,7 @@ class SubnetTuner(base_tuner.BaseTuner):
             score = self.scorer(config)
         self.eval_seconds += time.perf_counter() - began
         self.trials_run += 1
-        return {"val_accuracy": score}
+        return {"search_accuracy": score}
 
     def on_search_begin(self):
         # The tuner's state file is what makes a rerun reload the project: write it (and the

@@ -10,6 +10,12 @@ A data spec is one string:
 - `tfds:NAME[:TRAIN,VAL]`: a TensorFlow Datasets data set already prepared in
   `data_dir` (see `data_tfds`).
 
+Every source's first training examples (a sixth, at most 10,000) are the search split: held
+out of training, they are what the tuner scores subnets on, so the val split that `demo`,
+`evaluate` and `export` report was neither trained on nor chosen on (as OFA and AutoFormer
+search). The training examples are in a random order in every source (imagefolder's files are
+put in one, the others come in one), so the first ones are a fair sample.
+
 Images reach the model as float32 in [0, 1], at the requested size. `digits`
 and `cifar10:` are small images held in memory, trained with a random shift
 and flip; `imagefolder:` and `tfds:` stream encoded images and train on
@@ -31,11 +37,14 @@ from mcuformer_tf.nas.data_spec import check_data_spec, existing_dir, parse_tfds
 from mcuformer_tf.nas.train_settings import TrainSettings
 
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+SEARCH_SHARE = 6  # one training example in this many is in the search split
+SEARCH_MAX = 10_000  # ... up to this many
 
 
 @dataclasses.dataclass
 class ImageData:
-    """Train and val splits of one source, each a tf.data.Dataset of (image, label) at image_size.
+    """Train, val and search splits of one source, each a tf.data.Dataset of (image, label) at
+    image_size (see the module docstring for the search split).
 
     Where `train_encoded` is given (encoded image bytes, label), training batches are
     random-resized crops of it; `train` is then the centre-cropped view of the same images.
@@ -50,6 +59,8 @@ class ImageData:
     val_count: int
     flip: bool = True
     train_encoded: tf.data.Dataset | None = None
+    search: tf.data.Dataset | None = None
+    search_count: int = 0
 
     def _crop(self):
         """(image, seed pair) -> a random shift of a small image, or a random-resized crop of an
@@ -100,10 +111,32 @@ class ImageData:
 
     def val_batches(self, batch_size: int, image_size: int | None = None) -> tf.data.Dataset:
         """Val batches, resized to `image_size` when a subnet takes another size."""
-        ds = self.val
-        if image_size and image_size != self.image_size:
-            ds = ds.map(lambda x, y: (tf.image.resize(x, [image_size, image_size]), y))
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return self._batches(self.val, batch_size, image_size)
+
+    def search_batches(self, batch_size: int, image_size: int | None = None) -> tf.data.Dataset:
+        """Search split batches (what the tuner scores on), resized as `val_batches`."""
+        if not self.search_count:
+            raise McuformerError(f"data {self.name}: its {self.train_count} training images leave no "
+                                 f"search split to score subnets on (one in {SEARCH_SHARE} is held out for it)")
+        return self._batches(self.search, batch_size, image_size)
+
+    def at_size(self, dataset: tf.data.Dataset, image_size: int | None) -> tf.data.Dataset:
+        """`dataset` (images or batches of them, with labels) of this data resized to `image_size`
+        where that is given and differs from the data's."""
+        if not image_size or image_size == self.image_size:
+            return dataset
+        return dataset.map(lambda x, y: (tf.image.resize(x, [image_size, image_size]), y))
+
+    def _batches(self, dataset, batch_size, image_size):
+        return self.at_size(dataset, image_size).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def hold_out_search(data: ImageData) -> ImageData:
+    """`data` with its first training examples (see the module docstring) moved to the search split."""
+    count = min(data.train_count // SEARCH_SHARE, SEARCH_MAX)
+    encoded = data.train_encoded.skip(count) if data.encoded else None
+    return dataclasses.replace(data, train=data.train.skip(count), train_count=data.train_count - count,
+                               train_encoded=encoded, search=data.train.take(count), search_count=count)
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -116,8 +149,8 @@ def _from_arrays(name, x_train, y_train, x_val, y_val, num_classes, image_size, 
     def dataset(x, y):
         return tf.data.Dataset.from_tensor_slices((_resize(x, image_size), y.astype(np.int32)))
 
-    return ImageData(name, num_classes, image_size, dataset(x_train, y_train),
-                     dataset(x_val, y_val), len(y_train), len(y_val), flip)
+    return hold_out_search(ImageData(name, num_classes, image_size, dataset(x_train, y_train),
+                                     dataset(x_val, y_val), len(y_train), len(y_val), flip))
 
 
 def load_digits(image_size: int) -> ImageData:
@@ -157,12 +190,14 @@ def load_cifar10(path: str, image_size: int) -> ImageData:
 
 
 def _image_files(split_dir: Path, classes: list[str]):
+    """The split's files and labels in one fixed random order (not class by class)."""
     files, labels = [], []
     for label, name in enumerate(classes):
         found = sorted(str(f) for f in (split_dir / name).iterdir() if f.is_file())
         files += found
         labels += [label] * len(found)
-    return files, labels
+    order = np.random.default_rng(0).permutation(len(files))
+    return [files[i] for i in order], [labels[i] for i in order]
 
 
 def load_imagefolder(path: str, image_size: int) -> ImageData:
@@ -198,10 +233,10 @@ def encoded_image_data(name, num_classes, image_size, train, val, train_count, v
         return centre_crop(encoded, image_size), tf.cast(label, tf.int32)
 
     train = train.map(lambda x, y: (x, tf.cast(y, tf.int32)))
-    return ImageData(name, num_classes, image_size,
-                     train.map(centre, num_parallel_calls=tf.data.AUTOTUNE),
-                     val.map(centre, num_parallel_calls=tf.data.AUTOTUNE), train_count, val_count,
-                     train_encoded=train)
+    return hold_out_search(ImageData(name, num_classes, image_size,
+                                     train.map(centre, num_parallel_calls=tf.data.AUTOTUNE),
+                                     val.map(centre, num_parallel_calls=tf.data.AUTOTUNE), train_count,
+                                     val_count, train_encoded=train))
 
 
 def load_data(spec: str, image_size: int, data_dir: str | None = None) -> ImageData:

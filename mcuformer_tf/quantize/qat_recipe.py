@@ -162,18 +162,12 @@ def _schedule(recipe: QatRecipe, steps_per_epoch: int):
         warmup_steps=warmup)
 
 
-def _resized(dataset: tf.data.Dataset, size: int, data: ImageData) -> tf.data.Dataset:
-    if size == data.image_size:
-        return dataset
-    return dataset.map(lambda x, y: (tf.image.resize(x, [size, size]), y))
-
-
 def fine_tune_batches(train: ImageData, recipe: QatRecipe, seed: int, size: int) -> tf.data.Dataset:
     """Every epoch's training batches at `size`, one after another: each epoch its own shuffle and
     crops (the same seed gives the same order and crops), mixed by `recipe.mixup` (soft labels)."""
     mixing = TrainSettings(mixup=recipe.mixup) if recipe.mixup else None
     return functools.reduce(tf.data.Dataset.concatenate, [
-        _resized(train.train_batches(recipe.batch_size, seed * 1000 + epoch, mixing), size, train)
+        train.at_size(train.train_batches(recipe.batch_size, seed * 1000 + epoch, mixing), size)
         for epoch in range(max(1, recipe.epochs))])
 
 
@@ -210,7 +204,7 @@ def _fit(qat_model, teacher, batches, holdout, steps_per_epoch, recipe, data, se
         loss=keras.losses.CategoricalCrossentropy(from_logits=True))
     callbacks = [_FreezeRanges(qat_model, recipe.epochs - recipe.frozen_range_epochs)]
     if holdout is not None:
-        images = np.stack([x for x, _ in _resized(holdout, size, data).as_numpy_iterator()])
+        images = np.stack([x for x, _ in data.at_size(holdout, size).as_numpy_iterator()])
         representative = calibration_images(data, size, seed=seed)  # as export converts
         keep = _KeepBest(qat_model, lambda model: to_int8_tflite(model, representative), images,
                          tf.nn.softmax(teacher.predict(images, verbose=0)).numpy())
