@@ -38,6 +38,17 @@ def test_the_holdout_is_every_fifth_training_image_and_left_out_of_the_fine_tune
     assert (train.train_count, len(held)) == (len(kept), data.train_count // HOLDOUT_EVERY)
 
 
+def test_calibration_images_are_chosen_by_their_seed_alone():
+    """The same seed picks the same images whatever the process seeded before (a training run or
+    an earlier export sets TF's global seed); another seed picks others."""
+    data = load_digits(8)
+    tf.random.set_seed(1)
+    first = calibration_images(data, 16, count=32, seed=3)
+    tf.random.set_seed(2)
+    again, other = calibration_images(data, 16, count=32, seed=3), calibration_images(data, 16, count=32, seed=4)
+    assert first.shape == (32, 16, 16, 3) and np.array_equal(first, again) and not np.array_equal(first, other)
+
+
 def test_mixup_blends_each_fine_tune_batch_with_its_reverse_and_its_labels_alike():
     data = load_digits(8)
     (plain, labels), = fine_tune_batches(data, QatRecipe(epochs=1, mixup=0.0), seed=2, size=8).take(1)

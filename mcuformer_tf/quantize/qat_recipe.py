@@ -77,9 +77,16 @@ def split_holdout(data: ImageData) -> tuple[ImageData, tf.data.Dataset]:
 
 
 def calibration_images(data, image_size: int, count: int = 256, seed: int = 0) -> np.ndarray:
-    """`count` training images (no augmentation) at `image_size`, for the converter's calibration."""
-    images = data.train.shuffle(data.train_count, seed=seed).take(count).map(
-        lambda x, y: tf.image.resize(x, [image_size, image_size]))
+    """`count` training images (no augmentation) at `image_size`, for the converter's calibration and
+    the epsilons' widening: a stateless choice by `seed` alone, in training order, so what the
+    process seeded before (a training run, another export) does not change it."""
+    total = data.train_count
+
+    def chosen(index, _):
+        return tf.random.experimental.index_shuffle(index, [seed, 0], total - 1) < count
+
+    images = data.train.enumerate().filter(chosen).map(
+        lambda _, example: tf.image.resize(example[0], [image_size, image_size]))
     return np.stack(list(images.as_numpy_iterator())).astype(np.float32)
 
 
@@ -234,6 +241,7 @@ class QuantizedSubnet:
 def quantization_aware_subnet(model: keras.Model, data: ImageData, recipe: QatRecipe, seed: int = 0,
                               progress: bool = True) -> QuantizedSubnet:
     """The whole QAT recipe on an extracted float subnet (whose LayerNorm epsilons it widens)."""
+    seed_run(seed)
     teacher = keras.models.clone_model(model)
     teacher.set_weights(model.get_weights())
     widen_layer_norm_epsilon(model, calibration_images(data, model.input_shape[1], seed=seed), recipe.epsilon_fraction)
