@@ -55,7 +55,7 @@ def export_subnet(supernet: Supernet, config: SubnetConfig, data: ImageData, out
     float_accuracy = accuracy(traced_predict(model), val)
     quantized = quantization_aware_subnet(model, data, recipe, seed=seed, progress=progress)
     qat_accuracy = accuracy(traced_predict(quantized.model), val)
-    model_bytes = to_int8_tflite(quantized.model, calibration_images(data, config.image_size, seed=seed))
+    model_bytes = to_int8_tflite(quantized.model, quantized.calibration)
     if finish is not None:
         model_bytes = finish(model_bytes)
     write_bytes_atomic(Path(out), model_bytes)

@@ -179,9 +179,10 @@ def fine_tune_batches(train: ImageData, recipe: QatRecipe, seed: int, size: int)
 
 
 def fine_tune(qat_model: keras.Model, teacher: keras.Model, data: ImageData, recipe: QatRecipe,
-              seed: int = 0, progress: bool = True) -> list[float]:
+              representative: np.ndarray, seed: int = 0, progress: bool = True) -> list[float]:
     """Calibrate the ranges, then fine-tune by `recipe`; returns the held-out scores (calibrated
-    state first, then one per epoch; empty with no epoch or no keep-best)."""
+    state first, then one per epoch; empty with no epoch or no keep-best). `representative`: the
+    images the converter calibrates on when it scores a state (`calibration_images`)."""
     seed_run(seed)
     size = qat_model.input_shape[1]
     train, holdout = split_holdout(data) if recipe.keep_best and recipe.epochs else (data, None)
@@ -195,14 +196,14 @@ def fine_tune(qat_model: keras.Model, teacher: keras.Model, data: ImageData, rec
     scores = []
     if recipe.epochs > 0:
         scores = _fit(qat_model, teacher, batches, holdout, train.train_count // recipe.batch_size,
-                      recipe, data, seed, progress)
+                      recipe, data, representative, progress)
     diverged = [v.name for v in qat_model.variables if not np.all(np.isfinite(v.numpy()))]
     if diverged:
         raise McuformerError(f"quantisation-aware training diverged: {diverged[0]} is not finite")
     return scores
 
 
-def _fit(qat_model, teacher, batches, holdout, steps_per_epoch, recipe, data, seed, progress):
+def _fit(qat_model, teacher, batches, holdout, steps_per_epoch, recipe, data, representative, progress):
     size = qat_model.input_shape[1]
     distillation = _Distillation(qat_model, teacher, recipe.distill)
     distillation.compile(
@@ -212,7 +213,6 @@ def _fit(qat_model, teacher, batches, holdout, steps_per_epoch, recipe, data, se
     callbacks = [_FreezeRanges(qat_model, recipe.epochs - recipe.frozen_range_epochs)]
     if holdout is not None:
         images = np.stack([x for x, _ in data.at_size(holdout, size).as_numpy_iterator()])
-        representative = calibration_images(data, size, seed=seed)  # as export converts
         keep = _KeepBest(qat_model, lambda model: to_int8_tflite(model, representative), images,
                          tf.nn.softmax(teacher.predict(images, verbose=0)).numpy())
         callbacks.append(keep)
@@ -223,12 +223,14 @@ def _fit(qat_model, teacher, batches, holdout, steps_per_epoch, recipe, data, se
 
 @dataclasses.dataclass
 class QuantizedSubnet:
-    """A fine-tuned QAT model, the float teacher it distilled, and the held-out scores (the
-    calibrated state's first, then one per epoch) of which the lowest was kept."""
+    """A fine-tuned QAT model, the float teacher it distilled, the held-out scores (the calibrated
+    state's first, then one per epoch) of which the lowest was kept, and the calibration images
+    (`calibration_images`: the epsilons were widened on them, the converter calibrates on them)."""
 
     model: keras.Model
     teacher: keras.Model
     held_out_scores: list[float]
+    calibration: np.ndarray
 
     def describe(self) -> str:
         if not self.held_out_scores:
@@ -244,7 +246,8 @@ def quantization_aware_subnet(model: keras.Model, data: ImageData, recipe: QatRe
     seed_run(seed)
     teacher = keras.models.clone_model(model)
     teacher.set_weights(model.get_weights())
-    widen_layer_norm_epsilon(model, calibration_images(data, model.input_shape[1], seed=seed), recipe.epsilon_fraction)
+    calibration = calibration_images(data, model.input_shape[1], seed=seed)
+    widen_layer_norm_epsilon(model, calibration, recipe.epsilon_fraction)
     qat_model = quantize_subnet(model, recipe.weight_bits)
-    scores = fine_tune(qat_model, teacher, data, recipe, seed=seed, progress=progress)
-    return QuantizedSubnet(qat_model, teacher, scores)
+    scores = fine_tune(qat_model, teacher, data, recipe, calibration, seed=seed, progress=progress)
+    return QuantizedSubnet(qat_model, teacher, scores, calibration)
